@@ -1,0 +1,1 @@
+"""Utility modules for the RLHF toolkit."""
