@@ -1,0 +1,63 @@
+"""Step 1: train a reward model on preference pairs (prompt, chosen, rejected).
+
+    python reward_model.py                                   # defaults from reward_args/*.py
+    python reward_model.py --train_mode full --learning_rate 1e-5 --output_dir output/rm_full
+    accelerate launch --config_file ds_config/deepspeed_zero2.yaml reward_model.py
+
+The model is `AutoModelForSequenceClassification(num_labels=1)` on top of a causal LM checkpoint: one scalar
+score for the last token of prompt + answer. Trained with TRL's RewardTrainer on the Bradley-Terry loss
+-log sigmoid(r_chosen - r_rejected). With LoRA the score head is trained and saved with the adapter.
+The held-out accuracy (share of pairs where r_chosen > r_rejected) is printed at the end.
+"""
+
+from datasets import Dataset
+from transformers import AutoModelForSequenceClassification
+from trl import RewardTrainer
+
+from reward_args.model_config import RewardModelArgs
+from reward_args.training_config import RewardConfig
+from utils.args import parse_args
+from utils.data import check_with_tokenizer, load_preference_splits
+from utils.model import check_model_path, check_train_mode, load_model, load_tokenizer, lora_config
+from utils.outputs import prepare_output_dir, save_outputs
+
+
+def main(argv=None):
+    model_args, config = parse_args((RewardModelArgs, RewardConfig), argv)
+    resume = prepare_output_dir(config)
+    check_train_mode(model_args, config)
+    check_model_path(model_args.model_name_or_path)
+
+    # 1. Data: every row is checked before any model is loaded.
+    train_rows, eval_rows = load_preference_splits(model_args, config.seed)
+    tokenizer = load_tokenizer(model_args.model_name_or_path, config.trust_remote_code)
+    check_with_tokenizer(tokenizer, train_rows, model_args.model_name_or_path, config.max_length,
+                         "RewardTrainer drops them (raise --max_length to keep them)")
+
+    # 2. Model: a causal LM checkpoint gets a fresh 1-output score head.
+    model = load_model(AutoModelForSequenceClassification, model_args, config, tokenizer, num_labels=1)
+
+    # 3. Train.
+    trainer = RewardTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        peft_config=lora_config(model_args, "SEQ_CLS"),
+    )
+    trainer.train(resume_from_checkpoint=resume)
+
+    # 4. Evaluate and save.
+    if eval_rows:
+        metrics = trainer.evaluate()
+        if trainer.is_world_process_zero():
+            print(f"[reward model] eval accuracy {metrics['eval_accuracy']:.3f} on {len(eval_rows)} held-out pairs")
+    save_outputs(trainer, {"model": model_args, "training": config})
+    if trainer.is_world_process_zero():
+        print(f"[reward model] saved to {config.output_dir} (curves: {config.output_dir}/training_curves.png)")
+    return trainer
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Defaults shared by every training config in this toolkit (reward model and all RLHF methods).
+
+Each method's config (e.g. `dpo_config.py`) is `class XConfig(BaseConfig, trl.XConfig)`: TRL's own config with
+these defaults on top. Every field can be changed here, in the method's file, or on the command line
+(`--learning_rate 1e-5`). Fields left at `None` are picked for the machine you run on, so one config runs
+unchanged on a laptop CPU and on a GPU node.
+"""
+
+from dataclasses import dataclass
+
+from utils.args import resolve_device_defaults
+
+
+@dataclass
+class BaseConfig:
+    bf16: bool | None = None  # None: bf16 on GPUs that support it, fp32 on CPU
+    fp16: bool | None = None  # None: fp16 only on GPUs without bf16 (e.g. V100, T4)
+    activation_checkpointing: bool | None = None  # None: on for GPUs (saves memory), off on CPU (30% faster)
+    gradient_checkpointing: bool | None = None  # old name of activation_checkpointing; leave at None
+    num_train_epochs: float = 1.0  # passes over the training data (max_steps > 0 overrides it)
+    per_device_train_batch_size: int = 4  # pairs per device per step
+    per_device_eval_batch_size: int = 4  # pairs per device per eval step
+    gradient_accumulation_steps: int = 1  # effective batch = this x per_device batch x number of processes
+    lr_scheduler_type: str = "cosine"  # learning-rate schedule after warm-up
+    warmup_steps: float = 0.1  # warm-up: a fraction of the steps if < 1, else a number of steps
+    logging_steps: float = 5  # log metrics (and curve points) every N steps
+    eval_strategy: str = "no"  # "steps" or "epoch" to evaluate during training (needs eval data)
+    save_strategy: str = "steps"  # when to write checkpoint-N/ for --resume_from_checkpoint
+    save_steps: float = 200  # checkpoint every N steps
+    save_total_limit: int | None = 2  # keep only the newest N checkpoints
+    report_to: str | list[str] = "tensorboard"  # "none", "tensorboard", "wandb", ...; PNG curves are always written
+    seed: int = 42  # seed for data order, eval split and initialisation
+
+    def __post_init__(self):
+        resolve_device_defaults(self)
+        super().__post_init__()

@@ -1,0 +1,100 @@
+"""What a user sees before any training: flag parsing, precision defaults, refusals and early data errors."""
+
+import os
+import time
+
+import pytest
+import torch
+from conftest import base_flags, write_jsonl
+
+import reward_model
+import train_rlhf
+from rlhf_args.dpo_config import DPOConfig
+from utils.args import parse_args
+from common_args import CommonArgs
+
+ROW = {"prompt": "q", "chosen": "good", "rejected": "bad"}
+
+
+def test_flags_override_config_defaults():
+    args, config = parse_args((CommonArgs, DPOConfig), ["--beta", "0.2", "--lora_r", "4", "--output_dir", "x"])
+    assert config.beta == 0.2 and args.lora_r == 4
+    assert DPOConfig(output_dir="x").beta == 0.1  # the default in rlhf_args/dpo_config.py
+
+
+def test_unknown_flag_is_an_error_that_names_it(capsys):
+    with pytest.raises(SystemExit):
+        parse_args((CommonArgs, DPOConfig), ["--betta", "0.2"])
+    assert "unknown flag(s): --betta 0.2" in capsys.readouterr().err
+
+
+def test_unknown_method_lists_the_choices(capsys):
+    with pytest.raises(SystemExit, match="unknown --rlhf_type 'PPX'; choose one of: DPO"):
+        train_rlhf.main(["--rlhf_type", "PPX"])
+
+
+def test_precision_is_fp32_on_cpu_and_follows_the_gpu(monkeypatch):
+    config = DPOConfig(output_dir="x")
+    assert (config.bf16, config.fp16, config.activation_checkpointing) == (False, False, False)
+    assert DPOConfig(output_dir="x", activation_checkpointing=True).activation_checkpointing is True
+
+    from utils.args import resolve_device_defaults
+
+    class Fake:  # the fields resolve_device_defaults reads, as a GPU run would have them
+        def __init__(self, **kw):
+            self.bf16, self.fp16, self.use_cpu = None, None, False
+            self.activation_checkpointing = self.gradient_checkpointing = None
+            self.__dict__.update(kw)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for bf16_ok, expected in ((True, (True, False)), (False, (False, True))):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16_ok)
+        fake = Fake()
+        resolve_device_defaults(fake)
+        assert (fake.bf16, fake.fp16, fake.activation_checkpointing) == (*expected, True)
+    fake = Fake(bf16=False, fp16=False)  # the user's choice wins
+    resolve_device_defaults(fake)
+    assert (fake.bf16, fake.fp16) == (False, False)
+    fake = Fake(use_cpu=True)
+    resolve_device_defaults(fake)
+    assert (fake.bf16, fake.fp16, fake.activation_checkpointing) == (False, False, False)
+
+
+@pytest.mark.parametrize("script", [train_rlhf, reward_model])
+def test_bad_data_stops_before_any_model_is_loaded(script, tiny_model_dir, tmp_path, monkeypatch):
+    data = write_jsonl(tmp_path / "d.jsonl", [ROW, ROW, '{"prompt": "q", "chosen": ', ROW])
+    monkeypatch.setattr(script, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    out = tmp_path / "out"
+    start = time.time()
+    with pytest.raises(ValueError, match=r"d.jsonl:3: field '\(row\)': malformed JSON"):
+        script.main(base_flags(tiny_model_dir, data, out))
+    assert time.time() - start < 10
+    assert not out.exists() or not os.listdir(out)
+
+
+def test_non_empty_output_dir_is_never_overwritten(tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="--resume_from_checkpoint true"):
+        train_rlhf.main(base_flags(tiny_model_dir, write_jsonl(tmp_path / "d.jsonl", [ROW]), out))
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_qlora_with_zero3_is_refused_naming_zero2(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    from utils.model import check_train_mode
+
+    args, config = parse_args((CommonArgs, DPOConfig), ["--train_mode", "qlora", "--output_dir", "x"])
+    with pytest.raises(ValueError, match="deepspeed_zero2.yaml"):
+        check_train_mode(args, config)
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    check_train_mode(args, config)  # ZeRO-2 is fine
+
+
+def test_missing_demo_model_says_how_to_create_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no models/ folder here
+    data = write_jsonl(tmp_path / "d.jsonl", [ROW])
+    with pytest.raises(FileNotFoundError, match="python -m utils.demo_model"):
+        train_rlhf.main(["--train_data_path", data, "--output_dir", str(tmp_path / "out")])

@@ -1,0 +1,81 @@
+"""reward_model.py on the tiny model: it learns an easy preference, its scores ignore padding, and what it saves
+reloads with the trained score head."""
+
+import json
+import os
+
+import pytest
+import torch
+from conftest import base_flags
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+import reward_model
+
+
+def score(model, tokenizer, texts):
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        return model(**batch).logits[:, 0]
+
+
+@pytest.fixture(scope="module")
+def lora_rm(tiny_model_dir, easy_data, tmp_path_factory):
+    """A LoRA reward model trained for 36 steps on the easy set; returns (trainer, output_dir)."""
+    out = tmp_path_factory.mktemp("rm") / "out"
+    train, held_out = easy_data
+    trainer = reward_model.main(base_flags(tiny_model_dir, train, out, "--eval_data_path", held_out,
+                                           "--max_steps", "36", "--learning_rate", "3e-3", "--lora_r", "8",
+                                           "--per_device_train_batch_size", "4"))
+    return trainer, str(out)
+
+
+def test_accuracy_rises_well_above_chance(lora_rm):
+    trainer, _ = lora_rm
+    evals = [e for e in trainer.state.log_history if "eval_accuracy" in e]
+    assert evals[-1]["eval_accuracy"] >= 0.9
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert sum(losses[-6:]) / 6 < sum(losses[:6]) / 6
+
+
+def test_saved_lora_reward_model_reloads_with_its_score_head(lora_rm):
+    from peft import AutoPeftModelForSequenceClassification
+
+    trainer, out = lora_rm
+    assert "score" in json.load(open(os.path.join(out, "adapter_config.json")))["modules_to_save"]
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    texts = ["<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nSure, here you go.<|im_end|>\n",
+             "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nNo.<|im_end|>\n"]
+    reloaded = AutoPeftModelForSequenceClassification.from_pretrained(out, num_labels=1).eval()
+    trained = trainer.model.eval()
+    assert torch.allclose(score(reloaded, tokenizer, texts), score(trained, tokenizer, texts), atol=1e-5)
+    assert score(reloaded, tokenizer, texts)[0] > score(reloaded, tokenizer, texts)[1]
+    # the resolved config, the log history and the curves are there too
+    settings = json.load(open(os.path.join(out, "run_config.json")))
+    assert settings["training"]["learning_rate"] == 3e-3 and settings["model"]["lora_r"] == 8
+    assert settings["world_size"] == 1 and settings["training"]["bf16"] is False
+    history = json.load(open(os.path.join(out, "trainer_state.json")))["log_history"]
+    assert any("eval_accuracy" in e for e in history)
+    assert open(os.path.join(out, "training_curves.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_score_does_not_change_with_padding(tiny_model_dir):
+    """pad == eos for SmolLM2; the score must come from the last real token whatever padding follows."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1).eval()
+    model.config.pad_token_id = tokenizer.pad_token_id
+    short = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nok<|im_end|>\n"
+    alone = score(model, tokenizer, [short])
+    padded = score(model, tokenizer, [short, short + "and a much longer answer " * 5])[0]
+    assert torch.allclose(alone[0], padded, atol=1e-5)
+
+
+def test_full_fine_tuning_saves_a_loadable_model(tiny_model_dir, easy_data, tmp_path):
+    train, _ = easy_data
+    out = tmp_path / "full"
+    trainer = reward_model.main(base_flags(tiny_model_dir, train, out, "--train_mode", "full", "--max_steps", "2",
+                                           "--eval_split_size", "0"))
+    model = AutoModelForSequenceClassification.from_pretrained(out, num_labels=1).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert os.path.isfile(out / "model.safetensors")
+    assert torch.allclose(score(model, tokenizer, ["hello there"]), score(trainer.model.eval(), tokenizer,
+                                                                          ["hello there"]), atol=1e-5)

@@ -1,0 +1,81 @@
+"""Step 2: align a policy with one RLHF method, picked with --rlhf_type (see METHODS below).
+
+    python train_rlhf.py --rlhf_type DPO                    # defaults from common_args.py + rlhf_args/dpo_config.py
+    python train_rlhf.py --rlhf_type DPO --train_mode qlora --beta 0.2 --output_dir output/dpo_qlora
+    accelerate launch --config_file ds_config/deepspeed_zero3.yaml train_rlhf.py --rlhf_type DPO
+
+Each method = a config class in rlhf_args/ (TRL's config with this toolkit's defaults) + a TRL trainer.
+With LoRA / QLoRA the reference model is the policy with its adapter switched off (no second copy in memory);
+with full fine-tuning TRL loads a frozen reference from the same checkpoint.
+"""
+
+import argparse
+import sys
+
+from datasets import Dataset
+from transformers import AutoModelForCausalLM
+from trl import DPOTrainer
+
+from common_args import CommonArgs
+from rlhf_args.dpo_config import DPOConfig
+from utils.args import parse_args
+from utils.data import check_with_tokenizer, load_preference_splits
+from utils.model import check_model_path, check_train_mode, load_model, load_tokenizer, lora_config
+from utils.outputs import prepare_output_dir, save_outputs
+
+# rlhf_type -> (config class, trainer class, what TRL does with pairs longer than max_length)
+METHODS = {
+    "DPO": (DPOConfig, DPOTrainer, "DPOTrainer cuts them at the end (truncation_mode=keep_start)"),
+}
+
+
+def pick_method(argv: list[str]) -> str:
+    """Read --rlhf_type before the full parse, since it decides which config class parses the rest."""
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--rlhf_type", default=CommonArgs.rlhf_type)
+    rlhf_type = peek.parse_known_args(argv)[0].rlhf_type
+    if rlhf_type not in METHODS:
+        sys.exit(f"error: unknown --rlhf_type {rlhf_type!r}; choose one of: {', '.join(METHODS)}")
+    return rlhf_type
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    config_cls, trainer_cls, too_long_action = METHODS[pick_method(argv)]
+    args, config = parse_args((CommonArgs, config_cls), argv)
+    resume = prepare_output_dir(config)
+    check_train_mode(args, config)
+    check_model_path(args.model_name_or_path)
+
+    # 1. Data: every row is checked before any model is loaded.
+    train_rows, eval_rows = load_preference_splits(args, config.seed)
+    tokenizer = load_tokenizer(args.model_name_or_path, config.trust_remote_code)
+    check_with_tokenizer(tokenizer, train_rows, args.model_name_or_path, config.max_length, too_long_action)
+
+    # 2. Policy model (the reference is derived from it by the trainer).
+    model = load_model(AutoModelForCausalLM, args, config, tokenizer)
+
+    # 3. Train.
+    trainer = trainer_cls(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        peft_config=lora_config(args, "CAUSAL_LM"),
+    )
+    trainer.train(resume_from_checkpoint=resume)
+
+    # 4. Evaluate and save.
+    if eval_rows:
+        trainer.evaluate()
+    save_outputs(trainer, {"common": args, "training": config})
+    if trainer.is_world_process_zero():
+        what = "model" if args.train_mode == "full" else "LoRA adapter"
+        print(f"[{args.rlhf_type}] {what} saved to {config.output_dir} "
+              f"(curves: {config.output_dir}/training_curves.png)")
+    return trainer
+
+
+if __name__ == "__main__":
+    main()
