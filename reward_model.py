@@ -17,7 +17,7 @@ from trl import RewardTrainer
 from reward_args.model_config import RewardModelArgs
 from reward_args.training_config import RewardConfig
 from utils.args import parse_args
-from utils.data import check_with_tokenizer, load_preference_splits
+from utils.data import preference_data
 from utils.model import check_model_path, check_train_mode, load_model, load_tokenizer, lora_config
 from utils.outputs import prepare_output_dir, save_outputs
 
@@ -29,10 +29,9 @@ def main(argv=None):
     check_model_path(model_args.model_name_or_path)
 
     # 1. Data: every row is checked before any model is loaded.
-    train_rows, eval_rows = load_preference_splits(model_args, config.seed)
     tokenizer = load_tokenizer(model_args.model_name_or_path, config.trust_remote_code)
-    check_with_tokenizer(tokenizer, train_rows, model_args.model_name_or_path, config.max_length,
-                         "RewardTrainer drops them (raise --max_length to keep them)")
+    train_rows, eval_rows = preference_data(model_args, config, tokenizer,
+                                            too_long="RewardTrainer drops them (raise --max_length to keep them)")
 
     # 2. Model: a causal LM checkpoint gets a fresh 1-output score head.
     model = load_model(AutoModelForSequenceClassification, model_args, config, tokenizer, num_labels=1)

@@ -4,13 +4,16 @@
     python train_rlhf.py --rlhf_type DPO --train_mode qlora --beta 0.2 --output_dir output/dpo_qlora
     accelerate launch --config_file ds_config/deepspeed_zero3.yaml train_rlhf.py --rlhf_type DPO
 
-Each method = a config class in rlhf_args/ (TRL's config with this toolkit's defaults) + a TRL trainer.
+Each method is one row of METHODS: its config class in rlhf_args/ (TRL's config with this toolkit's defaults),
+its trainer, the loader for the data it needs, and any extra trainer arguments (e.g. a reward model).
 With LoRA / QLoRA the reference model is the policy with its adapter switched off (no second copy in memory);
 with full fine-tuning TRL loads a frozen reference from the same checkpoint.
 """
 
 import argparse
 import sys
+from dataclasses import dataclass
+from typing import Callable
 
 from datasets import Dataset
 from transformers import AutoModelForCausalLM
@@ -19,13 +22,22 @@ from trl import DPOTrainer
 from common_args import CommonArgs
 from rlhf_args.dpo_config import DPOConfig
 from utils.args import parse_args
-from utils.data import check_with_tokenizer, load_preference_splits
+from utils.data import preference_data
 from utils.model import check_model_path, check_train_mode, load_model, load_tokenizer, lora_config
 from utils.outputs import prepare_output_dir, save_outputs
 
-# rlhf_type -> (config class, trainer class, what TRL does with pairs longer than max_length)
+
+@dataclass(frozen=True)
+class Method:
+    config: type  # the config dataclass in rlhf_args/
+    trainer: type  # the trainer class
+    data: Callable  # (args, config, tokenizer, too_long) -> (train_rows, eval_rows), from utils/data.py
+    too_long: str  # what the trainer does with rows longer than max_length (printed with their count)
+    extra: Callable | None = None  # (args, config, tokenizer) -> extra trainer kwargs, e.g. reward models
+
+
 METHODS = {
-    "DPO": (DPOConfig, DPOTrainer, "DPOTrainer cuts them at the end (truncation_mode=keep_start)"),
+    "DPO": Method(DPOConfig, DPOTrainer, preference_data, "DPOTrainer cuts them at the end (keep_start)"),
 }
 
 
@@ -41,28 +53,28 @@ def pick_method(argv: list[str]) -> str:
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    config_cls, trainer_cls, too_long_action = METHODS[pick_method(argv)]
-    args, config = parse_args((CommonArgs, config_cls), argv)
+    method = METHODS[pick_method(argv)]
+    args, config = parse_args((CommonArgs, method.config), argv)
     resume = prepare_output_dir(config)
     check_train_mode(args, config)
     check_model_path(args.model_name_or_path)
 
     # 1. Data: every row is checked before any model is loaded.
-    train_rows, eval_rows = load_preference_splits(args, config.seed)
     tokenizer = load_tokenizer(args.model_name_or_path, config.trust_remote_code)
-    check_with_tokenizer(tokenizer, train_rows, args.model_name_or_path, config.max_length, too_long_action)
+    train_rows, eval_rows = method.data(args, config, tokenizer, method.too_long)
 
     # 2. Policy model (the reference is derived from it by the trainer).
     model = load_model(AutoModelForCausalLM, args, config, tokenizer)
 
     # 3. Train.
-    trainer = trainer_cls(
+    trainer = method.trainer(
         model=model,
         args=config,
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
         peft_config=lora_config(args, "CAUSAL_LM"),
+        **(method.extra(args, config, tokenizer) if method.extra else {}),
     )
     trainer.train(resume_from_checkpoint=resume)
 

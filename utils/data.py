@@ -337,11 +337,17 @@ def load_preference_splits(model_args, seed: int, log=print) -> tuple[list[dict]
     return train, held_out
 
 
-def check_with_tokenizer(tokenizer, rows: list[dict], model_path: str, max_length: int | None, too_long_action: str,
-                         log=print) -> None:
-    """Chat-template check plus a count of rows longer than `max_length` (TRL handles them: `too_long_action`)."""
-    check_chat_template(tokenizer, rows[0], model_path)
-    if max_length:
-        n = count_too_long(tokenizer, rows, max_length)
+def preference_data(model_args, config, tokenizer, too_long: str, log=print) -> tuple[list[dict], list[dict]]:
+    """The data loader for pairwise methods (reward model, DPO, ...): checked rows, then tokenizer checks.
+
+    Loads and checks the files (`load_preference_splits`), checks the chat template joins prompt and answer,
+    and prints how many pairs exceed `config.max_length` tokens (`too_long` says what the trainer does with them).
+    Returns `(train_rows, eval_rows)`; raises `DataFormatError`, `FileNotFoundError` or `ValueError`.
+    """
+    train, held_out = load_preference_splits(model_args, config.seed, log)
+    check_chat_template(tokenizer, train[0], model_args.model_name_or_path)
+    if config.max_length:
+        n = count_too_long(tokenizer, train, config.max_length)
         if n:
-            log(f"[data] {n} of {len(rows)} pairs are longer than max_length={max_length} tokens; {too_long_action}")
+            log(f"[data] {n} of {len(train)} pairs are longer than max_length={config.max_length} tokens; {too_long}")
+    return train, held_out
