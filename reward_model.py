@@ -18,7 +18,8 @@ from reward_args.model_config import RewardModelArgs
 from reward_args.training_config import RewardConfig
 from utils.args import parse_args
 from utils.data import preference_data
-from utils.model import check_model_path, check_train_mode, load_model, load_tokenizer, lora_config
+from utils.model import (check_model_path, check_train_mode, load_model, load_tokenizer, lora_config,
+                         match_trainable_dtype)
 from utils.outputs import prepare_output_dir, save_outputs
 
 
@@ -45,6 +46,7 @@ def main(argv=None):
         processing_class=tokenizer,
         peft_config=lora_config(model_args, "SEQ_CLS"),
     )
+    match_trainable_dtype(trainer.model, config)  # QLoRA: TRL casts trainable weights to bf16
     trainer.train(resume_from_checkpoint=resume)
 
     # 4. Evaluate and save.

@@ -23,7 +23,8 @@ from common_args import CommonArgs
 from rlhf_args.dpo_config import DPOConfig
 from utils.args import parse_args
 from utils.data import preference_data
-from utils.model import check_model_path, check_train_mode, load_model, load_tokenizer, lora_config
+from utils.model import (check_model_path, check_train_mode, load_model, load_tokenizer, lora_config,
+                         match_trainable_dtype)
 from utils.outputs import prepare_output_dir, save_outputs
 
 
@@ -76,6 +77,7 @@ def main(argv=None):
         peft_config=lora_config(args, "CAUSAL_LM"),
         **(method.extra(args, config, tokenizer) if method.extra else {}),
     )
+    match_trainable_dtype(trainer.model, config)  # QLoRA: TRL casts trainable weights to bf16
     trainer.train(resume_from_checkpoint=resume)
 
     # 4. Evaluate and save.

@@ -79,3 +79,14 @@ def test_full_fine_tuning_saves_a_loadable_model(tiny_model_dir, easy_data, tmp_
     assert os.path.isfile(out / "model.safetensors")
     assert torch.allclose(score(model, tokenizer, ["hello there"]), score(trainer.model.eval(), tokenizer,
                                                                           ["hello there"]), atol=1e-5)
+
+
+def test_qlora_reward_model_trains_with_an_fp32_score_head_on_cpu(tiny_model_dir, easy_data, tmp_path):
+    train, _ = easy_data
+    out = tmp_path / "qlora"
+    trainer = reward_model.main(base_flags(tiny_model_dir, train, out, "--train_mode", "qlora", "--max_steps", "2",
+                                           "--eval_split_size", "0"))
+    assert trainer.model.is_loaded_in_4bit
+    head = [p for n, p in trainer.model.named_parameters() if "score" in n and p.requires_grad]
+    assert head and all(p.dtype == torch.float32 for p in head)  # TRL's bf16 cast is undone for fp32 runs
+    assert "score" in json.load(open(out / "adapter_config.json"))["modules_to_save"]

@@ -96,3 +96,17 @@ def load_model(model_cls, model_args, config, tokenizer, **kwargs):
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def match_trainable_dtype(model, config) -> None:
+    """Cast trainable parameters to the run's compute dtype.
+
+    TRL casts the trainable parameters of quantized (QLoRA) models to bf16, as the QLoRA paper does for bf16
+    training. When the run computes in fp32 or fp16 (CPU, older GPUs), a plain trainable module such as a reward
+    model's `score` head would then get fp32 inputs and bf16 weights and fail; this undoes that cast.
+    Call it after the trainer is built and before `train()` (the optimizer is created in `train()`).
+    """
+    dtype = compute_dtype(config)
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != dtype:
+            param.data = param.data.to(dtype)
