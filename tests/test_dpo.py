@@ -105,3 +105,21 @@ def test_killed_run_resumes_and_continues_the_step_count(tiny_model_dir, easy_da
     trainer = train_rlhf.main(flags + ["--max_steps", "4", "--resume_from_checkpoint", "true"])
     assert trainer.state.global_step == 4 and len(steps_run) == 2  # steps 1-2 came from the checkpoint
     assert [e["step"] for e in trainer.state.log_history if "loss" in e] == [1, 2, 3, 4]
+
+
+def test_raw_hh_rlhf_transcripts_train_dpo_and_the_reward_model_as_they_are(tiny_model_dir, tmp_path):
+    import reward_model
+    from conftest import write_jsonl
+
+    rows = [{"chosen": f"\n\nHuman: Hi ({i})\n\nAssistant: Hello!\n\nHuman: Name a fruit.\n\nAssistant: An apple.",
+             "rejected": f"\n\nHuman: Hi ({i})\n\nAssistant: Hello!\n\nHuman: Name a fruit.\n\nAssistant: No."}
+            for i in range(8)]
+    data = write_jsonl(tmp_path / "hh.jsonl", rows)
+    for script, out in ((train_rlhf, tmp_path / "dpo"), (reward_model, tmp_path / "rm")):
+        trainer = script.main(base_flags(tiny_model_dir, data, out, "--max_steps", "2", "--eval_split_size", "0"))
+        assert trainer.state.global_step == 2
+        assert all(torch.isfinite(torch.tensor(history(trainer, "loss"))))
+        first = trainer.train_dataset[0]  # the multi-turn prompt made it into the tokenized text
+        text = trainer.processing_class.decode(first.get("prompt_ids") or first.get("chosen_ids") or
+                                               first["chosen_input_ids"])
+        assert "Name a fruit." in text and "Hello!" in text
