@@ -98,3 +98,11 @@ def test_missing_demo_model_says_how_to_create_it(tmp_path, monkeypatch):
     data = write_jsonl(tmp_path / "d.jsonl", [ROW])
     with pytest.raises(FileNotFoundError, match="python -m utils.demo_model"):
         train_rlhf.main(["--train_data_path", data, "--output_dir", str(tmp_path / "out")])
+
+
+def test_help_shows_the_config_files_comments(capsys):
+    with pytest.raises(SystemExit):
+        parse_args((CommonArgs, DPOConfig), ["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "KL strength: higher keeps the policy closer to the reference" in text
+    assert "LoRA rank (default: 16)" in text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 import sys
 
 import torch
@@ -32,7 +34,30 @@ def parse_args(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = HfArgumentParser(dataclass_types)
+    comments = {name: text for t in dataclass_types for name, text in field_comments(t).items()}
+    for action in parser._actions:  # --help shows this toolkit's one-line comments
+        if action.dest in comments:
+            action.help = comments[action.dest].replace("%", "%%")
     *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if unknown:
         parser.error(f"unknown flag(s): {' '.join(unknown)}  (see --help for the fields you can set)")
     return tuple(parsed)
+
+
+FIELD_COMMENT = re.compile(r"^\s+(\w+)\s*:[^\n#]*#\s*(.+)$", re.MULTILINE)
+
+
+def field_comments(cls) -> dict[str, str]:
+    """Map each field of a config dataclass to the one-line comment written after it in this toolkit's files.
+
+    Classes installed as packages (TRL, transformers) are skipped: their fields keep their own help.
+    """
+    comments = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            if "site-packages" in inspect.getfile(klass):
+                continue
+            comments.update(FIELD_COMMENT.findall(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+    return comments
