@@ -28,7 +28,7 @@ class BaseConfig:
     save_strategy: str = "steps"  # when to write checkpoint-N/ for --resume_from_checkpoint
     save_steps: float = 200  # checkpoint every N steps
     save_total_limit: int | None = 2  # keep only the newest N checkpoints
-    report_to: str | list[str] = "tensorboard"  # "none", "tensorboard", "wandb", ...; PNG curves are always written
+    report_to: None | str | list[str] = "tensorboard"  # "none", "tensorboard", "wandb", ...; PNG curves are always written
     seed: int = 42  # seed for data order, eval split and initialisation
 
     def __post_init__(self):

@@ -20,6 +20,7 @@ def test_flags_override_config_defaults():
     args, config = parse_args((CommonArgs, DPOConfig), ["--beta", "0.2", "--lora_r", "4", "--output_dir", "x"])
     assert config.beta == 0.2 and args.lora_r == 4
     assert DPOConfig(output_dir="x").beta == 0.1  # the default in rlhf_args/dpo_config.py
+    assert config.report_to == ["tensorboard"]  # the default, when --report_to is not given
 
 
 def test_unknown_flag_is_an_error_that_names_it(capsys):
