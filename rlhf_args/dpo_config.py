@@ -3,6 +3,27 @@
 Needs: prompt/chosen/rejected pairs and a reference model (with LoRA/QLoRA the reference is the same weights
 with the adapter switched off, so no second copy is loaded). No reward model.
 Loss (sigmoid): -log sigmoid(beta * [(log pi(y_w|x) - log ref(y_w|x)) - (log pi(y_l|x) - log ref(y_l|x))]).
+
+Loss variants (`--loss_type NAME`; several combine as `--loss_type sigmoid sft --loss_weights 1.0 0.5`), as in
+TRL 1.16. delta = the bracket above (policy-vs-reference log-ratio of chosen minus that of rejected):
+  sigmoid       DPO itself (Rafailov et al. 2023).
+  hinge         SLiC (Zhao et al. 2023): max(0, 1 - beta * delta); beta acts as 1 / margin.
+  ipo           IPO (Azar et al. 2023): (delta_avg - 1 / (2 * beta))^2 with per-token averaged log-probs; beta is the
+                paper's tau, usually smaller than DPO's (e.g. 0.01 to 0.1).
+  robust        Robust DPO (Chowdhury et al. 2024): unbiased under label noise; label_smoothing = the assumed share
+                of flipped pairs, in [0, 0.5) (paper: 0.1).
+  exo_pair      EXO (Ji et al. 2024): needs label_smoothing > 0 (paper: 1e-3).
+  nca_pair      NCA (Chen et al. 2024): absolute rewards of chosen and rejected, not only their difference.
+  bco_pair      BCO (Jung et al. 2024): chosen and rejected as a binary classifier of the implied reward.
+  sppo_hard     SPPO (Wu et al. 2024), hard-label version: pushes chosen to +1/(2 beta), rejected to -1/(2 beta).
+  aot, aot_unpaired  AOT (Melnyk et al. 2024): distributional alignment via sorted log-ratios in the batch.
+  apo_zero      APO-zero (D'Oosterlinck et al. 2024): raise chosen, lower rejected (chosen better than the policy).
+  apo_down      APO-down: lower both, rejected more (chosen answers worse than the policy's own).
+  discopop      DiscoPOP (Lu et al. 2024): log-ratio modulated loss, temperature `discopop_tau` (paper: 0.05).
+  sft           NLL on the chosen answer; `--loss_type sigmoid sft` is RPO (Pang et al. 2024).
+  sigmoid_norm  sigmoid on per-token averaged log-ratios (length-normalised DPO).
+label_smoothing is read only by robust, exo_pair, aot and aot_unpaired; TRL 1.16's sigmoid loss ignores it (there
+is no separate cDPO loss), so for noisy labels use `--loss_type robust --label_smoothing 0.1`.
 """
 
 from dataclasses import dataclass, field
@@ -16,8 +37,8 @@ from rlhf_args.base_config import BaseConfig
 class DPOConfig(BaseConfig, TRLDPOConfig):
     output_dir: str = "output/dpo"  # where the model/adapter, curves and checkpoints go
     beta: float = 0.1  # KL strength: higher keeps the policy closer to the reference (paper: 0.1 to 0.5)
-    loss_type: list[str] = field(default_factory=lambda: ["sigmoid"])  # "sigmoid" (DPO), "ipo", "hinge", ...
-    label_smoothing: float = 0.0  # > 0 assumes that share of labels is flipped (cDPO / robust DPO)
+    loss_type: list[str] = field(default_factory=lambda: ["sigmoid"])  # "sigmoid" (DPO), "ipo", "robust", ...: above
+    label_smoothing: float = 0.0  # robust: share of flipped labels, [0, 0.5), e.g. 0.1; exo_pair: 1e-3; sigmoid: unused
     learning_rate: float = 5e-5  # LoRA: 5e-6 to 5e-5; full fine-tuning: 5e-7 to 1e-6
     max_length: int | None = 512  # prompt + answer tokens; longer pairs are cut at the end (keep_start)
-    precompute_ref_log_probs: bool = False  # full fine-tuning: score the reference once, then free it
+    precompute_ref_log_probs: bool = False  # full fine-tuning: score the reference once, then free it (less memory)
