@@ -1,0 +1,235 @@
+"""Rejection sampling (best-of-N): sample N answers per prompt from a policy, score them with a reward model, keep
+the best as SFT data and best vs worst as preference pairs, so you can iterate SFT or DPO on your model's own outputs.
+
+    python reward_model.py --output_dir output/reward_model                   # step 1: a reward model
+    python rejection_sampling.py --policy_name_or_path models/SmolLM2-135M-Instruct \\
+        --reward_model_path output/reward_model --prompts_path data_example/data.jsonl --num_samples 4
+    python train_rlhf.py --rlhf_type DPO --train_data_path output/rejection_sampling/pairs.jsonl
+
+Method: best-of-N sampling scored by a reward model (Nakano et al. 2021, WebGPT), kept as fine-tuning data
+(rejection-sampling fine-tuning, Touvron et al. 2023, Llama 2, sec. 3.2.3); the highest- vs lowest-scored answer
+of each prompt as a preference pair (Yuan et al. 2024, Self-Rewarding Language Models).
+
+Writes to `output_dir` (an existing non-empty folder is never overwritten):
+    best_of_n.jsonl   {"messages": prompt + [best answer]}                        SFT data
+    pairs.jsonl       {"prompt": [...], "chosen": [best], "rejected": [worst]}    train_rlhf.py / reward_model.py data
+    samples.jsonl     every sampled answer with its reward-model score            for inspection
+    summary.json      settings, counts, score statistics, timings;   score_distribution.png   a histogram
+A prompt gives no pair when its best and worst answers are the same text (train_rlhf.py refuses identical pairs)
+or when their score gap is below `min_score_gap`. Empty answers are not kept (the data loaders refuse them).
+"""
+
+import json
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from types import SimpleNamespace
+
+import torch
+from transformers import AutoModelForCausalLM, set_seed
+
+from common_args import DEMO_MODEL
+from utils.args import parse_args
+from utils.data import load_prompt_file
+from utils.model import check_model_path, load_tokenizer
+from utils.outputs import prepare_output_dir
+from utils.reward import load_reward_model, reward_scorer
+
+
+@dataclass
+class RejectionSamplingArgs:
+    policy_name_or_path: str = DEMO_MODEL  # the model that writes answers: a checkpoint dir or a LoRA adapter dir
+    reward_model_path: str = "output/reward_model"  # a reward model saved by reward_model.py (full or LoRA)
+    prompts_path: str = "data_example/data.jsonl"  # 'prompt' / 'messages' / hh-rlhf rows; their answers are ignored
+    output_dir: str = "output/rejection_sampling"  # where the SFT file, the pairs and the summary go
+    num_samples: int = 4  # N answers per prompt (best-of-N); more gives better best answers but costs N x time
+    max_prompts: int | None = None  # use only the first N prompts of the file (None: all)
+    max_new_tokens: int = 128  # longest answer, in tokens; longer answers are cut (counted in the summary)
+    temperature: float = 0.8  # sampling temperature (Llama 2: the best value shifts with the model; try 0.7-1.2)
+    top_p: float = 1.0  # nucleus sampling: keep the smallest token set with this much probability (1.0: off)
+    batch_size: int = 8  # prompts per generate call (each gives num_samples answers)
+    min_score_gap: float = 0.0  # write a pair only if best - worst score >= this (reward-model units)
+    drop_bad_rows: bool = False  # False: stop on bad rows in prompts_path; True: skip them and count them
+    seed: int = 42  # sampling seed
+    trust_remote_code: bool = False  # allow custom model code from the checkpoint dirs
+
+
+def load_policy(path: str, trust_remote_code: bool = False):
+    """Load the policy for sampling: a full checkpoint, or a LoRA adapter merged into its base model.
+
+    bf16 on GPUs that support it, else fp32 (CPU). Returns `(model, tokenizer)`, the model in eval mode with the
+    tokenizer padding on the left (needed to generate a batch of prompts).
+    """
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    if os.path.isfile(os.path.join(path, "adapter_config.json")):
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+        model = model.merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(path, trust_remote_code)
+    tokenizer.padding_side = "left"
+    return model.to(device).eval(), tokenizer
+
+
+def sample_answers(model, tokenizer, prompts: list[list[dict]], args) -> tuple[list[list[str]], int]:
+    """Sample `args.num_samples` answers for each prompt (lists of messages, rendered with the chat template).
+
+    Returns `(answers, cut)`: `answers[i]` holds the N decoded answers of prompt i (special tokens removed,
+    whitespace stripped), `cut` the number of answers that reached `max_new_tokens` without an end-of-turn token.
+    """
+    stop = {tokenizer.eos_token_id}
+    configured = model.generation_config.eos_token_id
+    stop |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+    answers, cut = [], 0
+    for start in range(0, len(prompts), args.batch_size):
+        chunk = prompts[start:start + args.batch_size]
+        texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in chunk]
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        with torch.no_grad():
+            out = model.generate(**batch, do_sample=True, temperature=args.temperature, top_p=args.top_p, top_k=0,
+                                 max_new_tokens=args.max_new_tokens, num_return_sequences=args.num_samples,
+                                 eos_token_id=sorted(stop), pad_token_id=tokenizer.pad_token_id)
+        new = out[:, batch["input_ids"].shape[1]:]  # (len(chunk) * N, <= max_new_tokens), grouped by prompt
+        ended = torch.isin(new, torch.tensor(sorted(stop), device=new.device)).any(dim=1)
+        cut += int((~ended).sum())
+        decoded = [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+        answers += [decoded[i:i + args.num_samples] for i in range(0, len(decoded), args.num_samples)]
+    return answers, cut
+
+
+def best_and_worst(answers: list[str], scores: list[float]) -> tuple[int, int]:
+    """Indices of the highest- and lowest-scored answers; the worst is taken among answers whose text differs from
+    the best one's, if any (else best == worst text: no pair). Ties keep the earlier sample."""
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    others = [i for i in range(len(answers)) if answers[i] != answers[best]] or [best]
+    worst = min(others, key=lambda i: (scores[i], i))
+    return best, worst
+
+
+def score_statistics(values: list[float]) -> dict:
+    """mean, standard deviation, min and max of a list of scores (reward-model units)."""
+    if not values:
+        return {}
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "min": min(values), "max": max(values)}
+
+
+def plot_scores(groups: dict[str, list[float]], path: str) -> None:
+    """Histogram of the scores of all answers, the best and the worst answer of each prompt."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, values in groups.items():
+        if values:
+            ax.hist(values, bins=20, alpha=0.5, label=f"{name} (mean {statistics.fmean(values):.2f})")
+    ax.set_xlabel("reward-model score")
+    ax.set_ylabel("answers")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_jsonl(path: str, rows: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def main(argv=None):
+    (args,) = parse_args((RejectionSamplingArgs,), argv)
+    if args.num_samples < 2:
+        raise ValueError(f"--num_samples must be >= 2 to pick a best and a worst answer, got {args.num_samples}")
+    prepare_output_dir(SimpleNamespace(output_dir=args.output_dir, resume_from_checkpoint=None))
+    check_model_path(args.policy_name_or_path)
+    if not any(os.path.isfile(os.path.join(args.reward_model_path, f)) for f in ("config.json", "adapter_config.json")):
+        raise FileNotFoundError(f"reward model not found: {args.reward_model_path}; train one first with "
+                                f"`python reward_model.py --output_dir {args.reward_model_path}`")
+    set_seed(args.seed)
+
+    # 1. Prompts: every row is checked before any model is loaded.
+    prompts = load_prompt_file(args.prompts_path, args.drop_bad_rows)[:args.max_prompts]
+
+    # 2. Sample N answers per prompt from the policy.
+    started = time.time()
+    policy, tokenizer = load_policy(args.policy_name_or_path, args.trust_remote_code)
+    answers, cut = sample_answers(policy, tokenizer, prompts, args)
+    del policy
+    sampled = time.time()
+
+    # 3. Score every (prompt, answer) with the reward model; empty answers are not kept.
+    reward, reward_tokenizer = load_reward_model(args.reward_model_path)
+    score_fn = reward_scorer(reward, reward_tokenizer, batch_size=max(args.batch_size, 8))
+    flat = [(i, a) for i, group in enumerate(answers) for a in group if a]
+    flat_scores = score_fn([prompts[i] for i, _ in flat], [a for _, a in flat])
+    scored = [[] for _ in prompts]
+    for (i, answer), score in zip(flat, flat_scores):
+        scored[i].append((answer, score))
+    empty = len(prompts) * args.num_samples - len(flat)
+    scoring_done = time.time()
+
+    # 4. Best-of-N as SFT data; best vs worst as preference pairs.
+    sft, pairs, samples, best_scores, worst_scores, gaps = [], [], [], [], [], []
+    identical = small_gap = no_answer = 0
+    for prompt, group in zip(prompts, scored):
+        samples.append({"prompt": prompt, "answers": [{"text": a, "score": s} for a, s in group]})
+        if not group:
+            no_answer += 1
+            continue
+        texts, scores = [a for a, _ in group], [s for _, s in group]
+        b, w = best_and_worst(texts, scores)
+        best_scores.append(scores[b])
+        sft.append({"messages": prompt + [{"role": "assistant", "content": texts[b]}]})
+        if texts[b].strip() == texts[w].strip():
+            identical += 1
+            continue
+        worst_scores.append(scores[w])
+        gaps.append(scores[b] - scores[w])
+        if scores[b] - scores[w] < args.min_score_gap:
+            small_gap += 1
+            continue
+        pairs.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": texts[b]}],
+                      "rejected": [{"role": "assistant", "content": texts[w]}]})
+
+    os.makedirs(args.output_dir, exist_ok=True)
+    write_jsonl(os.path.join(args.output_dir, "best_of_n.jsonl"), sft)
+    write_jsonl(os.path.join(args.output_dir, "pairs.jsonl"), pairs)
+    write_jsonl(os.path.join(args.output_dir, "samples.jsonl"), samples)
+    summary = {
+        "settings": asdict(args),
+        "counts": {"prompts": len(prompts), "answers_sampled": len(prompts) * args.num_samples,
+                   "empty_answers_dropped": empty, "answers_cut_at_max_new_tokens": cut,
+                   "prompts_without_any_answer": no_answer, "sft_rows": len(sft), "pairs": len(pairs),
+                   "pairs_skipped_identical_texts": identical, "pairs_skipped_small_gap": small_gap},
+        "scores": {"all_answers": score_statistics(list(flat_scores)), "best_per_prompt": score_statistics(best_scores),
+                   "worst_per_prompt": score_statistics(worst_scores), "best_minus_worst": score_statistics(gaps)},
+        "seconds": {"sampling": round(sampled - started, 1), "scoring": round(scoring_done - sampled, 1)},
+    }
+    with open(os.path.join(args.output_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    plot_scores({"all answers": list(flat_scores), "best": best_scores, "worst": worst_scores},
+                os.path.join(args.output_dir, "score_distribution.png"))
+
+    s = summary["scores"]
+    print(f"[rejection sampling] {len(prompts)} prompts x {args.num_samples} answers: sampling "
+          f"{summary['seconds']['sampling']} s, scoring {summary['seconds']['scoring']} s; {empty} empty answers "
+          f"dropped, {cut} cut at max_new_tokens={args.max_new_tokens}")
+    if flat_scores:
+        print(f"[rejection sampling] scores: all answers mean {s['all_answers']['mean']:.3f} "
+              f"(std {s['all_answers']['std']:.3f}); best per prompt mean {s['best_per_prompt']['mean']:.3f}; "
+              + (f"worst per prompt mean {s['worst_per_prompt']['mean']:.3f}; mean gap "
+                 f"{s['best_minus_worst']['mean']:.3f}" if gaps else "no prompt had two different answers"))
+    print(f"[rejection sampling] wrote {len(sft)} SFT rows (best_of_n.jsonl) and {len(pairs)} pairs (pairs.jsonl; "
+          f"{identical} prompts skipped: best and worst answers identical, {small_gap} below min_score_gap) "
+          f"to {args.output_dir}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

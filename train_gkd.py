@@ -1,0 +1,217 @@
+"""Knowledge distillation: train a student model to match a frozen teacher (GKD, supervised KD, SeqKD).
+
+    python train_gkd.py                                       # defaults: rlhf_args/gkd_config.py, common_args.py
+    python train_gkd.py --model_name_or_path STUDENT --teacher_model_name_or_path TEACHER --lmbda 1 --beta 0.5
+    python train_gkd.py --lmbda 0                             # supervised KD on the dataset's answers
+    python train_gkd.py --lmbda 0 --seq_kd true               # SeqKD: on answers sampled from the teacher
+    accelerate launch --config_file ds_config/deepspeed_zero2.yaml train_gkd.py --teacher_quantization 4bit
+
+Method (Agarwal et al. 2024, arXiv:2306.13649; see rlhf_args/gkd_config.py): for every answer token the teacher's
+next-token distribution is the target of the student's, with a divergence picked by `beta` (0 forward KL, 1 reverse
+KL, between the generalized JSD). The answers come from the student itself with probability `lmbda` per step
+(on-policy GKD), else from the dataset (supervised KD) or from the teacher (`seq_kd`, SeqKD). TRL's experimental
+`GKDTrainer` does the training; this script checks the data and the teacher / student pair first.
+
+Before any weights are loaded: the teacher and student tokenizers must agree (same vocabulary, same chat template,
+same model vocab_size), else the run stops and says what differs; a student with more parameters than the
+teacher (counted from the safetensors headers) gets a warning. The student is trained full / LoRA / QLoRA
+(`--train_mode`); the teacher is frozen and can be loaded in 4-bit or 8-bit (`--teacher_quantization`).
+"""
+
+import glob
+import math
+import os
+
+import torch
+from datasets import Dataset
+from safetensors import safe_open
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+from trl.experimental.gkd import GKDTrainer
+
+from rlhf_args.gkd_config import GKDConfig, GKDModelArgs
+from utils.args import parse_args
+from utils.data import distillation_data
+from utils.model import (check_model_path, check_train_mode, compute_dtype, deepspeed_zero_stage, load_model,
+                         load_tokenizer, lora_config, match_trainable_dtype)
+from utils.outputs import prepare_output_dir, save_outputs
+
+TOKENIZER_ADVICE = ("GKD compares the teacher's and the student's next-token distributions token by token, so both "
+                    "models must share one tokenizer: pick a teacher and a student of the same model family")
+
+
+def tokenizer_differences(student, teacher) -> list[str]:
+    """What differs between the student's and the teacher's tokenizer: vocabulary (token -> id) and chat template.
+
+    Returns one line per difference (empty list: they agree). Token ids must match because the loss compares the
+    two models' probabilities of the same vocabulary entry; the chat template must match because both models read
+    the same token sequence (rendered once, with the student's template).
+    """
+    differences = []
+    s_vocab, t_vocab = student.get_vocab(), teacher.get_vocab()
+    if s_vocab != t_vocab:
+        only_s, only_t = sorted(set(s_vocab) - set(t_vocab)), sorted(set(t_vocab) - set(s_vocab))
+        moved = sorted(t for t in s_vocab.keys() & t_vocab.keys() if s_vocab[t] != t_vocab[t])
+        parts = [f"student {len(s_vocab)} tokens, teacher {len(t_vocab)}"]
+        if only_s:
+            parts.append(f"{len(only_s)} only in the student (e.g. {', '.join(map(repr, only_s[:3]))})")
+        if only_t:
+            parts.append(f"{len(only_t)} only in the teacher (e.g. {', '.join(map(repr, only_t[:3]))})")
+        if moved:
+            parts.append(f"{len(moved)} with different ids (e.g. {moved[0]!r}: student {s_vocab[moved[0]]}, "
+                         f"teacher {t_vocab[moved[0]]})")
+        differences.append("vocabulary: " + "; ".join(parts))
+    s_tmpl, t_tmpl = student.chat_template, teacher.chat_template
+    if s_tmpl != t_tmpl:
+        if not s_tmpl or not t_tmpl:
+            differences.append(f"chat template: only the {'teacher' if t_tmpl else 'student'} has one")
+        else:
+            s_tmpl, t_tmpl = str(s_tmpl), str(t_tmpl)
+            at = next((i for i, (a, b) in enumerate(zip(s_tmpl, t_tmpl)) if a != b), min(len(s_tmpl), len(t_tmpl)))
+            differences.append(f"chat template: differs from character {at}: student {s_tmpl[at:at + 40]!r}, "
+                               f"teacher {t_tmpl[at:at + 40]!r}")
+    return differences
+
+
+def parameter_count(path: str) -> int | None:
+    """Number of parameters stored in the `*.safetensors` files of a checkpoint dir, read from their headers.
+
+    No weights are read. Returns None for a LoRA adapter dir or a dir without safetensors files. Tied
+    input/output embeddings are stored, hence counted, once; quantized checkpoints count their packed tensors.
+    """
+    files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+    if not files or os.path.isfile(os.path.join(path, "adapter_config.json")):
+        return None
+    total = 0
+    for file in files:
+        with safe_open(file, framework="pt") as tensors:
+            total += sum(math.prod(tensors.get_slice(name).get_shape()) for name in tensors.keys())
+    return total
+
+
+def text_vocab_size(path: str, trust_remote_code: bool = False) -> int | None:
+    """`vocab_size` from the config.json in `path` (the size of the output layer), or None if there is none."""
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError):
+        return None
+    return config.get_text_config().vocab_size
+
+
+def check_teacher_student(student_path: str, teacher_path: str, tokenizer, trust_remote_code: bool = False,
+                          log=print) -> None:
+    """Stop if teacher and student cannot be distilled into each other; warn if the student is the larger one.
+
+    Reads only tokenizer files, config.json files and safetensors headers. Raises `ValueError` listing every
+    difference (vocabulary, chat template, the models' vocab_size) with the message "teacher and student tokenizers
+    differ". Prints a warning if the student has more parameters than the teacher (swapped paths are the usual cause).
+    """
+    teacher_tokenizer = AutoTokenizer.from_pretrained(teacher_path, trust_remote_code=trust_remote_code)
+    differences = tokenizer_differences(tokenizer, teacher_tokenizer)
+    s_size, t_size = text_vocab_size(student_path, trust_remote_code), text_vocab_size(teacher_path, trust_remote_code)
+    if s_size and t_size and s_size != t_size:
+        differences.append(f"model vocab_size (config.json): student {s_size}, teacher {t_size}")
+    if differences:
+        listed = "\n".join(f"  - {d}" for d in differences)
+        raise ValueError(f"teacher and student tokenizers differ (student {student_path}, teacher {teacher_path}):\n"
+                         f"{listed}\n{TOKENIZER_ADVICE}.")
+    s_params, t_params = parameter_count(student_path), parameter_count(teacher_path)
+    if s_params and t_params:
+        log(f"[GKD] student {s_params / 1e6:.2f}M parameters, teacher {t_params / 1e6:.2f}M")
+        if s_params > t_params:
+            log(f"[GKD] WARNING: the student ({s_params / 1e6:.2f}M parameters) is larger than the teacher "
+                f"({t_params / 1e6:.2f}M). Distillation usually trains a smaller student; check that "
+                f"--model_name_or_path (student) and --teacher_model_name_or_path (teacher) are not swapped.")
+
+
+def check_teacher_settings(config) -> None:
+    """Refuse a quantized teacher under DeepSpeed ZeRO-3 (it would shard 4/8-bit weights). Raises `ValueError`."""
+    if config.teacher_quantization != "none" and deepspeed_zero_stage(config) == 3:
+        raise ValueError("--teacher_quantization 4bit/8bit does not work with DeepSpeed ZeRO-3, which shards the "
+                         "quantized weights; use ds_config/deepspeed_zero2.yaml, or --teacher_quantization none")
+
+
+def load_teacher(config, tokenizer):
+    """Load the frozen teacher in the run's compute dtype, or in 4-bit NF4 / 8-bit with bitsandbytes.
+
+    4-bit (Dettmers et al. 2023) keeps about a quarter of the bf16 memory, 8-bit (LLM.int8, Dettmers et al. 2022)
+    about half; both also run on CPU. Returns the model in eval mode with gradients off.
+    """
+    dtype = compute_dtype(config)
+    kwargs = {}
+    if config.teacher_quantization == "4bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
+    elif config.teacher_quantization == "8bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+    if kwargs:
+        kwargs["device_map"] = {"": config.local_process_index} if torch.cuda.is_available() else "cpu"
+    teacher = AutoModelForCausalLM.from_pretrained(config.teacher_model_name_or_path, dtype=dtype,
+                                                   trust_remote_code=config.trust_remote_code, **kwargs)
+    teacher.config.pad_token_id = tokenizer.pad_token_id
+    teacher.requires_grad_(False)
+    return teacher.eval()
+
+
+def describe(config) -> str:
+    """The method the settings amount to, in words (for the log)."""
+    off_policy = "SeqKD (teacher samples)" if config.seq_kd else "supervised KD (dataset answers)"
+    if config.lmbda >= 1:
+        return "on-policy GKD: every step trains on the student's own samples"
+    if config.lmbda <= 0:
+        return off_policy
+    return f"mixed: {config.lmbda:.0%} of steps on-policy (student samples), the others {off_policy}"
+
+
+def main(argv=None):
+    args, config = parse_args((GKDModelArgs, GKDConfig), argv)
+    resume = prepare_output_dir(config)
+    check_train_mode(args, config)
+    check_teacher_settings(config)
+    check_model_path(args.model_name_or_path)
+    check_model_path(config.teacher_model_name_or_path)
+
+    # 1. Teacher vs student: tokenizers, config.json and safetensors headers only, no weights yet.
+    tokenizer = load_tokenizer(args.model_name_or_path, config.trust_remote_code)
+    check_teacher_student(args.model_name_or_path, config.teacher_model_name_or_path, tokenizer,
+                          config.trust_remote_code)
+
+    # 2. Data: every row is checked before any model is loaded.
+    train_rows, eval_rows = distillation_data(args, config, tokenizer)
+    print(f"[GKD] {describe(config)}; divergence beta={config.beta} (0 forward KL, 1 reverse KL)")
+
+    # 3. Student (trained) and teacher (frozen).
+    model = load_model(AutoModelForCausalLM, args, config, tokenizer)
+    teacher = load_teacher(config, tokenizer)
+
+    # 4. Train. The eval loss is the divergence on held-out answers, measured before and after training.
+    trainer = GKDTrainer(
+        model=model,
+        teacher_model=teacher,
+        args=config,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        peft_config=lora_config(args, "CAUSAL_LM"),
+    )
+    match_trainable_dtype(trainer.model, config)  # QLoRA: TRL casts trainable weights to bf16
+    measure_before = bool(eval_rows) and resume is None and deepspeed_zero_stage(config) is None
+    before = trainer.evaluate()["eval_loss"] if measure_before else None
+    trainer.train(resume_from_checkpoint=resume)
+
+    # 5. Evaluate and save.
+    after = trainer.evaluate()["eval_loss"] if eval_rows else None
+    if before is not None:  # train() starts a fresh log; keep the step-0 point for the curves
+        trainer.state.log_history.insert(0, {"eval_loss": before, "step": 0})
+    save_outputs(trainer, {"model": args, "training": config})
+    if trainer.is_world_process_zero():
+        if after is not None:
+            change = f"{before:.4g} before training -> {after:.4g}" if before is not None else f"{after:.4g}"
+            print(f"[GKD] divergence to the teacher on {len(eval_rows)} held-out answers (eval_loss, per token): "
+                  f"{change}")
+        what = "model" if args.train_mode == "full" else "LoRA adapter"
+        print(f"[GKD] student {what} saved to {config.output_dir} (curves: {config.output_dir}/training_curves.png)")
+    return trainer
+
+
+if __name__ == "__main__":
+    main()
