@@ -8,6 +8,11 @@ The model is `AutoModelForSequenceClassification(num_labels=1)` on top of a caus
 score for the last token of prompt + answer. Trained with TRL's RewardTrainer on the Bradley-Terry loss
 -log sigmoid(r_chosen - r_rejected). With LoRA the score head is trained and saved with the adapter.
 The held-out accuracy (share of pairs where r_chosen > r_rejected) is printed at the end.
+
+Reward hacking guard: human pairs never show an empty, "Ok.", truncated, repeated or off-topic answer, so a reward
+model may score them high and PPO/RLOO/GRPO then learn to produce them. Training adds pairs (chosen, degenerate
+version of chosen) (`--degenerate_negatives_ratio`, training rows only), and the end-of-training probe reports how
+often each degenerate answer still beats the chosen one (printed, and saved as rm_probe.json / rm_probe.png).
 """
 
 from datasets import Dataset
@@ -21,6 +26,7 @@ from utils.data import preference_data
 from utils.model import (check_model_path, check_train_mode, load_model, load_tokenizer, lora_config,
                          match_trainable_dtype)
 from utils.outputs import prepare_output_dir, save_outputs
+from utils.rm_probe import augment_with_degenerate_negatives, probe_after_training
 
 
 def main(argv=None):
@@ -33,6 +39,9 @@ def main(argv=None):
     tokenizer = load_tokenizer(model_args.model_name_or_path, config.trust_remote_code)
     train_rows, eval_rows = preference_data(model_args, config, tokenizer,
                                             too_long="RewardTrainer drops them (raise --max_length to keep them)")
+    # Extra pairs from the training rows only: chosen vs an empty / "Ok." / truncated / repeated / off-topic answer.
+    augmented_rows = augment_with_degenerate_negatives(train_rows, model_args.degenerate_negatives_ratio, config.seed,
+                                                       tokenizer=tokenizer, max_length=config.max_length)
 
     # 2. Model: a causal LM checkpoint gets a fresh 1-output score head.
     model = load_model(AutoModelForSequenceClassification, model_args, config, tokenizer, num_labels=1)
@@ -41,7 +50,7 @@ def main(argv=None):
     trainer = RewardTrainer(
         model=model,
         args=config,
-        train_dataset=Dataset.from_list(train_rows),
+        train_dataset=Dataset.from_list(augmented_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
         peft_config=lora_config(model_args, "SEQ_CLS"),
@@ -53,10 +62,16 @@ def main(argv=None):
     if eval_rows:
         metrics = trainer.evaluate()
         if trainer.is_world_process_zero():
-            print(f"[reward model] eval accuracy {metrics['eval_accuracy']:.3f} on {len(eval_rows)} held-out pairs")
+            n = len(trainer.eval_dataset)  # TRL drops pairs longer than max_length
+            print(f"[reward model] eval accuracy {metrics['eval_accuracy']:.3f} on {n} held-out pairs"
+                  + (f" ({len(eval_rows) - n} longer than max_length={config.max_length} left out)"
+                     if n < len(eval_rows) else ""))
     save_outputs(trainer, {"model": model_args, "training": config})
     if trainer.is_world_process_zero():
         print(f"[reward model] saved to {config.output_dir} (curves: {config.output_dir}/training_curves.png)")
+
+    # 5. Probe: how often does a degenerate answer score above the chosen one? (rm_probe.json / rm_probe.png)
+    probe_after_training(trainer, tokenizer, eval_rows, train_rows, model_args.probe_prompts)
     return trainer
 
 

@@ -2,6 +2,11 @@
 
 The fields and their meaning are shared with train_rlhf.py (see `common_args.py`); change the defaults here
 for reward-model runs only, or override on the command line: `python reward_model.py --train_mode full`.
+
+Degenerate negatives (README "Reward hacking: degenerate answers"): for `degenerate_negatives_ratio` x the training
+pairs, one more pair is added whose rejected answer is a degenerate version of the chosen one: empty, "Ok.", cut to a
+quarter, repeated 3 times, or another prompt's chosen answer (equal shares, training rows only). Without them a
+reward model trained on hh-rlhf scored an empty answer above the human-chosen one for 79% of prompts.
 """
 
 from dataclasses import dataclass
@@ -12,3 +17,5 @@ from common_args import ModelArgs
 @dataclass
 class RewardModelArgs(ModelArgs):
     eval_split_size: float = 0.1  # held-out pairs for the accuracy reported at the end
+    degenerate_negatives_ratio: float = 0.5  # extra (chosen, degenerate chosen) pairs per training pair; 0 = off
+    probe_prompts: int = 200  # held-out prompts the end-of-training degenerate-answer probe scores; 0 = no probe

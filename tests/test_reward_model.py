@@ -43,7 +43,8 @@ def test_saved_lora_reward_model_reloads_with_its_score_head(lora_rm):
     trainer, out = lora_rm
     assert "score" in json.load(open(os.path.join(out, "adapter_config.json")))["modules_to_save"]
     tokenizer = AutoTokenizer.from_pretrained(out)
-    texts = ["<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nSure, here you go.<|im_end|>\n",
+    texts = ["<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nSure, here is a friendly fact about tea."
+             "<|im_end|>\n",
              "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nNo.<|im_end|>\n"]
     reloaded = AutoPeftModelForSequenceClassification.from_pretrained(out, num_labels=1).eval()
     trained = trainer.model.eval()
@@ -69,7 +70,7 @@ def test_score_does_not_change_with_padding(tiny_model_dir):
     assert torch.allclose(alone[0], padded, atol=1e-5)
 
 
-def test_full_fine_tuning_saves_a_loadable_model(tiny_model_dir, easy_data, tmp_path):
+def test_full_fine_tuning_saves_a_loadable_model(tiny_model_dir, easy_data, tmp_path, capsys):
     train, _ = easy_data
     out = tmp_path / "full"
     trainer = reward_model.main(base_flags(tiny_model_dir, train, out, "--train_mode", "full", "--max_steps", "2",
@@ -79,6 +80,9 @@ def test_full_fine_tuning_saves_a_loadable_model(tiny_model_dir, easy_data, tmp_
     assert os.path.isfile(out / "model.safetensors")
     assert torch.allclose(score(model, tokenizer, ["hello there"]), score(trainer.model.eval(), tokenizer,
                                                                           ["hello there"]), atol=1e-5)
+    # no held-out rows: the degenerate-answer probe runs on training prompts and says so
+    assert "no held-out rows: probing 48 TRAINING prompts" in capsys.readouterr().out
+    assert json.load(open(out / "rm_probe.json"))["n_prompts"] == 48
 
 
 def test_qlora_reward_model_trains_with_an_fp32_score_head_on_cpu(tiny_model_dir, easy_data, tmp_path):

