@@ -1,0 +1,108 @@
+"""PPO: Proximal Policy Optimization (Schulman et al. 2017, arXiv:1707.06347) for RLHF (Ziegler et al. 2019,
+arXiv:1909.08593; Ouyang et al. 2022), trained by this toolkit's own `utils.ppo_trainer.PPOTrainer`
+(TRL 1.16 has no PPO any more). Field names and defaults follow TRL's last `PPOConfig` so old runs compare directly;
+changes are marked "toolkit".
+
+Needs: prompts, a reward model from reward_model.py (`--reward_model_path`) and/or a Python reward function
+(`--reward_function file.py:name`), a reference model (LoRA/QLoRA: the policy with its adapter off) and a value
+model (default: initialised from the reward model). One rollout = per_device_train_batch_size x
+gradient_accumulation_steps x num_mini_batches prompts per process, then num_ppo_epochs x num_mini_batches optimizer
+steps on it. Per-token reward: -kl_coef * KL(policy || reference) on every response token, plus the reward-model
+score on the last real token; advantages by GAE (Schulman et al. 2016, arXiv:1506.02438).
+"""
+
+import math
+from dataclasses import dataclass
+
+from transformers import TrainingArguments
+
+from rlhf_args.base_config import BaseConfig
+
+MODEL_MODES = ("separate", "adapters")
+
+
+@dataclass
+class PPOConfig(BaseConfig, TrainingArguments):
+    output_dir: str = "output/ppo"  # where the policy (model/adapter), curves and checkpoints go
+    # --- models
+    reward_model_path: str | None = "output/reward_model"  # reward_model.py output (full/LoRA); "none": functions only
+    reward_function: str | None = None  # "file.py:name" / "module:name", added to the score (script/example_reward.py)
+    model_mode: str = "separate"  # "separate": policy, value model, RM; "adapters": one base + LoRA adapters (toolkit)
+    value_model_path: str | None = None  # None: the reward model (critic initialised from the RM: TRL, Huang et al.)
+    value_train_mode: str | None = None  # None: as --train_mode; "full": whole value model trained under a LoRA policy
+    save_value_model: bool = False  # also write the value model (or value adapter + head) to output_dir/value/
+    # --- batch sizes and length of the run
+    per_device_train_batch_size: int = 8  # prompts per micro-batch (TRL default 8)
+    num_mini_batches: int = 1  # mini-batches per rollout; each is one optimizer step (TRL default 1)
+    num_ppo_epochs: int = 4  # passes over each rollout (TRL default 4; Ouyang et al. 2022: 4)
+    total_episodes: int | None = None  # prompts to roll out in total; None: num_train_epochs x dataset size (TRL)
+    local_rollout_forward_batch_size: int = 64  # sequences per no-grad generate/forward chunk (TRL default 64)
+    learning_rate: float = 1e-5  # LoRA (toolkit); full fine-tuning: 3e-6 (TRL #5174) to 1e-6 (OpenRLHF)
+    # --- sampling
+    response_length: int = 53  # max new tokens per response (TRL default 53, from lm-human-preferences)
+    max_prompt_length: int = 512  # prompts are left-truncated to this many tokens (toolkit)
+    temperature: float = 0.7  # sampling temperature; training log-probs use the same scaling (TRL default 0.7)
+    stop_token: str = "eos"  # "eos": stop at the tokenizer's EOS (toolkit); "none": response_length tokens (old TRL)
+    stop_token_id: int | None = None  # stop at this token id instead of the EOS
+    min_new_tokens: int = 1  # no EOS in the first N tokens: 1 forbids empty answers, which weak RMs may love (toolkit)
+    missing_eos_penalty: float | None = None  # subtracted from the score of answers cut at response_length (TRL)
+    # --- reward shaping
+    kl_coef: float = 0.05  # KL penalty per nat (TRL default 0.05; Ouyang et al. 2022: 0.02)
+    kl_estimator: str = "k1"  # "k1" (log-ratio, TRL default), "k2" or "k3" (always >= 0), see utils/ppo_core.py
+    kl_target: float | None = None  # e.g. 6.0: adapt kl_coef so the per-response KL tracks it (Ziegler et al. 2019)
+    kl_horizon: float = 10000  # adaptive KL horizon in episodes (Ziegler et al. 2019)
+    reward_clip: float | None = None  # clip scores to [-c, c] (safe-rlhf uses 50, OpenRLHF 10); None: no clipping
+    normalize_scores: bool = False  # standardise scores with their running mean/std over all rollouts (safe-rlhf)
+    whiten_rewards: bool = False  # scale per-token rewards to unit variance, mean kept (TRL default False)
+    # --- PPO loss
+    whiten_advantages: bool = True  # advantages to mean 0 / std 1 per rollout (Huang et al. 2024, detail 7)
+    cliprange: float = 0.2  # policy ratio clip (Schulman et al. 2017)
+    vf_coef: float = 0.1  # value-loss weight (TRL default 0.1)
+    cliprange_value: float = 0.2  # value clip around the rollout values, in reward units (TRL default 0.2)
+    gamma: float = 1.0  # discount (TRL / Huang et al. 2024)
+    lam: float = 0.95  # GAE lambda (TRL default 0.95; OpenRLHF uses 1.0)
+    # --- other
+    trust_remote_code: bool = False  # run code shipped with a checkpoint (TRL's field; off for safety)
+    ds3_gather_for_generation: bool = True  # ZeRO-3: gather the weights for generation (TRL default True)
+    remove_unused_columns: bool = False  # keep extra data columns: they are passed to reward functions
+    eval_on_start: bool = True  # score the eval prompts before training too, so the eval score shows the change
+    logging_steps: float = 4  # log every N optimizer steps (with defaults: once per rollout)
+
+    def __post_init__(self):
+        if self.reward_model_path in ("", "none", "None"):  # --reward_model_path none: reward functions only
+            self.reward_model_path = None
+        if self.reward_function in ("", "none", "None"):
+            self.reward_function = None
+        super().__post_init__()
+        if self.total_episodes and self.max_steps <= 0:  # TRL's run length, in optimizer steps for the Trainer
+            rollouts = math.ceil(self.total_episodes / (self.rollout_batch_size * self.world_size))
+            self.max_steps = rollouts * self.optimizer_steps_per_rollout
+        if self.model_mode not in MODEL_MODES:
+            raise ValueError(f"model_mode must be one of {', '.join(MODEL_MODES)}, got {self.model_mode!r}")
+        if self.stop_token not in ("eos", "none"):
+            raise ValueError(f"stop_token must be 'eos' or 'none', got {self.stop_token!r}")
+        if self.kl_estimator not in ("k1", "k2", "k3"):
+            raise ValueError(f"kl_estimator must be k1, k2 or k3, got {self.kl_estimator!r}")
+        if self.value_train_mode not in (None, "full", "lora", "qlora"):
+            raise ValueError(f"value_train_mode must be full, lora or qlora, got {self.value_train_mode!r}")
+        for name in ("num_mini_batches", "num_ppo_epochs", "response_length", "max_prompt_length",
+                     "local_rollout_forward_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (PPO samples), got {self.temperature}")
+        if self.missing_eos_penalty is not None and self.missing_eos_penalty < 0:
+            raise ValueError(f"missing_eos_penalty is subtracted, so it must be >= 0, got {self.missing_eos_penalty}")
+        if not self.reward_model_path and not self.reward_function:
+            raise ValueError("PPO needs a reward: set --reward_model_path (reward_model.py's output) and/or "
+                             "--reward_function file.py:name")
+
+    @property
+    def optimizer_steps_per_rollout(self) -> int:
+        """num_mini_batches x num_ppo_epochs: the optimizer steps made on one rollout."""
+        return self.num_mini_batches * self.num_ppo_epochs
+
+    @property
+    def rollout_batch_size(self) -> int:
+        """Prompts per rollout on one process: micro-batch x accumulation x mini-batches."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps * self.num_mini_batches

@@ -1,0 +1,221 @@
+"""Everything the online methods (PPO, RLOO, GRPO) load besides the policy: rewards, value model, reference.
+
+* Rewards: the reward model saved by reward_model.py (`--reward_model_path`, full or LoRA, loaded with its score
+  head by `utils.reward.load_reward_model`) and/or a Python reward function (`--reward_function file.py:name`, TRL's
+  signature `f(prompts, completions, completion_ids, **columns) -> list[float]`; see script/example_reward.py).
+  Both score the decoded response re-rendered with the reward model's own tokenizer and chat template, exactly as it
+  was trained, so a reward model with another tokenizer than the policy's works too.
+* PPO's value model ("separate" layout): by default initialised from the reward model (Huang et al. 2024,
+  arXiv:2403.17031, and TRL's example); from the policy checkpoint with a fresh head when there is no reward model
+  or its tokenizer differs from the policy's (values are per policy token).
+* `ppo_extra` / `rloo_extra` are train_rlhf.py's `extra` hooks: `(args, config, tokenizer) -> trainer kwargs`.
+* `RLOOTrainer` / `GRPOTrainer`: TRL's, plus left truncation of prompts at `max_prompt_length` and a PNG of the
+  score, KL and response-length curves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import json
+import os
+from typing import Callable
+
+import trl
+
+from utils.outputs import plot_log_history
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Rewards
+
+
+def load_reward_function(spec: str) -> Callable:
+    """Import a reward function from `"path/to/file.py:name"` or `"package.module:name"`.
+
+    Raises `ValueError` (no ":name", not callable) or `FileNotFoundError` / `ImportError` / `AttributeError` naming
+    what is missing."""
+    if ":" not in spec:
+        raise ValueError(f"--reward_function {spec!r}: expected FILE.py:NAME or MODULE:NAME")
+    where, name = spec.rsplit(":", 1)
+    if where.endswith(".py"):
+        if not os.path.isfile(where):
+            raise FileNotFoundError(f"--reward_function: no such file {where}")
+        module_spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(where))[0], where)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(where)
+    if not hasattr(module, name):
+        raise AttributeError(f"--reward_function: {where} has no function {name!r}")
+    function = getattr(module, name)
+    if not callable(function):
+        raise ValueError(f"--reward_function: {where}:{name} is not callable")
+    return function
+
+
+def is_adapter_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "adapter_config.json"))
+
+
+def check_reward_model_path(path: str) -> None:
+    """Fail early, saying how to make one, if the reward model directory is missing. Raises FileNotFoundError."""
+    if not (os.path.isfile(os.path.join(path, "config.json")) or is_adapter_dir(path)):
+        raise FileNotFoundError(f"reward model not found: {path} (no config.json / adapter_config.json). Train one "
+                                f"with: python reward_model.py --output_dir {path}   (or pass --reward_model_path)")
+
+
+def show_reward_probe(path: str) -> None:
+    """Print the degenerate-answer probe saved with the reward model (rm_probe.json), if there is one."""
+    try:
+        from utils import rm_probe
+
+        if hasattr(rm_probe, "print_saved_probe"):
+            rm_probe.print_saved_probe(path)
+    except Exception as e:  # the probe is informative only; never block training on it
+        print(f"[reward model] could not read the probe saved with {path}: {e}")
+
+
+def load_rm(path: str, config):
+    """The reward model as one `PreTrainedModel` (a LoRA adapter merged in) + its tokenizer, frozen, on CPU, in the
+    run's compute dtype."""
+    from utils.model import compute_dtype
+    from utils.reward import load_reward_model
+
+    model, tokenizer = load_reward_model(path, device="cpu")
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.config._name_or_path = path  # TRL names the reward after it: rewards/<dir name>/mean
+    return model.to(compute_dtype(config)).eval().requires_grad_(False), tokenizer
+
+
+def same_vocabulary(a, b) -> bool:
+    return a is b or (len(a) == len(b) and a.get_vocab() == b.get_vocab())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# PPO's value model and reference model
+
+
+def load_value_model(path: str, args, config, tokenizer, train_mode: str):
+    """A `*ForSequenceClassification(num_labels=1)` value model from `path`, trainable in `train_mode`.
+
+    `path` is a full checkpoint (a reward model, or a causal LM that gets a fresh score head) or a LoRA reward model
+    from reward_model.py. LoRA / QLoRA: a LoRA reward adapter keeps training as the value adapter (with its score
+    head); a full checkpoint gets a new LoRA adapter (the policy's LoRA settings) plus a trainable head.
+    Full: every weight trains (a LoRA reward adapter is merged first)."""
+    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForSequenceClassification
+
+    from utils.model import load_model, lora_config
+
+    base_path = path
+    if is_adapter_dir(path):
+        with open(os.path.join(path, "adapter_config.json")) as f:
+            base_path = json.load(f)["base_model_name_or_path"]
+    base = load_model(AutoModelForSequenceClassification,
+                      dataclasses.replace(args, model_name_or_path=base_path, train_mode=train_mode), config,
+                      tokenizer, num_labels=1)
+    if train_mode == "qlora":
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+    if is_adapter_dir(path):
+        model = PeftModel.from_pretrained(base, path, is_trainable=train_mode != "full")
+        return model.merge_and_unload() if train_mode == "full" else model
+    if train_mode == "full":
+        return base
+    return get_peft_model(base, lora_config(dataclasses.replace(args, train_mode=train_mode), "SEQ_CLS"))
+
+
+def ppo_extra(args, config, tokenizer) -> dict:
+    """train_rlhf.py's `extra` hook for PPO: reward model / adapter, reward function, value model, reference."""
+    from transformers import AutoModelForCausalLM
+
+    from utils.model import load_model
+
+    extra = {"reward_funcs": [load_reward_function(config.reward_function)] if config.reward_function else []}
+    rm_path, rm_tokenizer = config.reward_model_path, None
+    if rm_path:
+        check_reward_model_path(rm_path)
+        show_reward_probe(rm_path)
+        from transformers import AutoTokenizer
+
+        rm_tokenizer = AutoTokenizer.from_pretrained(rm_path)
+        extra["reward_processing_class"] = rm_tokenizer
+        adapter_base = None
+        if is_adapter_dir(rm_path):
+            with open(os.path.join(rm_path, "adapter_config.json")) as f:
+                adapter_base = json.load(f)["base_model_name_or_path"]
+        if (config.model_mode == "adapters" and adapter_base
+                and os.path.realpath(adapter_base) == os.path.realpath(args.model_name_or_path)):
+            print(f"[PPO] reward model {rm_path}: a frozen LoRA adapter on the policy's base (one copy of the weights)")
+            extra["reward_adapter_path"] = rm_path
+        else:
+            if config.model_mode == "adapters":
+                print(f"[PPO] reward model {rm_path} is not a LoRA adapter on {args.model_name_or_path}: "
+                      f"loaded as a separate model")
+            extra["reward_model"] = load_rm(rm_path, config)[0]
+    if config.model_mode == "separate":
+        value_path = config.value_model_path or rm_path
+        if value_path == rm_path and (rm_tokenizer is None or not same_vocabulary(rm_tokenizer, tokenizer)):
+            if rm_path:
+                print(f"[PPO] the reward model's tokenizer differs from the policy's: the value model starts from "
+                      f"the policy checkpoint with a fresh head instead")
+            value_path = args.model_name_or_path
+        value_mode = config.value_train_mode or args.train_mode
+        print(f"[PPO] value model: {value_path} ({value_mode})")
+        extra["value_model"] = load_value_model(value_path, args, config, tokenizer, value_mode)
+        if args.train_mode == "full" and (config.kl_coef > 0 or config.kl_target):
+            extra["ref_model"] = load_model(AutoModelForCausalLM, args, config, tokenizer)  # frozen by the trainer
+    return extra
+
+
+# --------------------------------------------------------------------------------------------------------------
+# RLOO and GRPO: TRL's trainers, with this toolkit's rewards, prompt truncation and curves
+
+
+def rloo_extra(args, config, tokenizer) -> dict:
+    """train_rlhf.py's `extra` hook for RLOO / GRPO: `reward_funcs` (reward model and/or function) and their
+    tokenizers (TRL renders prompt + completion with each reward model's own chat template)."""
+    funcs, tokenizers = [], []
+    if config.reward_model_path:
+        check_reward_model_path(config.reward_model_path)
+        show_reward_probe(config.reward_model_path)
+        model, rm_tokenizer = load_rm(config.reward_model_path, config)
+        funcs.append(model)
+        tokenizers.append(rm_tokenizer)
+    if config.reward_function:
+        funcs.append(load_reward_function(config.reward_function))
+        tokenizers.append(None)
+    return {"reward_funcs": funcs, "reward_processing_classes": tokenizers}
+
+
+class _OnlineExtras:
+    """Left-truncate prompts at `args.max_prompt_length` tokens; write `online_curves.png` with the final model."""
+
+    curves = ("reward", "kl", "completions/mean_length", "completions/clipped_ratio")
+
+    def _tokenize_prompts(self, prompts: list):
+        prompt_ids, *rest = super()._tokenize_prompts(prompts)
+        limit = getattr(self.args, "max_prompt_length", None)
+        if limit:
+            prompt_ids = [ids[-limit:] for ids in prompt_ids]
+        return (prompt_ids, *rest)
+
+    def _save(self, output_dir=None, state_dict=None):
+        super()._save(output_dir, state_dict)
+        if self.args.should_save and os.path.abspath(output_dir or self.args.output_dir) == os.path.abspath(
+                self.args.output_dir):
+            history = [{k: v for k, v in e.items() if k == "step" or k.removeprefix("eval_") in self.curves}
+                       for e in self.state.log_history]
+            plot_log_history(history, os.path.join(self.args.output_dir, "online_curves.png"),
+                             title=type(self).__name__.removesuffix("Trainer"))
+
+
+class RLOOTrainer(_OnlineExtras, trl.RLOOTrainer):
+    """TRL's RLOOTrainer (REINFORCE Leave-One-Out, Ahmadian et al. 2024, arXiv:2402.14740) with prompt truncation."""
+
+
+class GRPOTrainer(_OnlineExtras, trl.GRPOTrainer):
+    """TRL's GRPOTrainer (Group Relative Policy Optimization, Shao et al. 2024, arXiv:2402.03300) with prompt
+    truncation."""
