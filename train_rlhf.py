@@ -17,15 +17,28 @@ from typing import Callable
 
 from datasets import Dataset
 from transformers import AutoModelForCausalLM
-from trl import DPOTrainer
+from trl import DPOTrainer, KTOTrainer, SFTTrainer
+from trl.experimental.cpo import CPOTrainer
+from trl.experimental.orpo import ORPOTrainer
 
 from common_args import CommonArgs
+from rlhf_args.cpo_config import CPOConfig
+from rlhf_args.cposimpo_config import CPOSimPOConfig
 from rlhf_args.dpo_config import DPOConfig
+from rlhf_args.grpo_config import GRPOConfig
+from rlhf_args.kto_config import KTOConfig
+from rlhf_args.orpo_config import ORPOConfig
+from rlhf_args.ppo_config import PPOConfig
+from rlhf_args.rloo_config import RLOOConfig
+from rlhf_args.sft_config import SFTConfig
+from rlhf_args.simpo_config import SimPOConfig
 from utils.args import parse_args
-from utils.data import preference_data
+from utils.data import kto_data, preference_data, prompt_data, sft_data
 from utils.model import (check_model_path, check_train_mode, load_model, load_tokenizer, lora_config,
                          match_trainable_dtype)
 from utils.outputs import prepare_output_dir, save_outputs
+from utils.online import GRPOTrainer, RLOOTrainer, ppo_extra, rloo_extra
+from utils.ppo_trainer import PPOTrainer
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,15 @@ class Method:
 
 METHODS = {
     "DPO": Method(DPOConfig, DPOTrainer, preference_data, "DPOTrainer cuts them at the end (keep_start)"),
+    "CPO": Method(CPOConfig, CPOTrainer, preference_data, "CPOTrainer cuts the answer, keeping the prompt"),
+    "SimPO": Method(SimPOConfig, CPOTrainer, preference_data, "CPOTrainer cuts the answer, keeping the prompt"),
+    "CPOSimPO": Method(CPOSimPOConfig, CPOTrainer, preference_data, "CPOTrainer cuts the answer, keeping the prompt"),
+    "ORPO": Method(ORPOConfig, ORPOTrainer, preference_data, "ORPOTrainer cuts the answer, keeping the prompt"),
+    "KTO": Method(KTOConfig, KTOTrainer, kto_data, "KTOTrainer cuts them at the end (a too-long prompt is dropped)"),
+    "SFT": Method(SFTConfig, SFTTrainer, sft_data, "SFTTrainer cuts them at the end (keep_start)"),
+    "PPO": Method(PPOConfig, PPOTrainer, prompt_data, "PPOTrainer keeps their last tokens", ppo_extra),
+    "RLOO": Method(RLOOConfig, RLOOTrainer, prompt_data, "RLOOTrainer keeps their last tokens", rloo_extra),
+    "GRPO": Method(GRPOConfig, GRPOTrainer, prompt_data, "GRPOTrainer keeps their last tokens", rloo_extra),
 }
 
 
