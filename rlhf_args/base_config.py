@@ -34,3 +34,23 @@ class BaseConfig:
     def __post_init__(self):
         resolve_device_defaults(self)
         super().__post_init__()
+
+
+@dataclass
+class OnlineConfig(BaseConfig):
+    """What PPO, RLOO and GRPO share: where the reward comes from, and how long a prompt may be."""
+
+    reward_model_path: str | None = "output/reward_model"  # reward_model.py output (full/LoRA); "none": functions only
+    reward_function: str | None = None  # "file.py:name" / "module:name", added to the score (script/example_reward.py)
+    max_prompt_length: int | None = 512  # prompts are left-truncated to this many tokens (toolkit; TRL: no limit)
+
+    def __post_init__(self):
+        if self.reward_model_path in ("", "none", "None"):  # --reward_model_path none: reward functions only
+            self.reward_model_path = None
+        if self.reward_function in ("", "none", "None"):
+            self.reward_function = None
+        super().__post_init__()
+        if not self.reward_model_path and not self.reward_function:
+            method = type(self).__name__.removesuffix("Config")
+            raise ValueError(f"{method} needs a reward: set --reward_model_path (reward_model.py's output) and/or "
+                             "--reward_function file.py:name")

@@ -5,34 +5,24 @@ Needs: prompts, and a reward model from reward_model.py (`--reward_model_path`) 
 response's advantage is its reward minus the group mean, divided by the group std (`scale_rewards`). TRL's default
 has no KL term (`beta` 0, no reference model loaded); the loss is DAPO's token-level clipped surrogate
 (Yu et al. 2025). Each device step holds per_device_train_batch_size / num_generations prompts.
+
+The reward fields shared with PPO and RLOO (`reward_model_path`, `reward_function`, `max_prompt_length`) are in
+`rlhf_args/base_config.py` (`OnlineConfig`); set them here or on the command line as any other field.
 """
 
 from dataclasses import dataclass
 
 from trl import GRPOConfig as TRLGRPOConfig
 
-from rlhf_args.base_config import BaseConfig
+from rlhf_args.base_config import OnlineConfig
 
 
 @dataclass
-class GRPOConfig(BaseConfig, TRLGRPOConfig):
+class GRPOConfig(OnlineConfig, TRLGRPOConfig):
     output_dir: str = "output/grpo"  # where the policy (model/adapter), curves and checkpoints go
-    reward_model_path: str | None = "output/reward_model"  # reward_model.py output (full/LoRA); "none": functions only
-    reward_function: str | None = None  # "file.py:name" or "module:name" (see script/example_reward.py)
-    max_prompt_length: int | None = 512  # prompts are left-truncated to this many tokens (toolkit; TRL: no limit)
     num_generations: int | None = 4  # group size, >= 2, must divide the batch (TRL default 8; paper: 64)
     max_completion_length: int | None = 256  # max new tokens per response (TRL default 512)
     temperature: float = 1.0  # sampling temperature (TRL default 1.0)
     beta: float = 0.0  # KL penalty; 0 loads no reference model (TRL default; paper: 0.04)
     loss_type: str = "dapo"  # "dapo" (TRL default), "grpo" (paper), "dr_grpo", "bnpo", ...
     learning_rate: float = 1e-5  # LoRA (toolkit); full fine-tuning: 1e-6 (TRL default)
-
-    def __post_init__(self):
-        if self.reward_model_path in ("", "none", "None"):  # --reward_model_path none: reward functions only
-            self.reward_model_path = None
-        if self.reward_function in ("", "none", "None"):
-            self.reward_function = None
-        super().__post_init__()
-        if not self.reward_model_path and not self.reward_function:
-            raise ValueError("GRPO needs a reward: set --reward_model_path (reward_model.py's output) and/or "
-                             "--reward_function file.py:name")

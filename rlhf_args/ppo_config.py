@@ -9,6 +9,9 @@ model (default: initialised from the reward model). One rollout = per_device_tra
 gradient_accumulation_steps x num_mini_batches prompts per process, then num_ppo_epochs x num_mini_batches optimizer
 steps on it. Per-token reward: -kl_coef * KL(policy || reference) on every response token, plus the reward-model
 score on the last real token; advantages by GAE (Schulman et al. 2016, arXiv:1506.02438).
+
+The reward fields shared with RLOO and GRPO (`reward_model_path`, `reward_function`, `max_prompt_length`) are in
+`rlhf_args/base_config.py` (`OnlineConfig`); set them here or on the command line as any other field.
 """
 
 import math
@@ -16,17 +19,15 @@ from dataclasses import dataclass
 
 from transformers import TrainingArguments
 
-from rlhf_args.base_config import BaseConfig
+from rlhf_args.base_config import OnlineConfig
 
 MODEL_MODES = ("separate", "adapters")
 
 
 @dataclass
-class PPOConfig(BaseConfig, TrainingArguments):
+class PPOConfig(OnlineConfig, TrainingArguments):
     output_dir: str = "output/ppo"  # where the policy (model/adapter), curves and checkpoints go
     # --- models
-    reward_model_path: str | None = "output/reward_model"  # reward_model.py output (full/LoRA); "none": functions only
-    reward_function: str | None = None  # "file.py:name" / "module:name", added to the score (script/example_reward.py)
     model_mode: str = "separate"  # "separate": policy, value model, RM; "adapters": one base + LoRA adapters (toolkit)
     value_model_path: str | None = None  # None: the reward model (critic initialised from the RM: TRL, Huang et al.)
     value_train_mode: str | None = None  # None: as --train_mode; "full": whole value model trained under a LoRA policy
@@ -40,7 +41,6 @@ class PPOConfig(BaseConfig, TrainingArguments):
     learning_rate: float = 1e-5  # LoRA (toolkit); full fine-tuning: 3e-6 (TRL #5174) to 1e-6 (OpenRLHF)
     # --- sampling
     response_length: int = 53  # max new tokens per response (TRL default 53, from lm-human-preferences)
-    max_prompt_length: int = 512  # prompts are left-truncated to this many tokens (toolkit)
     temperature: float = 0.7  # sampling temperature; training log-probs use the same scaling (TRL default 0.7)
     stop_token: str = "eos"  # "eos": stop at the tokenizer's EOS (toolkit); "none": response_length tokens (old TRL)
     stop_token_id: int | None = None  # stop at this token id instead of the EOS
@@ -69,10 +69,6 @@ class PPOConfig(BaseConfig, TrainingArguments):
     logging_steps: float = 4  # log every N optimizer steps (with defaults: once per rollout)
 
     def __post_init__(self):
-        if self.reward_model_path in ("", "none", "None"):  # --reward_model_path none: reward functions only
-            self.reward_model_path = None
-        if self.reward_function in ("", "none", "None"):
-            self.reward_function = None
         super().__post_init__()
         if self.total_episodes and self.max_steps <= 0:  # TRL's run length, in optimizer steps for the Trainer
             rollouts = math.ceil(self.total_episodes / (self.rollout_batch_size * self.world_size))
@@ -87,15 +83,12 @@ class PPOConfig(BaseConfig, TrainingArguments):
             raise ValueError(f"value_train_mode must be full, lora or qlora, got {self.value_train_mode!r}")
         for name in ("num_mini_batches", "num_ppo_epochs", "response_length", "max_prompt_length",
                      "local_rollout_forward_batch_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is None or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 (PPO samples), got {self.temperature}")
         if self.missing_eos_penalty is not None and self.missing_eos_penalty < 0:
             raise ValueError(f"missing_eos_penalty is subtracted, so it must be >= 0, got {self.missing_eos_penalty}")
-        if not self.reward_model_path and not self.reward_function:
-            raise ValueError("PPO needs a reward: set --reward_model_path (reward_model.py's output) and/or "
-                             "--reward_function file.py:name")
 
     @property
     def optimizer_steps_per_rollout(self) -> int:

@@ -5,33 +5,23 @@ Needs: prompts, and a reward model from reward_model.py (`--reward_model_path`) 
 advantage of one is its reward minus the mean reward of the others (the leave-one-out baseline). The KL penalty
 (`beta`) against the reference (LoRA/QLoRA: the policy with its adapter off) is subtracted from the sequence reward.
 Each device step holds per_device_train_batch_size / num_generations prompts.
+
+The reward fields shared with PPO and GRPO (`reward_model_path`, `reward_function`, `max_prompt_length`) are in
+`rlhf_args/base_config.py` (`OnlineConfig`); set them here or on the command line as any other field.
 """
 
 from dataclasses import dataclass
 
 from trl import RLOOConfig as TRLRLOOConfig
 
-from rlhf_args.base_config import BaseConfig
+from rlhf_args.base_config import OnlineConfig
 
 
 @dataclass
-class RLOOConfig(BaseConfig, TRLRLOOConfig):
+class RLOOConfig(OnlineConfig, TRLRLOOConfig):
     output_dir: str = "output/rloo"  # where the policy (model/adapter), curves and checkpoints go
-    reward_model_path: str | None = "output/reward_model"  # reward_model.py output (full/LoRA); "none": functions only
-    reward_function: str | None = None  # "file.py:name" or "module:name" (see script/example_reward.py)
-    max_prompt_length: int | None = 512  # prompts are left-truncated to this many tokens (toolkit; TRL: no limit)
     num_generations: int | None = 2  # responses per prompt, >= 2 (TRL default 2; Ahmadian et al. 2024: k = 2 or 4)
     max_completion_length: int | None = 256  # max new tokens per response (TRL default 512)
     temperature: float = 1.0  # sampling temperature (TRL default 1.0)
     beta: float = 0.05  # KL penalty on the sequence reward (TRL default 0.05); 0 loads no reference model
     learning_rate: float = 1e-5  # LoRA (toolkit); full fine-tuning: 1e-6 (TRL default)
-
-    def __post_init__(self):
-        if self.reward_model_path in ("", "none", "None"):  # --reward_model_path none: reward functions only
-            self.reward_model_path = None
-        if self.reward_function in ("", "none", "None"):
-            self.reward_function = None
-        super().__post_init__()
-        if not self.reward_model_path and not self.reward_function:
-            raise ValueError("RLOO needs a reward: set --reward_model_path (reward_model.py's output) and/or "
-                             "--reward_function file.py:name")

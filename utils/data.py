@@ -313,14 +313,25 @@ def check_chat_template(tokenizer, row: dict, model_path: str) -> None:
                          f"prompt:      {prompt!r}\nprompt+answer: {full!r}")
 
 
-def count_too_long(tokenizer, rows: list[dict], max_length: int) -> int:
-    """Number of rows whose prompt + chosen or prompt + rejected is longer than `max_length` tokens."""
-    too_long = 0
-    for row in rows:
-        lengths = [len(tokenizer.apply_chat_template(row["prompt"] + row[k], tokenize=True)["input_ids"])
-                   for k in ("chosen", "rejected")]
-        too_long += max(lengths) > max_length
-    return too_long
+def count_too_long(tokenizer, rows: list[dict], max_length: int, answers=("chosen", "rejected")) -> int:
+    """Number of rows in which prompt + any of the `answers` fields is longer than `max_length` tokens."""
+    return sum(max(len(tokenizer.apply_chat_template(row["prompt"] + row[k], tokenize=True)["input_ids"])
+                   for k in answers) > max_length for row in rows)
+
+
+def check_tokenized_rows(tokenizer, train: list[dict], model_args, config, too_long: str, what: str = "pairs",
+                         answers=("chosen", "rejected"), log=print) -> None:
+    """The checks every loader runs once the rows are canonical: the chat template joins the first row's prompt
+    and answer (`check_chat_template`), and a printed count of rows over `config.max_length` tokens (`too_long`
+    says what the trainer does with them). Raises `ValueError` as `check_chat_template` does.
+    """
+    first = train[0]
+    check_chat_template(tokenizer, {"prompt": first["prompt"], "chosen": first[answers[0]]},
+                        model_args.model_name_or_path)
+    if config.max_length:
+        n = count_too_long(tokenizer, train, config.max_length, answers)
+        if n:
+            log(f"[data] {n} of {len(train)} {what} are longer than max_length={config.max_length} tokens; {too_long}")
 
 
 def load_preference_splits(model_args, seed: int, log=print) -> tuple[list[dict], list[dict]]:
@@ -345,11 +356,7 @@ def preference_data(model_args, config, tokenizer, too_long: str, log=print) -> 
     Returns `(train_rows, eval_rows)`; raises `DataFormatError`, `FileNotFoundError` or `ValueError`.
     """
     train, held_out = load_preference_splits(model_args, config.seed, log)
-    check_chat_template(tokenizer, train[0], model_args.model_name_or_path)
-    if config.max_length:
-        n = count_too_long(tokenizer, train, config.max_length)
-        if n:
-            log(f"[data] {n} of {len(train)} pairs are longer than max_length={config.max_length} tokens; {too_long}")
+    check_tokenized_rows(tokenizer, train, model_args, config, too_long, log=log)
     return train, held_out
 
 
@@ -610,11 +617,6 @@ def _value(value) -> str:
     return f"{_describe(value)} {text if len(text) <= 20 else text[:17] + '...'}"
 
 
-def _count_long(tokenizer, rows: list[dict], answer_key: str, max_length: int) -> int:
-    return sum(len(tokenizer.apply_chat_template(r["prompt"] + r[answer_key], tokenize=True)["input_ids"]) > max_length
-               for r in rows)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # KTO: unpaired rows {prompt, completion, label}
 
@@ -693,13 +695,7 @@ def kto_data(model_args, config, tokenizer, too_long: str, log=print) -> tuple[l
     ratio = config.desirable_weight * n_d / (config.undesirable_weight * n_u) if n_u else float("inf")
     log(f"[data] KTO classes: {n_d} desirable, {n_u} undesirable; desirable_weight={config.desirable_weight:.3g}, "
         f"undesirable_weight={config.undesirable_weight:.3g} (weighted ratio {ratio:.3g}; KTO paper: 1 to 4/3)")
-    first = train[0]
-    check_chat_template(tokenizer, {"prompt": first["prompt"], "chosen": first["completion"]},
-                        model_args.model_name_or_path)
-    if config.max_length:
-        n = _count_long(tokenizer, train, "completion", config.max_length)
-        if n:
-            log(f"[data] {n} of {len(train)} rows are longer than max_length={config.max_length} tokens; {too_long}")
+    check_tokenized_rows(tokenizer, train, model_args, config, too_long, "rows", ("completion",), log)
     return train, held_out
 
 
@@ -765,13 +761,7 @@ def sft_data(model_args, config, tokenizer, too_long: str, log=print) -> tuple[l
     for shape, note in notes.items():
         if shape in shapes:
             log(f"[data] {note}")
-    first = train[0]
-    check_chat_template(tokenizer, {"prompt": first["prompt"], "chosen": first["completion"]},
-                        model_args.model_name_or_path)
-    if config.max_length:
-        n = _count_long(tokenizer, train, "completion", config.max_length)
-        if n:
-            log(f"[data] {n} of {len(train)} rows are longer than max_length={config.max_length} tokens; {too_long}")
+    check_tokenized_rows(tokenizer, train, model_args, config, too_long, "rows", ("completion",), log)
     return train, held_out
 
 
