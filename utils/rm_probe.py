@@ -195,7 +195,10 @@ def format_probe_table(result: dict) -> str:
             warnings.append(f"WARNING: [{v}] the reward model scores the {DESCRIPTIONS.get(v, v)} above the chosen "
                             f"answer for {100 * rate:.1f}% of prompts (> {100 * WARN_ABOVE:.0f}%). PPO/RLOO/GRPO "
                             f"will learn to exploit this. Retrain it with reward_model.py "
-                            f"--degenerate_negatives_ratio 0.5 (or higher).")
+                            f"--degenerate_negatives_ratio 0.5 if it was trained without degenerate negatives; "
+                            f"if it was trained with them, raise the ratio or train longer."
+                            + (" An off-topic answer winning about half the time means the score barely depends "
+                               "on the prompt." if v == "off_topic" else ""))
     return "\n".join(lines + (warnings or [f"OK: no degenerate answer beats the chosen one on more than "
                                            f"{100 * WARN_ABOVE:.0f}% of prompts."]))
 
