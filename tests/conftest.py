@@ -86,3 +86,18 @@ def base_flags(model_dir, train, out, *extra):
     return ["--model_name_or_path", model_dir, "--train_data_path", train, "--output_dir", str(out),
             "--report_to", "none", "--logging_steps", "1", "--save_strategy", "no", "--disable_tqdm", "true",
             "--dataloader_num_workers", "0", *extra]
+
+
+def launch_two_ranks(yaml: str, flags: list[str]):
+    """`accelerate launch --config_file ds_config/YAML --num_processes 2 train_rlhf.py FLAGS` on CPU, one thread per
+    rank, on a free port (back-to-back launches on the default port can collide). Returns the CompletedProcess."""
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", os.path.join("ds_config", yaml),
+           "--num_processes", "2", "--main_process_port", str(port), "train_rlhf.py", *flags]
+    env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -6,13 +6,10 @@ so the DeepSpeed yaml is what makes this distributed.)
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import ROOT, base_flags, easy_pairs, write_jsonl
+from conftest import base_flags, easy_pairs, launch_two_ranks, write_jsonl
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
@@ -21,11 +18,8 @@ from transformers import AutoModelForCausalLM
 def test_dpo_runs_on_two_ranks_and_saves_a_loadable_model(yaml, mode, tiny_model_dir, tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", easy_pairs(16))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", os.path.join("ds_config", yaml),
-           "--num_processes", "2", "train_rlhf.py",
-           *base_flags(tiny_model_dir, data, out, "--train_mode", mode, "--max_steps", "2", "--eval_split_size", "0")]
-    env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = launch_two_ranks(yaml, base_flags(tiny_model_dir, data, out, "--train_mode", mode, "--max_steps", "2",
+                                             "--eval_split_size", "0"))
     assert done.returncode == 0, done.stderr[-3000:]
 
     assert json.load(open(out / "run_config.json"))["world_size"] == 2  # both ranks joined the process group
