@@ -7,7 +7,8 @@
 Each layout runs `train_rlhf.py --rlhf_type PPO --train_mode lora` in its own process (so that peak memory is per
 layout) on the prompts of `--train_data_path`, for a fixed number of rollouts, with no evaluation and no
 checkpoints (outputs under /tmp). A rollout's time covers generation, the no-grad forwards, scoring and its
-num_mini_batches x num_ppo_epochs optimizer steps. Peak memory: the process's peak RSS on CPU,
+num_mini_batches x num_ppo_epochs optimizer steps. Weights: the bytes of every tensor of the policy, value, reference
+and reward models, shared ones counted once. Peak memory: the process's peak RSS on CPU,
 `torch.cuda.max_memory_allocated()` on GPU. With a LoRA reward model trained on the same base (reward_model.py's
 default), the adapters layout holds one copy of the base weights; the separate layout holds three (policy +
 reference via the disabled adapter, value model, reward model).
@@ -69,9 +70,14 @@ def child(layout: str, options: argparse.Namespace, passthrough: list[str]) -> d
     peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     scores = [e["objective/scores"] for e in trainer.state.log_history if "objective/scores" in e]
+    storages = {}  # weights held by all the models (policy, value, reference, reward), shared tensors counted once
+    for module in (trainer.model, trainer.ref_model, trainer.reward_model):
+        for t in list(module.parameters()) + list(module.buffers()) if module is not None else []:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
     return {"layout": layout, "rollouts": len(per_rollout), "optimizer_steps_per_rollout": steps,
             "seconds_per_rollout": per_rollout, "peak_bytes": peak,
             "memory_kind": "cuda max_memory_allocated" if torch.cuda.is_available() else "peak RSS",
+            "weight_bytes": sum(storages.values()),
             "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
             "scores": scores, "device": "cuda" if torch.cuda.is_available() else "cpu", "output_dir": out}
 
@@ -105,14 +111,16 @@ def main(argv=None):
     print(f"\nPPO benchmark: {options.model_name_or_path}, LoRA, {options.prompts} prompts x "
           f"{options.response_length} new tokens per rollout, device {results[0]['device']}")
     print(f"{'layout':<10} {'rollouts':>8} {'opt steps/rollout':>17} {'s/rollout (all)':>16} "
-          f"{'s/rollout (2nd+)':>16} {'peak memory':>12}  scores per rollout")
+          f"{'s/rollout (2nd+)':>16} {'weights':>9} {'peak memory':>12}  scores per rollout")
     for r in results:
         times = r["seconds_per_rollout"]
         later = times[1:] or times
         print(f"{r['layout']:<10} {r['rollouts']:>8} {r['optimizer_steps_per_rollout']:>17} "
               f"{sum(times) / len(times):>16.1f} {sum(later) / len(later):>16.1f} "
-              f"{r['peak_bytes'] / 2**30:>9.2f} GiB  {', '.join(f'{s:.2f}' for s in r['scores'])}")
-    print(f"(peak memory = {results[0]['memory_kind']}; curves: "
+              f"{r['weight_bytes'] / 2**30:>5.2f} GiB {r['peak_bytes'] / 2**30:>8.2f} GiB  "
+              f"{', '.join(f'{s:.2f}' for s in r['scores'])}")
+    print(f"(weights = bytes of all model tensors, shared ones once; peak memory = {results[0]['memory_kind']}, "
+          f"which adds activations, logits over the vocabulary and the libraries; curves: "
           f"{', '.join(r['output_dir'] + '/online_curves.png' for r in results)})")
 
 
