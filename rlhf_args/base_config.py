@@ -38,11 +38,14 @@ class BaseConfig:
 
 @dataclass
 class OnlineConfig(BaseConfig):
-    """What PPO, RLOO and GRPO share: where the reward comes from, and how long a prompt may be."""
+    """What PPO, RLOO and GRPO share: where the reward comes from, how long a prompt may be, and the two guards
+    against a reward model that loves degenerate answers (README "Reward hacking")."""
 
     reward_model_path: str | None = "output/reward_model"  # reward_model.py output (full/LoRA); "none": functions only
     reward_function: str | None = None  # "file.py:name" / "module:name", added to the score (script/example_reward.py)
     max_prompt_length: int | None = 512  # prompts are left-truncated to this many tokens (toolkit; TRL: no limit)
+    min_new_tokens: int = 1  # no EOS in the first N tokens: 1 forbids empty answers, which weak RMs may love (toolkit)
+    missing_eos_penalty: float | None = None  # subtracted from the reward of answers cut at the length limit (TRL)
 
     def __post_init__(self):
         if self.reward_model_path in ("", "none", "None"):  # --reward_model_path none: reward functions only
@@ -54,3 +57,7 @@ class OnlineConfig(BaseConfig):
             method = type(self).__name__.removesuffix("Config")
             raise ValueError(f"{method} needs a reward: set --reward_model_path (reward_model.py's output) and/or "
                              "--reward_function file.py:name")
+        if self.min_new_tokens < 0:
+            raise ValueError(f"min_new_tokens must be >= 0, got {self.min_new_tokens}")
+        if self.missing_eos_penalty is not None and self.missing_eos_penalty < 0:
+            raise ValueError(f"missing_eos_penalty is subtracted, so it must be >= 0, got {self.missing_eos_penalty}")

@@ -10,7 +10,8 @@ gradient_accumulation_steps x num_mini_batches prompts per process, then num_ppo
 steps on it. Per-token reward: -kl_coef * KL(policy || reference) on every response token, plus the reward-model
 score on the last real token; advantages by GAE (Schulman et al. 2016, arXiv:1506.02438).
 
-The reward fields shared with RLOO and GRPO (`reward_model_path`, `reward_function`, `max_prompt_length`) are in
+The reward fields shared with RLOO and GRPO (`reward_model_path`, `reward_function`, `max_prompt_length`,
+`min_new_tokens`, `missing_eos_penalty`) are in
 `rlhf_args/base_config.py` (`OnlineConfig`); set them here or on the command line as any other field.
 """
 
@@ -44,8 +45,6 @@ class PPOConfig(OnlineConfig, TrainingArguments):
     temperature: float = 0.7  # sampling temperature; training log-probs use the same scaling (TRL default 0.7)
     stop_token: str = "eos"  # "eos": stop at the tokenizer's EOS (toolkit); "none": response_length tokens (old TRL)
     stop_token_id: int | None = None  # stop at this token id instead of the EOS
-    min_new_tokens: int = 1  # no EOS in the first N tokens: 1 forbids empty answers, which weak RMs may love (toolkit)
-    missing_eos_penalty: float | None = None  # subtracted from the score of answers cut at response_length (TRL)
     # --- reward shaping
     kl_coef: float = 0.05  # KL penalty per nat (TRL default 0.05; Ouyang et al. 2022: 0.02)
     kl_estimator: str = "k1"  # "k1" (log-ratio, TRL default), "k2" or "k3" (always >= 0), see utils/ppo_core.py
@@ -87,8 +86,6 @@ class PPOConfig(OnlineConfig, TrainingArguments):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 (PPO samples), got {self.temperature}")
-        if self.missing_eos_penalty is not None and self.missing_eos_penalty < 0:
-            raise ValueError(f"missing_eos_penalty is subtracted, so it must be >= 0, got {self.missing_eos_penalty}")
 
     @property
     def optimizer_steps_per_rollout(self) -> int:

@@ -481,3 +481,18 @@ def test_ppo_on_two_ranks_under_deepspeed(yaml, layout, toy, tmp_path):
     assert len(kl) == 2 and abs(kl[0]) < 1e-4  # 2 rollouts of 2 x 8 prompts; policy == reference at the start
     weights = "model.safetensors" if layout == "separate-full" else "adapter_model.safetensors"
     assert all(t.numel() > 0 for t in load_file(str(out / weights)).values())  # gathered, not ZeRO-3 shards
+
+
+@pytest.mark.parametrize("method", ["RLOO", "GRPO"])
+def test_rloo_and_grpo_get_the_same_guards_as_ppo(method, toy, tmp_path):
+    """min_new_tokens reaches TRL's generation config; missing_eos_penalty is a reward of -penalty per cut answer."""
+    trainer = train_rlhf.main(toy_flags(
+        toy, tmp_path / "out", "--rlhf_type", method, "--train_mode", "lora", "--max_completion_length", "4",
+        "--per_device_train_batch_size", "8", "--num_generations", "4", "--max_steps", "2", "--logging_steps", "1",
+        "--min_new_tokens", "3", "--missing_eos_penalty", "2.0"))
+    assert trainer.generation_config.min_new_tokens == 3
+    logs = [e for e in trainer.state.log_history if "rewards/missing_eos/mean" in e]
+    assert len(logs) == 2
+    for e in logs:
+        assert e["completions/min_length"] >= 3  # EOS suppressed for the first 3 tokens
+        assert e["rewards/missing_eos/mean"] == pytest.approx(-2.0 * e["completions/clipped_ratio"])

@@ -187,7 +187,22 @@ def rloo_extra(args, config, tokenizer) -> dict:
     if config.reward_function:
         funcs.append(load_reward_function(config.reward_function))
         tokenizers.append(None)
+    if config.missing_eos_penalty:  # one more reward, as PPO subtracts it from the score
+        funcs.append(missing_eos_reward(tokenizer.eos_token_id, config.missing_eos_penalty))
+        tokenizers.append(None)
+    if config.min_new_tokens:  # EOS suppressed for the first tokens, as in PPO (seed 002's trick)
+        config.generation_kwargs = {"min_new_tokens": config.min_new_tokens, **(config.generation_kwargs or {})}
     return {"reward_funcs": funcs, "reward_processing_classes": tokenizers}
+
+
+def missing_eos_reward(eos_token_id: int, penalty: float) -> Callable:
+    """A reward function (TRL's signature) giving `-penalty` to each completion that does not end with
+    `eos_token_id` (cut at the length limit) and 0 to the others: RLOO/GRPO's `--missing_eos_penalty`.
+    TRL logs it as `rewards/missing_eos/mean`."""
+    def missing_eos(prompts, completions, completion_ids, **kwargs) -> list[float]:
+        return [0.0 if len(ids) and ids[-1] == eos_token_id else -penalty for ids in completion_ids]
+
+    return missing_eos
 
 
 class _OnlineExtras:
