@@ -235,6 +235,23 @@ def to_preference_row(row: dict) -> dict:
 # Whole files
 
 
+def settle_problems(problems: list[Problem], n_good: int, drop_bad_rows: bool) -> None:
+    """Sort `problems` by line; raise `DataFormatError` listing them unless `drop_bad_rows` is True and `n_good`
+    rows are left (with none left it raises anyway, without the --drop_bad_rows hint). Every loader calls it."""
+    problems.sort(key=lambda p: p.line)
+    if problems and (not drop_bad_rows or not n_good):
+        raise DataFormatError(problems, "\nFix these rows, or pass --drop_bad_rows true to skip them."
+                              if n_good else "")
+
+
+def log_dropped(problems: list[Problem], n_lines: int, log=print) -> None:
+    """With `--drop_bad_rows`: print how many of the file's `n_lines` lines were dropped, and the first few why."""
+    if problems:
+        log(f"[data] dropped {len(problems)} bad row(s) of {n_lines}, e.g.:")
+        for p in problems[:MAX_LISTED]:
+            log(f"  {p}")
+
+
 def load_preference_file(path: str, drop_bad_rows: bool = False, log=print) -> list[dict]:
     """Read, check and convert a preference file; see the module docstring for the accepted shapes.
 
@@ -252,16 +269,10 @@ def load_preference_file(path: str, drop_bad_rows: bool = False, log=print) -> l
             continue
         fmt = detect_preference_format(row)
         formats[fmt] = formats.get(fmt, 0) + 1
-    problems.sort(key=lambda p: p.line)
-    hint = f"\nFix these rows, or pass --drop_bad_rows true to skip them."
-    if problems and (not drop_bad_rows or not converted):
-        raise DataFormatError(problems, hint if converted else "")
+    settle_problems(problems, len(converted), drop_bad_rows)
     detected = ", ".join(f"{n} {fmt}" for fmt, n in formats.items())
     log(f"[data] {path}: {len(converted)} preference pairs ({detected} rows)" + _conversion_note(formats))
-    if problems:
-        log(f"[data] dropped {len(problems)} bad row(s) of {len(problems) + len(converted)}, e.g.:")
-        for p in problems[:MAX_LISTED]:
-            log(f"  {p}")
+    log_dropped(problems, len(problems) + len(converted), log)
     return converted
 
 
@@ -418,18 +429,12 @@ def load_distillation_file(path: str, drop_bad_rows: bool = False, prompt_only_p
             continue
         with_prompt_list += "messages" in row and isinstance(row.get("prompt"), list)
         converted.append(out)
-    problems.sort(key=lambda p: p.line)
-    if problems and (not drop_bad_rows or not converted):
-        raise DataFormatError(problems, "\nFix these rows, or pass --drop_bad_rows true to skip them."
-                              if converted else "")
+    settle_problems(problems, len(converted), drop_bad_rows)
     answers = sum(r["answer"] is not None for r in converted)
     note = (f"; the 'prompt' lists of {with_prompt_list} rows equal messages[:-1] and were dropped "
             f"(TRL's GKD collator takes only a formatted string prompt)" if with_prompt_list else "")
     log(f"[data] {path}: {answers} chats with an answer, {len(converted) - answers} prompt-only rows{note}")
-    if problems:
-        log(f"[data] dropped {len(problems)} bad row(s) of {len(problems) + len(converted)}, e.g.:")
-        for p in problems[:MAX_LISTED]:
-            log(f"  {p}")
+    log_dropped(problems, len(problems) + len(converted), log)
     return converted
 
 
@@ -547,16 +552,10 @@ def load_prompt_file(path: str, drop_bad_rows: bool = False, log=print) -> list[
         if key not in seen:
             seen.add(key)
             prompts.append(prompt)
-    problems.sort(key=lambda p: p.line)
-    if problems and (not drop_bad_rows or not prompts):
-        raise DataFormatError(problems, "\nFix these rows, or pass --drop_bad_rows true to skip them."
-                              if prompts else "")
+    settle_problems(problems, len(prompts), drop_bad_rows)
     repeats = len(rows) - len(problems) - len(prompts)
     log(f"[data] {path}: {len(prompts)} prompts" + (f" ({repeats} repeated prompts kept once)" if repeats else ""))
-    if problems:
-        log(f"[data] dropped {len(problems)} bad row(s), e.g.:")
-        for p in problems[:MAX_LISTED]:
-            log(f"  {p}")
+    log_dropped(problems, len(problems) + len(prompts) + repeats, log)
     return prompts
 
 
@@ -583,14 +582,8 @@ def load_row_groups(path: str, convert, drop_bad_rows: bool = False, log=print) 
             continue
         groups.append(rows)
         shapes[shape] = shapes.get(shape, 0) + 1
-    problems.sort(key=lambda p: p.line)
-    if problems and (not drop_bad_rows or not groups):
-        raise DataFormatError(problems, "\nFix these rows, or pass --drop_bad_rows true to skip them."
-                              if groups else "")
-    if problems:
-        log(f"[data] dropped {len(problems)} bad row(s) of {len(problems) + len(groups)}, e.g.:")
-        for p in problems[:MAX_LISTED]:
-            log(f"  {p}")
+    settle_problems(problems, len(groups), drop_bad_rows)
+    log_dropped(problems, len(problems) + len(groups), log)
     return groups, shapes
 
 
