@@ -7,8 +7,8 @@ has no KL term (`beta` 0, no reference model loaded); the loss is DAPO's token-l
 (Yu et al. 2025). Each device step holds per_device_train_batch_size / num_generations prompts.
 
 The reward fields shared with PPO and RLOO (`reward_model_path`, `reward_function`, `max_prompt_length`,
-`min_new_tokens`, `missing_eos_penalty`) are in
-`rlhf_args/base_config.py` (`OnlineConfig`); set them here or on the command line as any other field.
+`min_new_tokens`, `missing_eos_penalty`) are in `rlhf_args/base_config.py` (`OnlineConfig`); set them here or on
+the command line as any other field.
 """
 
 from dataclasses import dataclass

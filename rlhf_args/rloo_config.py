@@ -7,8 +7,8 @@ advantage of one is its reward minus the mean reward of the others (the leave-on
 Each device step holds per_device_train_batch_size / num_generations prompts.
 
 The reward fields shared with PPO and GRPO (`reward_model_path`, `reward_function`, `max_prompt_length`,
-`min_new_tokens`, `missing_eos_penalty`) are in
-`rlhf_args/base_config.py` (`OnlineConfig`); set them here or on the command line as any other field.
+`min_new_tokens`, `missing_eos_penalty`) are in `rlhf_args/base_config.py` (`OnlineConfig`); set them here or on
+the command line as any other field.
 """
 
 from dataclasses import dataclass
