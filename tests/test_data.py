@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import demo_tokenizer, write_jsonl
 
-from utils.data import (DataFormatError, check_chat_template, count_too_long, load_preference_file,
+from utils.data import (DataFormatError, check_chat_template, count_too_long, load_preference_file, load_prompt_file,
                         split_hh_transcript, split_train_eval)
 
 GOOD = {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}],
@@ -146,3 +146,17 @@ def test_count_too_long():
     long_row["rejected"][0]["content"] = "word " * 300
     assert count_too_long(tokenizer, [GOOD, long_row], max_length=100) == 1
     assert count_too_long(tokenizer, [GOOD, long_row], max_length=1000) == 0
+
+
+def test_load_prompt_file_keeps_repeated_prompts_once_and_counts_dropped_lines(tmp_path):
+    path = tmp_path / "p.jsonl"
+    ask = lambda q: json.dumps({"prompt": [{"role": "user", "content": q}]})  # noqa: E731
+    path.write_text("\n".join([ask("a"), "{not json", ask("b"), ask("a"), "[1, 2]", ask("a")]) + "\n")
+    logs = []
+    prompts = load_prompt_file(str(path), drop_bad_rows=True, log=logs.append)
+    assert [p[-1]["content"] for p in prompts] == ["a", "b"]
+    said = "\n".join(logs)
+    assert "2 prompts (2 repeated prompts kept once)" in said  # not 0: the 2 unparseable lines are not repeats
+    assert "dropped 2 bad row(s) of 6" in said and ":2:" in said and ":5:" in said
+    with pytest.raises(DataFormatError, match=r"p.jsonl:2: field '\(row\)': malformed JSON"):
+        load_prompt_file(str(path))

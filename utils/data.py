@@ -541,7 +541,7 @@ def load_prompt_file(path: str, drop_bad_rows: bool = False, log=print) -> list[
     left; `FileNotFoundError` if the file is missing.
     """
     rows, problems = read_jsonl(path)
-    prompts, seen = [], set()
+    prompts, seen, repeats = [], set(), 0
     for number, row in rows:
         try:
             prompt = prompt_of(row)
@@ -549,11 +549,11 @@ def load_prompt_file(path: str, drop_bad_rows: bool = False, log=print) -> list[
             problems.append(Problem(path, number, e.field, str(e)))
             continue
         key = json.dumps(prompt, sort_keys=True)
+        repeats += key in seen
         if key not in seen:
             seen.add(key)
             prompts.append(prompt)
     settle_problems(problems, len(prompts), drop_bad_rows)
-    repeats = len(rows) - len(problems) - len(prompts)
     log(f"[data] {path}: {len(prompts)} prompts" + (f" ({repeats} repeated prompts kept once)" if repeats else ""))
     log_dropped(problems, len(problems) + len(prompts) + repeats, log)
     return prompts
