@@ -26,7 +26,7 @@ from utils.data import preference_data
 from utils.model import (check_model_path, check_train_mode, load_model, load_tokenizer, lora_config,
                          match_trainable_dtype)
 from utils.outputs import prepare_output_dir, save_outputs
-from utils.rm_probe import augment_with_degenerate_negatives, probe_after_training
+from utils.rm_probe import augment_with_degenerate_negatives, parse_variant_weights, probe_after_training
 
 
 def main(argv=None):
@@ -41,6 +41,7 @@ def main(argv=None):
                                             too_long="RewardTrainer drops them (raise --max_length to keep them)")
     # Extra pairs from the training rows only: chosen vs an empty / "Ok." / truncated / repeated / off-topic answer.
     augmented_rows = augment_with_degenerate_negatives(train_rows, model_args.degenerate_negatives_ratio, config.seed,
+                                                       parse_variant_weights(model_args.degenerate_variant_weights),
                                                        tokenizer=tokenizer, max_length=config.max_length)
 
     # 2. Model: a causal LM checkpoint gets a fresh 1-output score head.

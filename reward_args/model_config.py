@@ -5,7 +5,8 @@ for reward-model runs only, or override on the command line: `python reward_mode
 
 Degenerate negatives (README "Reward hacking: degenerate answers"): for `degenerate_negatives_ratio` x the training
 pairs, one more pair is added whose rejected answer is a degenerate version of the chosen one: empty, "Ok.", cut to a
-quarter, repeated 3 times, or another prompt's chosen answer (equal shares, training rows only). Without them a
+quarter, repeated 3 times, or another prompt's chosen answer (shares set by `degenerate_variant_weights`, training
+rows only). Without them a
 reward model trained on hh-rlhf scored an empty answer above the human-chosen one for 79% of prompts.
 """
 
@@ -18,4 +19,5 @@ from common_args import ModelArgs
 class RewardModelArgs(ModelArgs):
     eval_split_size: float = 0.1  # held-out pairs for the accuracy reported at the end
     degenerate_negatives_ratio: float = 0.5  # extra (chosen, degenerate chosen) pairs per training pair; 0 = off
+    degenerate_variant_weights: str = "empty:1,filler:1,truncated:1,repeated:1,off_topic:1"  # share of each kind; 0 = none
     probe_prompts: int = 200  # held-out prompts the end-of-training degenerate-answer probe scores; 0 = no probe

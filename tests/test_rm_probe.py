@@ -203,6 +203,36 @@ def test_augment_even_variant_split_ratio_zero_and_errors():
     assert counts == {"empty": 4, "filler": 4, "other": 12}
 
 
+def test_variant_weights_set_the_shares_and_a_variant_that_runs_out_leaves_its_share(capsys):
+    rows = [make_row(i) for i in range(40)]
+    weights = rm_probe.parse_variant_weights("empty:1, filler:0,truncated:2,off_topic:5")
+    assert weights == {"empty": 1.0, "truncated": 2.0, "off_topic": 5.0}  # weight 0 = left out
+    out = augment_with_degenerate_negatives(rows, 0.4, seed=0, variants=weights)  # 16 extra pairs: 2 / 4 / 10
+    assert "added 16 (chosen, degenerate) pairs to 40 training pairs (ratio 0.4): empty 2, truncated 4, off_topic 10" \
+        in capsys.readouterr().out
+    extra = [text(r["rejected"]) for r in out[40:]]
+    assert extra.count("") == 2 and "Ok." not in extra
+    assert sum(t.startswith("Answer number") and len(t.split()) == 2 for t in extra) == 4  # a quarter of 10 words
+    # off_topic has at most one pair per row: asking for 60 extra pairs fills the rest from the other variants
+    out = augment_with_degenerate_negatives(rows, 1.5, seed=0, variants={"empty": 1, "off_topic": 100})
+    assert "empty 20, off_topic 40" in capsys.readouterr().out
+    assert len(out) == 40 + 60
+
+
+@pytest.mark.parametrize("spec", ["empty:1,offtopic:2", "empty", "empty:-1", "empty:x", "empty:0,filler:0", ""])
+def test_variant_weights_errors_name_the_field(spec):
+    with pytest.raises(ValueError, match="degenerate_variant_weights"):
+        rm_probe.parse_variant_weights(spec)
+
+
+def test_reward_model_py_refuses_bad_variant_weights_before_loading_the_model(tiny_model_dir, tmp_path, monkeypatch):
+    train = write_jsonl(tmp_path / "t.jsonl", rambling_pairs(8))
+    monkeypatch.setattr(reward_model, "load_model", lambda *a, **k: pytest.fail("model loaded before the check"))
+    with pytest.raises(ValueError, match="degenerate_variant_weights: bad entry 'of_topic:3'"):
+        reward_model.main(base_flags(tiny_model_dir, train, tmp_path / "out",
+                                     "--degenerate_variant_weights", "empty:1,of_topic:3"))
+
+
 # ----------------------------------------------------------------- table / report
 RESULT = {
     "n_prompts": 100,

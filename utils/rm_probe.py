@@ -95,40 +95,66 @@ def _degenerate_answers(rows: list[dict], variants, seed: int) -> list[dict[str,
 # Training pairs
 
 
+def parse_variant_weights(spec: str) -> dict[str, float]:
+    """`"empty:1,filler:1,off_topic:4"` -> `{"empty": 1.0, "filler": 1.0, "off_topic": 4.0}` (relative shares).
+
+    Names are from `VARIANTS`; a name left out or given weight 0 gets no pairs. Raises `ValueError` naming the
+    field `degenerate_variant_weights` for an unknown name, a missing or negative weight, or all weights 0.
+    """
+    weights = {}
+    for item in filter(None, (part.strip() for part in str(spec).split(","))):
+        name, _, value = item.partition(":")
+        name = name.strip()
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if name not in VARIANTS or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"degenerate_variant_weights: bad entry {item!r}; expected name:weight (weight >= 0) "
+                             f"with names from {', '.join(VARIANTS)}, e.g. \"empty:1,off_topic:4\"")
+        weights[name] = weight
+    if not any(weights.values()):
+        raise ValueError(f"degenerate_variant_weights: {spec!r} gives no variant a weight > 0")
+    return {v: w for v, w in weights.items() if w > 0}
+
+
 def augment_with_degenerate_negatives(rows: list[dict], ratio: float, seed: int = 0, variants=VARIANTS,
                                       tokenizer=None, max_length: int | None = None, log=print) -> list[dict]:
     """`rows` followed by `round(ratio * len(rows))` pairs `(prompt, chosen, rejected=degenerate(chosen))`.
 
     Pass the TRAINING rows only: the degenerate answers (off-topic ones included) come from `rows`, so nothing
-    leaks from an eval split. The variants take turns (equal shares, +-1), each walking the rows in a seeded random
-    order, so the same `seed` gives the same pairs. With `tokenizer` and `max_length`, pairs longer than
-    `max_length` tokens are skipped (TRL's RewardTrainer would drop them; mostly "repeated" of a long answer). If
-    fewer usable pairs exist, all are added. Prints (`log`) how many pairs each variant got. Returns a new list;
-    `ratio == 0` returns `list(rows)`. Raises `ValueError` for a negative or non-finite ratio or unknown variant.
+    leaks from an eval split. `variants`: names (equal shares) or `{name: weight}` (shares proportional to the
+    weights, see `parse_variant_weights`). Each variant walks the rows in a seeded random order (at most one pair per
+    row and variant) and the next pair goes to the variant furthest below its share, so the same `seed` gives the
+    same pairs. With `tokenizer` and `max_length`, pairs longer than `max_length` tokens are skipped (TRL's
+    RewardTrainer would drop them; mostly "repeated" of a long answer). A variant that runs out of rows leaves its
+    share to the others; if fewer usable pairs exist in all, all are added. Prints (`log`) how many pairs each
+    variant got. Returns a new list; `ratio == 0` returns `list(rows)`. Raises `ValueError` for a negative or
+    non-finite ratio or unknown variant.
     """
     ratio = float(ratio)
     if not math.isfinite(ratio) or ratio < 0:
         raise ValueError(f"degenerate_negatives_ratio must be a finite number >= 0, got {ratio}")
-    variants, rows = _check_variants(variants), list(rows)
+    weights = dict(variants) if isinstance(variants, dict) else {v: 1.0 for v in variants}
+    variants, rows = _check_variants(weights), list(rows)
     n_extra = round(ratio * len(rows))
     if n_extra == 0 or not variants:
         return rows
     answers = _degenerate_answers(rows, variants, seed)
     rng = random.Random(f"augment-{seed}")
     queues = {v: [i for i in rng.sample(range(len(rows)), len(rows)) if v in answers[i]] for v in variants}
-    added, too_long = {v: [] for v in variants}, 0
-    while sum(map(len, added.values())) < n_extra and any(queues.values()):
-        for v in variants:
-            while queues[v] and sum(map(len, added.values())) < n_extra:
-                i = queues[v].pop(0)
-                pair = {"prompt": rows[i]["prompt"], "chosen": rows[i]["chosen"],
-                        "rejected": [{"role": "assistant", "content": answers[i][v]}]}
-                if tokenizer is not None and max_length and count_too_long(tokenizer, [pair], max_length):
-                    too_long += 1
-                    continue
-                added[v].append(pair)
-                break
-    n_added = sum(map(len, added.values()))
+    share = {v: weights[v] / sum(weights.values()) for v in variants}
+    added, too_long, n_added = {v: [] for v in variants}, 0, 0
+    while n_added < n_extra and any(queues.values()):
+        v = max((v for v in variants if queues[v]), key=lambda v: share[v] * (n_added + 1) - len(added[v]))
+        i = queues[v].pop(0)
+        pair = {"prompt": rows[i]["prompt"], "chosen": rows[i]["chosen"],
+                "rejected": [{"role": "assistant", "content": answers[i][v]}]}
+        if tokenizer is not None and max_length and count_too_long(tokenizer, [pair], max_length):
+            too_long += 1
+            continue
+        added[v].append(pair)
+        n_added += 1
     counts = ", ".join(f"{v} {len(pairs)}" for v, pairs in added.items())
     log(f"[data] degenerate negatives: added {n_added} (chosen, degenerate) pairs to {len(rows)} training pairs "
         f"(ratio {ratio:g}): {counts}" + (f"; skipped {too_long} longer than max_length={max_length}"
