@@ -19,5 +19,5 @@ from common_args import ModelArgs
 class RewardModelArgs(ModelArgs):
     eval_split_size: float = 0.1  # held-out pairs for the accuracy reported at the end
     degenerate_negatives_ratio: float = 0.5  # extra (chosen, degenerate chosen) pairs per training pair; 0 = off
-    degenerate_variant_weights: str = "empty:1,filler:1,truncated:1,repeated:1,off_topic:1"  # share of each kind; 0 = none
+    degenerate_variant_weights: str = "empty:1,filler:1,truncated:1,repeated:1,off_topic:1"  # relative shares; 0 = none
     probe_prompts: int = 200  # held-out prompts the end-of-training degenerate-answer probe scores; 0 = no probe

@@ -252,7 +252,8 @@ def test_format_probe_table_warnings_only_above_ten_percent():
     assert len(warn) == 3
     for name, line in zip(("empty", "filler", "repeated"), warn):
         assert f"[{name}]" in line
-        assert "PPO/RLOO/GRPO" in line and "--degenerate_negatives_ratio" in line
+        assert "PPO/RLOO/GRPO" in line
+        assert "--degenerate_negatives_ratio" in line and "--degenerate_variant_weights" in line
     assert "79.0%" in table and "85.0%" in table and "10.0%" in table
     assert not any("[truncated]" in line or "[off_topic]" in line for line in warn)
     ok = {"n_prompts": 3, "variants": {v: {"win_rate": 0.0, "mean_gap": 1.0, "n": 3} for v in VARIANTS}}

@@ -15,7 +15,8 @@ from common_args import DEMO_MODEL
 def check_model_path(path: str) -> None:
     """Fail early, with the command that fixes it, if a model directory is missing or is only a LoRA adapter.
 
-    Raises `FileNotFoundError` (missing) or `ValueError` (an adapter folder: merge it first). No machine here reaches the Hugging Face Hub, so models are local directories.
+    Raises `FileNotFoundError` (missing) or `ValueError` (an adapter folder: merge it first). No machine here
+    reaches the Hugging Face Hub, so models are local directories.
     """
     if os.path.isfile(os.path.join(path, "config.json")):
         return

@@ -222,7 +222,8 @@ def format_probe_table(result: dict) -> str:
                             f"answer for {100 * rate:.1f}% of prompts (> {100 * WARN_ABOVE:.0f}%). PPO/RLOO/GRPO "
                             f"will learn to exploit this. Retrain it with reward_model.py "
                             f"--degenerate_negatives_ratio 0.5 if it was trained without degenerate negatives; "
-                            f"if it was trained with them, raise the ratio or train longer."
+                            f"if it was trained with them, give this kind more weight "
+                            f"(--degenerate_variant_weights), raise the ratio or train longer."
                             + (" An off-topic answer winning about half the time means the score barely depends "
                                "on the prompt." if v == "off_topic" else ""))
     return "\n".join(lines + (warnings or [f"OK: no degenerate answer beats the chosen one on more than "
