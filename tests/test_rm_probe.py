@@ -217,6 +217,9 @@ def test_variant_weights_set_the_shares_and_a_variant_that_runs_out_leaves_its_s
     out = augment_with_degenerate_negatives(rows, 1.5, seed=0, variants={"empty": 1, "off_topic": 100})
     assert "empty 20, off_topic 40" in capsys.readouterr().out
     assert len(out) == 40 + 60
+    # weight 0 passed straight to the function: still no pairs of that kind, even when the others run out
+    out = augment_with_degenerate_negatives(rows, 1.5, seed=0, variants={"empty": 1, "filler": 0})
+    assert "added 40 (chosen, degenerate) pairs to 40 training pairs (ratio 1.5): empty 40\n" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("spec", ["empty:1,offtopic:2", "empty", "empty:-1", "empty:x", "empty:0,filler:0", ""])

@@ -549,8 +549,9 @@ def load_prompt_file(path: str, drop_bad_rows: bool = False, log=print) -> list[
             problems.append(Problem(path, number, e.field, str(e)))
             continue
         key = json.dumps(prompt, sort_keys=True)
-        repeats += key in seen
-        if key not in seen:
+        if key in seen:
+            repeats += 1
+        else:
             seen.add(key)
             prompts.append(prompt)
     settle_problems(problems, len(prompts), drop_bad_rows)

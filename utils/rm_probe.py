@@ -135,7 +135,7 @@ def augment_with_degenerate_negatives(rows: list[dict], ratio: float, seed: int 
     ratio = float(ratio)
     if not math.isfinite(ratio) or ratio < 0:
         raise ValueError(f"degenerate_negatives_ratio must be a finite number >= 0, got {ratio}")
-    weights = dict(variants) if isinstance(variants, dict) else {v: 1.0 for v in variants}
+    weights = {v: w for v, w in variants.items() if w > 0} if isinstance(variants, dict) else dict.fromkeys(variants, 1)
     variants, rows = _check_variants(weights), list(rows)
     n_extra = round(ratio * len(rows))
     if n_extra == 0 or not variants:
