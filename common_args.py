@@ -4,25 +4,75 @@ Edit the defaults below, or override any field on the command line: `python trai
 `--trust_remote_code` (default False) and `--max_length` live in the training config (TRL's), not here.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from utils.errors import ConfigError
+
 DEMO_MODEL = "models/SmolLM2-135M-Instruct"  # made by `python -m utils.demo_model`
+DEMO_DATA = "data_example/data.jsonl"
+PreferenceKey = Literal["better_response_id", "safer_response_id"]  # PKU-SafeRLHF's two preference labels
 
 
 @dataclass
 class ModelArgs:
     model_name_or_path: str = DEMO_MODEL  # a local checkpoint directory (config.json + safetensors + tokenizer)
     train_mode: Literal["full", "lora", "qlora"] = "lora"  # qlora = 4-bit NF4 base + LoRA (not with ZeRO-3)
-    train_data_path: str = "data_example/data.jsonl"  # JSON Lines; see README "Data format"
+    train_data_path: list[str] = field(default_factory=lambda: [DEMO_DATA])  # one or more files; README "Data format"
+    train_data_ratios: list[float] | None = None  # share of each train file to use, in (0, 1], one per file; None: all
     eval_data_path: str | None = None  # a separate eval file; if None, eval_split_size rows are held out
     eval_split_size: float = 0.1  # held-out eval rows: a fraction if < 1, a count if >= 1, 0 for none
     drop_bad_rows: bool = False  # False: stop on bad rows and list them; True: skip them and count them
+    preference_key: PreferenceKey = "better_response_id"  # PKU-SafeRLHF: helpfulness, or safer_response_id
+    pairs: Literal["best_worst", "all"] = "best_worst"  # ranked responses: best vs worst, or every scored pair
+    prompt_turns: Literal["last", "all"] = "last"  # chats as prompts (online RL): the last user turn, or each one
+    check: bool = False  # preflight: tokenizer and data only, print what would be trained, exit 0 (no weights)
     lora_r: int = 16  # LoRA rank
     lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
     lora_dropout: float = 0.05  # dropout on the LoRA branch
     lora_target_modules: str = "all-linear"  # "all-linear" or comma-separated names, e.g. "q_proj,v_proj"
     use_dora: bool = False  # DoRA (weight-decomposed LoRA, Liu et al. 2024): a bit better, a bit slower
+
+    def __post_init__(self):
+        """Refuse data, LoRA and split settings that cannot work, while the flags are parsed. Raises `ConfigError`.
+
+        One `--train_data_path` stays a plain path (a string); several stay a list.
+        """
+        self.check_data_flags()
+        size = self.eval_split_size
+        if size < 0 or (size >= 1 and size != int(size)):
+            raise ConfigError(f"--eval_split_size must be a fraction in [0, 1) or a whole number of rows, got {size}")
+        if self.train_mode == "full":
+            return
+        if self.lora_r < 1:
+            raise ConfigError(f"--lora_r must be at least 1, got {self.lora_r}")
+        if self.lora_alpha <= 0:
+            raise ConfigError(f"--lora_alpha must be > 0 (scale = alpha / r), got {self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if not self.lora_target_modules.strip(" ,"):
+            raise ConfigError('--lora_target_modules is empty; use "all-linear" or names such as "q_proj,v_proj"')
+
+    def check_data_flags(self):
+        """Check the data fields (`__post_init__`); raises `ConfigError` naming the flag."""
+        paths = [self.train_data_path] if isinstance(self.train_data_path, str) else list(self.train_data_path)
+        if not paths:
+            raise ConfigError("--train_data_path: give at least one data file")
+        self.train_data_path = paths[0] if len(paths) == 1 else paths
+        ratios = self.train_data_ratios
+        if ratios is not None:
+            if len(ratios) != len(paths):
+                raise ConfigError(f"--train_data_ratios: give one ratio per --train_data_path file ({len(paths)} "
+                                  f"file(s), {len(ratios)} ratio(s))")
+            bad = [r for r in ratios if not 0 < r <= 1]
+            if bad:
+                raise ConfigError(f"--train_data_ratios: each ratio is the share of its file to use, in (0, 1]; "
+                                  f"got {bad[0]:g}")
+        choices = {"preference_key": ("better_response_id", "safer_response_id"), "pairs": ("best_worst", "all"),
+                   "prompt_turns": ("last", "all")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 
 
 @dataclass

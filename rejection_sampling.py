@@ -19,21 +19,26 @@ A prompt gives no pair when its best and worst answers are the same text (train_
 or when their score gap is below `min_score_gap`. Empty answers are not kept (the data loaders refuse them).
 """
 
+import utils.log  # noqa: F401  (first: filters known-harmless library messages before the libraries load)
 import json
 import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from typing import Literal
 from types import SimpleNamespace
 
 import torch
-from transformers import AutoModelForCausalLM, set_seed
+from transformers import set_seed
 
 from common_args import DEMO_MODEL
 from utils.args import parse_args
 from utils.data import load_prompt_file
-from utils.model import check_model_path, load_tokenizer
+from utils.errors import ConfigError, PathNotFoundError, run_cli
+from utils.generation import load_policy
+from utils.model import check_model_path, load_tokenizer, resolve_checkpoint
 from utils.outputs import prepare_output_dir
+from utils.preflight import preflight
 from utils.reward import load_reward_model, reward_scorer
 
 
@@ -51,28 +56,10 @@ class RejectionSamplingArgs:
     batch_size: int = 8  # prompts per generate call (each gives num_samples answers)
     min_score_gap: float = 0.0  # write a pair only if best - worst score >= this (reward-model units)
     drop_bad_rows: bool = False  # False: stop on bad rows in prompts_path; True: skip them and count them
+    prompt_turns: Literal["last", "all"] = "last"  # chats as prompts: the last user turn, or each one
+    check: bool = False  # preflight: tokenizer and prompts only, print them, exit 0 (no weights, no output)
     seed: int = 42  # sampling seed
     trust_remote_code: bool = False  # allow custom model code from the checkpoint dirs
-
-
-def load_policy(path: str, trust_remote_code: bool = False):
-    """Load the policy for sampling: a full checkpoint, or a LoRA adapter merged into its base model.
-
-    bf16 on GPUs that support it, else fp32 (CPU). Returns `(model, tokenizer)`, the model in eval mode with the
-    tokenizer padding on the left (needed to generate a batch of prompts).
-    """
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    if os.path.isfile(os.path.join(path, "adapter_config.json")):
-        from peft import AutoPeftModelForCausalLM
-
-        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
-        model = model.merge_and_unload()
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
-    tokenizer = load_tokenizer(path, trust_remote_code)
-    tokenizer.padding_side = "left"
-    return model.to(device).eval(), tokenizer
 
 
 def sample_answers(model, tokenizer, prompts: list[list[dict]], args) -> tuple[list[list[str]], int]:
@@ -145,20 +132,27 @@ def write_jsonl(path: str, rows: list[dict]) -> None:
 def main(argv=None):
     (args,) = parse_args((RejectionSamplingArgs,), argv)
     if args.num_samples < 2:
-        raise ValueError(f"--num_samples must be >= 2 to pick a best and a worst answer, got {args.num_samples}")
+        raise ConfigError(f"--num_samples must be >= 2 to pick a best and a worst answer, got {args.num_samples}")
     prepare_output_dir(SimpleNamespace(output_dir=args.output_dir, resume_from_checkpoint=None))
-    check_model_path(args.policy_name_or_path)
+    if args.policy_name_or_path == DEMO_MODEL:
+        check_model_path(args.policy_name_or_path)  # says how to make the demo model
+    resolve_checkpoint(args.policy_name_or_path)  # a full model or a LoRA adapter whose base exists
     if not any(os.path.isfile(os.path.join(args.reward_model_path, f)) for f in ("config.json", "adapter_config.json")):
-        raise FileNotFoundError(f"reward model not found: {args.reward_model_path}; train one first with "
+        raise PathNotFoundError(f"reward model not found: {args.reward_model_path}; train one first with "
                                 f"`python reward_model.py --output_dir {args.reward_model_path}`")
+    resolve_checkpoint(args.reward_model_path)
     set_seed(args.seed)
 
     # 1. Prompts: every row is checked before any model is loaded.
-    prompts = load_prompt_file(args.prompts_path, args.drop_bad_rows)[:args.max_prompts]
+    prompts = load_prompt_file(args.prompts_path, args.drop_bad_rows, prompt_turns=args.prompt_turns)[:args.max_prompts]
+    if args.check:  # --check: show the prompts as the policy will read them, load no weights
+        tokenizer = load_tokenizer(args.policy_name_or_path, args.trust_remote_code)
+        return preflight(tokenizer, [{"prompt": p} for p in prompts], [], args.policy_name_or_path,
+                         "rejection sampling")
 
     # 2. Sample N answers per prompt from the policy.
     started = time.time()
-    policy, tokenizer = load_policy(args.policy_name_or_path, args.trust_remote_code)
+    policy, tokenizer = load_policy(args.policy_name_or_path, trust_remote_code=args.trust_remote_code)
     answers, cut = sample_answers(policy, tokenizer, prompts, args)
     del policy
     sampled = time.time()
@@ -232,4 +226,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -7,7 +7,8 @@
 The model is `AutoModelForSequenceClassification(num_labels=1)` on top of a causal LM checkpoint: one scalar
 score for the last token of prompt + answer. Trained with TRL's RewardTrainer on the Bradley-Terry loss
 -log sigmoid(r_chosen - r_rejected). With LoRA the score head is trained and saved with the adapter.
-The held-out accuracy (share of pairs where r_chosen > r_rejected) is printed at the end.
+The held-out accuracy (share of pairs where r_chosen > r_rejected) is printed at the end, on every held-out pair,
+split by answer length and beside the rule "the shorter answer wins" (utils/rm_accuracy.py, saved as rm_accuracy.json).
 
 Reward hacking guard: human pairs never show an empty, "Ok.", truncated, repeated or off-topic answer, so a reward
 model may score them high and PPO/RLOO/GRPO then learn to produce them. Training adds pairs (chosen, degenerate
@@ -15,6 +16,7 @@ version of chosen) (`--degenerate_negatives_ratio`, training rows only), and the
 often each degenerate answer still beats the chosen one (printed, and saved as rm_probe.json / rm_probe.png).
 """
 
+import utils.log  # noqa: F401  (first: filters known-harmless library messages before the libraries load)
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification
 from trl import RewardTrainer
@@ -22,10 +24,14 @@ from trl import RewardTrainer
 from reward_args.model_config import RewardModelArgs
 from reward_args.training_config import RewardConfig
 from utils.args import parse_args
+from utils.checkpoint import NonFiniteLossGuard
 from utils.data import preference_data
-from utils.model import (check_model_path, check_train_mode, load_model, load_tokenizer, lora_config,
-                         match_trainable_dtype)
+from utils.errors import run_cli
+from utils.model import (check_lora_targets, check_model_path, check_train_mode, load_model, load_tokenizer,
+                         lora_config, match_trainable_dtype)
 from utils.outputs import prepare_output_dir, save_outputs
+from utils.preflight import preflight
+from utils.rm_accuracy import accuracy_after_training
 from utils.rm_probe import augment_with_degenerate_negatives, parse_variant_weights, probe_after_training
 
 
@@ -34,11 +40,15 @@ def main(argv=None):
     resume = prepare_output_dir(config)
     check_train_mode(model_args, config)
     check_model_path(model_args.model_name_or_path)
+    if model_args.train_mode != "full":
+        check_lora_targets(model_args.model_name_or_path, model_args.lora_target_modules)
 
     # 1. Data: every row is checked before any model is loaded.
     tokenizer = load_tokenizer(model_args.model_name_or_path, config.trust_remote_code)
     train_rows, eval_rows = preference_data(model_args, config, tokenizer,
                                             too_long="RewardTrainer drops them (raise --max_length to keep them)")
+    if model_args.check:  # --check: show what would be trained, load no weights
+        return preflight(tokenizer, train_rows, eval_rows, model_args.model_name_or_path, "reward model")
     # Extra pairs from the training rows only: chosen vs an empty / "Ok." / truncated / repeated / off-topic answer.
     augmented_rows = augment_with_degenerate_negatives(train_rows, model_args.degenerate_negatives_ratio, config.seed,
                                                        parse_variant_weights(model_args.degenerate_variant_weights),
@@ -55,6 +65,7 @@ def main(argv=None):
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
         peft_config=lora_config(model_args, "SEQ_CLS"),
+        callbacks=[NonFiniteLossGuard()],  # stops at a NaN / inf loss before it is saved
     )
     match_trainable_dtype(trainer.model, config)  # QLoRA: TRL casts trainable weights to bf16
     trainer.train(resume_from_checkpoint=resume)
@@ -64,9 +75,11 @@ def main(argv=None):
         metrics = trainer.evaluate()
         if trainer.is_world_process_zero():
             n = len(trainer.eval_dataset)  # TRL drops pairs longer than max_length
-            print(f"[reward model] eval accuracy {metrics['eval_accuracy']:.3f} on {n} held-out pairs"
+            print(f"[reward model] TRL's eval accuracy {metrics['eval_accuracy']:.3f} on {n} held-out pairs"
                   + (f" ({len(eval_rows) - n} longer than max_length={config.max_length} left out)"
                      if n < len(eval_rows) else ""))
+        # Every held-out pair (long ones cut at max_length), split by answer length, beside the length rule.
+        accuracy_after_training(trainer, tokenizer, eval_rows, config.max_length)
     save_outputs(trainer, {"model": model_args, "training": config})
     if trainer.is_world_process_zero():
         print(f"[reward model] saved to {config.output_dir} (curves: {config.output_dir}/training_curves.png)")
@@ -77,4 +90,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -18,22 +18,26 @@ teacher (counted from the safetensors headers) gets a warning. The student is tr
 (`--train_mode`); the teacher is frozen and can be loaded in 4-bit or 8-bit (`--teacher_quantization`).
 """
 
+import utils.log  # noqa: F401  (first: filters known-harmless library messages before the libraries load)
 import glob
 import math
 import os
 
-import torch
 from datasets import Dataset
 from safetensors import safe_open
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from trl.experimental.gkd import GKDTrainer
 
 from rlhf_args.gkd_config import GKDConfig, GKDModelArgs
 from utils.args import parse_args
+from utils.checkpoint import NonFiniteLossGuard
 from utils.data import distillation_data
-from utils.model import (check_model_path, check_train_mode, compute_dtype, deepspeed_zero_stage, load_model,
-                         load_tokenizer, lora_config, match_trainable_dtype)
+from utils.errors import ConfigError, run_cli
+from utils.log import info_rank0, show_dataset_progress
+from utils.model import (check_lora_targets, check_model_path, check_train_mode, deepspeed_zero_stage, is_adapter_dir,
+                         load_frozen_model, load_model, load_tokenizer, lora_config, match_trainable_dtype)
 from utils.outputs import prepare_output_dir, save_outputs
+from utils.preflight import preflight
 
 TOKENIZER_ADVICE = ("GKD compares the teacher's and the student's next-token distributions token by token, so both "
                     "models must share one tokenizer: pick a teacher and a student of the same model family")
@@ -79,7 +83,7 @@ def parameter_count(path: str) -> int | None:
     input/output embeddings are stored, hence counted, once; quantized checkpoints count their packed tensors.
     """
     files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
-    if not files or os.path.isfile(os.path.join(path, "adapter_config.json")):
+    if not files or is_adapter_dir(path):
         return None
     total = 0
     for file in files:
@@ -112,7 +116,7 @@ def check_teacher_student(student_path: str, teacher_path: str, tokenizer, trust
         differences.append(f"model vocab_size (config.json): student {s_size}, teacher {t_size}")
     if differences:
         listed = "\n".join(f"  - {d}" for d in differences)
-        raise ValueError(f"teacher and student tokenizers differ (student {student_path}, teacher {teacher_path}):\n"
+        raise ConfigError(f"teacher and student tokenizers differ (student {student_path}, teacher {teacher_path}):\n"
                          f"{listed}\n{TOKENIZER_ADVICE}.")
     s_params, t_params = parameter_count(student_path), parameter_count(teacher_path)
     if s_params and t_params:
@@ -126,30 +130,19 @@ def check_teacher_student(student_path: str, teacher_path: str, tokenizer, trust
 def check_teacher_settings(config) -> None:
     """Refuse a quantized teacher under DeepSpeed ZeRO-3 (it would shard 4/8-bit weights). Raises `ValueError`."""
     if config.teacher_quantization != "none" and deepspeed_zero_stage(config) == 3:
-        raise ValueError("--teacher_quantization 4bit/8bit does not work with DeepSpeed ZeRO-3, which shards the "
+        raise ConfigError("--teacher_quantization 4bit/8bit does not work with DeepSpeed ZeRO-3, which shards the "
                          "quantized weights; use ds_config/deepspeed_zero2.yaml, or --teacher_quantization none")
 
 
 def load_teacher(config, tokenizer):
-    """Load the frozen teacher in the run's compute dtype, or in 4-bit NF4 / 8-bit with bitsandbytes.
+    """Load the frozen teacher in the run's compute dtype, or in 4-bit NF4 / 8-bit with bitsandbytes
+    (`--teacher_quantization`, `utils.model.quantization_config`).
 
     4-bit (Dettmers et al. 2023) keeps about a quarter of the bf16 memory, 8-bit (LLM.int8, Dettmers et al. 2022)
     about half; both also run on CPU. Returns the model in eval mode with gradients off.
     """
-    dtype = compute_dtype(config)
-    kwargs = {}
-    if config.teacher_quantization == "4bit":
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
-    elif config.teacher_quantization == "8bit":
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-    if kwargs:
-        kwargs["device_map"] = {"": config.local_process_index} if torch.cuda.is_available() else "cpu"
-    teacher = AutoModelForCausalLM.from_pretrained(config.teacher_model_name_or_path, dtype=dtype,
-                                                   trust_remote_code=config.trust_remote_code, **kwargs)
-    teacher.config.pad_token_id = tokenizer.pad_token_id
-    teacher.requires_grad_(False)
-    return teacher.eval()
+    return load_frozen_model(config.teacher_model_name_or_path, config, task_type="CAUSAL_LM", tokenizer=tokenizer,
+                             quantization=config.teacher_quantization)
 
 
 def describe(config) -> str:
@@ -168,6 +161,8 @@ def main(argv=None):
     check_train_mode(args, config)
     check_teacher_settings(config)
     check_model_path(args.model_name_or_path)
+    if args.train_mode != "full":
+        check_lora_targets(args.model_name_or_path, args.lora_target_modules)
     check_model_path(config.teacher_model_name_or_path)
 
     # 1. Teacher vs student: tokenizers, config.json and safetensors headers only, no weights yet.
@@ -177,7 +172,10 @@ def main(argv=None):
 
     # 2. Data: every row is checked before any model is loaded.
     train_rows, eval_rows = distillation_data(args, config, tokenizer)
-    print(f"[GKD] {describe(config)}; divergence beta={config.beta} (0 forward KL, 1 reverse KL)")
+    if args.check:  # --check: show what would be trained, load no weights
+        return preflight(tokenizer, train_rows, eval_rows, args.model_name_or_path, "GKD")
+    show_dataset_progress(len(train_rows))  # progress bars for tokenizing only when it takes long
+    info_rank0(f"[GKD] {describe(config)}; divergence beta={config.beta} (0 forward KL, 1 reverse KL)")
 
     # 3. Student (trained) and teacher (frozen).
     model = load_model(AutoModelForCausalLM, args, config, tokenizer)
@@ -192,6 +190,7 @@ def main(argv=None):
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
         peft_config=lora_config(args, "CAUSAL_LM"),
+        callbacks=[NonFiniteLossGuard()],  # stops at a NaN / inf loss before it is saved
     )
     match_trainable_dtype(trainer.model, config)  # QLoRA: TRL casts trainable weights to bf16
     measure_before = bool(eval_rows) and resume is None and deepspeed_zero_stage(config) is None
@@ -214,4 +213,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

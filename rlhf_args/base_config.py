@@ -7,8 +7,15 @@ unchanged on a laptop CPU and on a GPU node.
 """
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from utils.args import resolve_device_defaults
+from utils.errors import ConfigError
+
+# Fields that must be at least 1 when set (None means "not used" for the optional ones).
+AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                "max_length", "max_prompt_length", "max_completion_length", "response_length", "max_new_tokens",
+                "num_generations", "num_ppo_epochs", "num_mini_batches")
 
 
 @dataclass
@@ -28,12 +35,41 @@ class BaseConfig:
     save_strategy: str = "steps"  # when to write checkpoint-N/ for --resume_from_checkpoint
     save_steps: float = 200  # checkpoint every N steps
     save_total_limit: int | None = 2  # keep only the newest N checkpoints
-    report_to: None | str | list[str] = "tensorboard"  # "none", "tensorboard", "wandb", ...; PNG curves are always written
+    logging_nan_inf_filter: bool = False  # False: a NaN / inf loss is logged as is, so the NaN guard sees it
+    report_to: None | str | list[str] = "tensorboard"  # "none", "tensorboard", "wandb", ...; PNG curves always written
     seed: int = 42  # seed for data order, eval split and initialisation
 
+    loss_types: ClassVar[tuple[str, ...]] = ()  # the `loss_type` values the method's TRL trainer accepts (() = none)
+
     def __post_init__(self):
+        check_training_values(self)
         resolve_device_defaults(self)
         super().__post_init__()
+
+
+def check_training_values(config) -> None:
+    """Refuse values no run can train with, while the flags are parsed (before any data or weights load).
+
+    Checks the learning rate (>= 0), the sizes in `AT_LEAST_ONE` (>= 1), `num_train_epochs` (> 0 unless
+    `max_steps` > 0), `warmup_steps` (>= 0) and `loss_type` against the config's `loss_types`.
+    Raises `ConfigError` naming the flag.
+    """
+    if config.learning_rate < 0:
+        raise ConfigError(f"--learning_rate must be >= 0, got {config.learning_rate}")
+    for name in AT_LEAST_ONE:
+        value = getattr(config, name, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name} must be at least 1, got {value}")
+    if config.num_train_epochs <= 0 and config.max_steps <= 0:
+        raise ConfigError(f"--num_train_epochs must be > 0 (or set --max_steps), got {config.num_train_epochs}")
+    if config.warmup_steps < 0:
+        raise ConfigError(f"--warmup_steps must be >= 0 (a fraction if < 1, else steps), got {config.warmup_steps}")
+    if config.loss_types:
+        given = [config.loss_type] if isinstance(config.loss_type, str) else list(config.loss_type)
+        unknown = [t for t in given if t not in config.loss_types]
+        if unknown:
+            raise ConfigError(f"--loss_type {' '.join(unknown)} is not a loss of this method; choose from: "
+                              f"{', '.join(config.loss_types)}")
 
 
 @dataclass
@@ -46,6 +82,8 @@ class OnlineConfig(BaseConfig):
     max_prompt_length: int | None = 512  # prompts are left-truncated to this many tokens (toolkit; TRL: no limit)
     min_new_tokens: int = 1  # no EOS in the first N tokens: 1 forbids empty answers, which weak RMs may love (toolkit)
     missing_eos_penalty: float | None = None  # subtracted from the reward of answers cut at the length limit (TRL)
+    sample_every: int = 10  # prompts, answers, scores, KL to output_dir/samples.jsonl at rollout 1, 1+N, ...; 0: off
+    num_samples_logged: int = 4  # prompts (each with its answer) written per sampled rollout
 
     def __post_init__(self):
         if self.reward_model_path in ("", "none", "None"):  # --reward_model_path none: reward functions only
@@ -59,5 +97,8 @@ class OnlineConfig(BaseConfig):
                              "--reward_function file.py:name")
         if self.min_new_tokens < 0:
             raise ValueError(f"min_new_tokens must be >= 0, got {self.min_new_tokens}")
+        if self.sample_every < 0 or self.num_samples_logged < 0:
+            raise ValueError(f"sample_every and num_samples_logged must be >= 0, got {self.sample_every} and "
+                             f"{self.num_samples_logged}")
         if self.missing_eos_penalty is not None and self.missing_eos_penalty < 0:
             raise ValueError(f"missing_eos_penalty is subtracted, so it must be >= 0, got {self.missing_eos_penalty}")

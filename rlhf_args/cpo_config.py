@@ -19,6 +19,7 @@ from rlhf_args.base_config import BaseConfig
 class CPOConfig(BaseConfig, TRLCPOConfig):
     output_dir: str = "output/cpo"  # where the model/adapter, curves and checkpoints go
     loss_type: str = "sigmoid"  # "sigmoid" (CPO paper eq. 3), "hinge", "ipo", "simpo" (length-normalised + margin)
+    loss_types = ("sigmoid", "hinge", "ipo", "simpo")  # what TRL 1.16 CPOTrainer.cpo_loss accepts
     beta: float = 0.1  # temperature of the preference term (CPO paper and ALMA-R runs/cpo_ft.sh: 0.1)
     cpo_alpha: float = 1.0  # weight of the NLL term on the chosen answer (CPO paper: L_prefer + L_NLL, i.e. 1.0)
     label_smoothing: float = 0.0  # > 0 assumes that share of labels is flipped (sigmoid / simpo losses only)

@@ -38,6 +38,8 @@ class DPOConfig(BaseConfig, TRLDPOConfig):
     output_dir: str = "output/dpo"  # where the model/adapter, curves and checkpoints go
     beta: float = 0.1  # KL strength: higher keeps the policy closer to the reference (paper: 0.1 to 0.5)
     loss_type: list[str] = field(default_factory=lambda: ["sigmoid"])  # "sigmoid" (DPO), "ipo", "robust", ...: above
+    loss_types = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")  # TRL 1.16 DPOConfig help
     label_smoothing: float = 0.0  # robust: share of flipped labels, [0, 0.5), e.g. 0.1; exo_pair: 1e-3; sigmoid: unused
     learning_rate: float = 5e-5  # LoRA: 5e-6 to 5e-5; full fine-tuning: 5e-7 to 1e-6
     max_length: int | None = 512  # prompt + answer tokens; longer pairs are cut at the end (keep_start)

@@ -13,7 +13,7 @@ M = beta * teacher + (1 - beta) * student. (The original README's "0: KL, 1: JSD
 Teacher and student must share one tokenizer (train_gkd.py checks it before loading any weights).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from trl.experimental.gkd import GKDConfig as TRLGKDConfig
@@ -26,7 +26,7 @@ from rlhf_args.base_config import BaseConfig
 class GKDModelArgs(ModelArgs):
     """The student (`model_name_or_path`, trained full / LoRA / QLoRA) and the data; see common_args.py."""
 
-    train_data_path: str = "data_example/gkd_data.jsonl"  # 'messages' (last turn = target) or prompts
+    train_data_path: list[str] = field(default_factory=lambda: ["data_example/gkd_data.jsonl"])  # chats or prompts
 
 
 @dataclass

@@ -26,4 +26,5 @@ class GRPOConfig(OnlineConfig, TRLGRPOConfig):
     temperature: float = 1.0  # sampling temperature (TRL default 1.0)
     beta: float = 0.0  # KL penalty; 0 loads no reference model (TRL default; paper: 0.04)
     loss_type: str = "dapo"  # "dapo" (TRL default), "grpo" (paper), "dr_grpo", "bnpo", ...
+    loss_types = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")  # TRL 1.16 GRPOConfig help
     learning_rate: float = 1e-5  # LoRA (toolkit); full fine-tuning: 1e-6 (TRL default)

@@ -8,7 +8,8 @@ Needs: prompts, a reward model from reward_model.py (`--reward_model_path`) and/
 model (default: initialised from the reward model). One rollout = per_device_train_batch_size x
 gradient_accumulation_steps x num_mini_batches prompts per process, then num_ppo_epochs x num_mini_batches optimizer
 steps on it. Per-token reward: -kl_coef * KL(policy || reference) on every response token, plus the reward-model
-score on the last real token; advantages by GAE (Schulman et al. 2016, arXiv:1506.02438).
+score on the last real token; advantages by GAE (Schulman et al. 2016, arXiv:1506.02438) or, without a value model,
+REINFORCE++ (Hu 2025, arXiv:2501.03262).
 
 The reward fields shared with RLOO and GRPO (`reward_model_path`, `reward_function`, `max_prompt_length`,
 `min_new_tokens`, `missing_eos_penalty`) are in `rlhf_args/base_config.py` (`OnlineConfig`); set them here or on
@@ -21,22 +22,29 @@ from dataclasses import dataclass
 from transformers import TrainingArguments
 
 from rlhf_args.base_config import OnlineConfig
+from utils.errors import ConfigError
 
-MODEL_MODES = ("separate", "adapters")
+MODEL_MODES = ("separate", "adapters", "shared")
+ADVANTAGE_ESTIMATORS = ("gae", "reinforce_pp")
 
 
 @dataclass
 class PPOConfig(OnlineConfig, TrainingArguments):
     output_dir: str = "output/ppo"  # where the policy (model/adapter), curves and checkpoints go
     # --- models
-    model_mode: str = "separate"  # "separate": policy, value model, RM; "adapters": one base + LoRA adapters (toolkit)
+    # "separate": policy, value model, RM; "adapters": one base + policy/value LoRA adapters; "shared": one adapter for
+    # policy and value, the value head on the policy's last hidden state (toolkit; see utils/ppo_models.py)
+    model_mode: str = "separate"
     value_model_path: str | None = None  # None: the reward model (critic initialised from the RM: TRL, Huang et al.)
     value_train_mode: str | None = None  # None: as --train_mode; "full": whole value model trained under a LoRA policy
     save_value_model: bool = False  # also write the value model (or value adapter + head) to output_dir/value/
+    value_learning_rate: float | None = None  # critic's learning rate; None: learning_rate (OpenRLHF: 9e-6 vs 1e-6)
+    value_weight_decay: float | None = None  # critic's weight decay; None: weight_decay (OpenRLHF, safe-rlhf: separate)
     # --- batch sizes and length of the run
     per_device_train_batch_size: int = 8  # prompts per micro-batch (TRL default 8)
     num_mini_batches: int = 1  # mini-batches per rollout; each is one optimizer step (TRL default 1)
     num_ppo_epochs: int = 4  # passes over each rollout (TRL default 4; Ouyang et al. 2022: 4)
+    num_samples_per_prompt: int = 1  # responses per prompt in a rollout, which keeps its size (OpenRLHF default 1)
     total_episodes: int | None = None  # prompts to roll out in total; None: num_train_epochs x dataset size (TRL)
     local_rollout_forward_batch_size: int = 64  # sequences per no-grad generate/forward chunk (TRL default 64)
     learning_rate: float = 1e-5  # LoRA (toolkit); full fine-tuning: 3e-6 (TRL #5174) to 1e-6 (OpenRLHF)
@@ -53,6 +61,8 @@ class PPOConfig(OnlineConfig, TrainingArguments):
     reward_clip: float | None = None  # clip scores to [-c, c] (safe-rlhf uses 50, OpenRLHF 10); None: no clipping
     normalize_scores: bool = False  # standardise scores with their running mean/std over all rollouts (safe-rlhf)
     whiten_rewards: bool = False  # scale per-token rewards to unit variance, mean kept (TRL default False)
+    # --- advantages
+    advantage_estimator: str = "gae"  # "gae" (critic, Schulman et al. 2016) or "reinforce_pp" (no critic, Hu 2025)
     # --- PPO loss
     whiten_advantages: bool = True  # advantages to mean 0 / std 1 per rollout (Huang et al. 2024, detail 7)
     cliprange: float = 0.2  # policy ratio clip (Schulman et al. 2017)
@@ -60,6 +70,8 @@ class PPOConfig(OnlineConfig, TrainingArguments):
     cliprange_value: float = 0.2  # value clip around the rollout values, in reward units (TRL default 0.2)
     gamma: float = 1.0  # discount (TRL / Huang et al. 2024)
     lam: float = 0.95  # GAE lambda (TRL default 0.95; OpenRLHF uses 1.0)
+    ptx_data_path: str | None = None  # SFT rows (messages, prompt/completion, ...) for PPO-ptx (Ouyang et al. 2022)
+    ptx_coef: float = 0.05  # weight of the policy's LM loss on a ptx batch, with ptx_data_path (OpenRLHF default 0.05)
     # --- other
     trust_remote_code: bool = False  # run code shipped with a checkpoint (TRL's field; off for safety)
     ds3_gather_for_generation: bool = True  # ZeRO-3: gather the weights for generation (TRL default True)
@@ -70,10 +82,32 @@ class PPOConfig(OnlineConfig, TrainingArguments):
     def __post_init__(self):
         super().__post_init__()
         if self.total_episodes and self.max_steps <= 0:  # TRL's run length, in optimizer steps for the Trainer
-            rollouts = math.ceil(self.total_episodes / (self.rollout_batch_size * self.world_size))
+            rollouts = math.ceil(self.total_episodes / (self.prompts_per_rollout * self.world_size))
             self.max_steps = rollouts * self.optimizer_steps_per_rollout
         if self.model_mode not in MODEL_MODES:
-            raise ValueError(f"model_mode must be one of {', '.join(MODEL_MODES)}, got {self.model_mode!r}")
+            raise ConfigError(f"model_mode must be one of {', '.join(MODEL_MODES)}, got {self.model_mode!r}")
+        if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise ConfigError(f"advantage_estimator must be one of {', '.join(ADVANTAGE_ESTIMATORS)}, got "
+                              f"{self.advantage_estimator!r}")
+        if not self.uses_critic and (self.save_value_model or self.value_learning_rate is not None
+                                     or self.value_weight_decay is not None or self.value_model_path):
+            raise ConfigError("--advantage_estimator reinforce_pp trains no value model: drop --save_value_model, "
+                              "--value_model_path, --value_learning_rate and --value_weight_decay")
+        if self.value_model_path and self.model_mode != "separate":
+            raise ConfigError(f"--value_model_path is for --model_mode separate; {self.model_mode} builds its value "
+                              f"model on the policy's base (from the reward adapter, or fresh)")
+        if self.value_learning_rate is not None and self.value_learning_rate <= 0:
+            raise ConfigError(f"value_learning_rate must be > 0, got {self.value_learning_rate}")
+        if self.value_weight_decay is not None and self.value_weight_decay < 0:
+            raise ConfigError(f"value_weight_decay must be >= 0, got {self.value_weight_decay}")
+        if self.ptx_coef < 0:
+            raise ConfigError(f"ptx_coef must be >= 0, got {self.ptx_coef}")
+        if self.num_samples_per_prompt is None or self.num_samples_per_prompt < 1:
+            raise ConfigError(f"num_samples_per_prompt must be >= 1, got {self.num_samples_per_prompt}")
+        if self.rollout_batch_size % self.num_samples_per_prompt:
+            raise ConfigError(f"num_samples_per_prompt {self.num_samples_per_prompt} must divide the rollout's "
+                              f"{self.rollout_batch_size} responses (per_device_train_batch_size x "
+                              f"gradient_accumulation_steps x num_mini_batches)")
         if self.stop_token not in ("eos", "none"):
             raise ValueError(f"stop_token must be 'eos' or 'none', got {self.stop_token!r}")
         if self.kl_estimator not in ("k1", "k2", "k3"):
@@ -94,5 +128,15 @@ class PPOConfig(OnlineConfig, TrainingArguments):
 
     @property
     def rollout_batch_size(self) -> int:
-        """Prompts per rollout on one process: micro-batch x accumulation x mini-batches."""
+        """Responses per rollout on one process: micro-batch x accumulation x mini-batches."""
         return self.per_device_train_batch_size * self.gradient_accumulation_steps * self.num_mini_batches
+
+    @property
+    def prompts_per_rollout(self) -> int:
+        """Distinct prompts per rollout on one process: rollout_batch_size / num_samples_per_prompt."""
+        return self.rollout_batch_size // max(self.num_samples_per_prompt, 1)
+
+    @property
+    def uses_critic(self) -> bool:
+        """True when the advantage estimator needs a value model (GAE)."""
+        return self.advantage_estimator == "gae"

@@ -1,6 +1,7 @@
-"""Benchmark PPO (not a test): seconds per rollout and peak memory, "separate" vs "adapters" layout.
+"""Benchmark PPO (not a test): seconds per rollout and peak memory of the "separate", "adapters", "shared" layouts.
 
     python script/benchmark_ppo.py --reward_model_path output/reward_model
+    python script/benchmark_ppo.py --reward_model_path output/reward_model --layouts separate shared
     python script/benchmark_ppo.py --reward_model_path output/reward_model --rollouts 4 --prompts 8 \\
         --response_length 32 -- --num_ppo_epochs 2          # flags after "--" go to train_rlhf.py
 
@@ -93,14 +94,15 @@ def main(argv=None):
     parser.add_argument("--rollouts", type=int, default=3, help="rollouts per layout")
     parser.add_argument("--prompts", type=int, default=8, help="prompts per rollout (per_device_train_batch_size)")
     parser.add_argument("--response_length", type=int, default=32)
-    parser.add_argument("--layouts", default="separate,adapters")
+    parser.add_argument("--layouts", nargs="+", default=["separate", "adapters", "shared"],
+                        help="layouts to time, space- or comma-separated")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.child:
         print("BENCH " + json.dumps(child(options.child, options, passthrough)), flush=True)
         return
     results = []
-    for layout in options.layouts.split(","):
+    for layout in [name for arg in options.layouts for name in arg.split(",") if name]:
         cmd = [sys.executable, os.path.abspath(__file__), *argv, "--child", layout, "--", *passthrough]
         print(f"[benchmark] {layout}: {' '.join(cmd)}", flush=True)
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)

@@ -16,7 +16,9 @@ from transformers import AutoModelForCausalLM
 
 import train_rlhf
 from utils import ppo_trainer
-from utils.ppo_trainer import PPOTrainer, mask_responses
+from utils.errors import ConfigError
+from utils.ppo_core import truncate_after_stop
+from utils.ppo_trainer import PPOTrainer
 
 WORDS = ["<|im_end|>", "<|im_start|>", "user", "assistant", "system"] + [f"t{i}" for i in range(5, 64)]
 TARGET = WORDS.index("t7")
@@ -91,7 +93,8 @@ PPO_TOY = ("--rlhf_type", "PPO", "--response_length", "8", "--per_device_train_b
            "--num_mini_batches", "4", "--num_ppo_epochs", "1", "--logging_steps", "4")
 LAYOUTS = {"separate-full": ("--train_mode", "full", "--learning_rate", "1e-3"),
            "separate-lora": ("--train_mode", "lora", "--learning_rate", "1e-2"),
-           "adapters": ("--train_mode", "lora", "--model_mode", "adapters", "--learning_rate", "1e-2")}
+           "adapters": ("--train_mode", "lora", "--model_mode", "adapters", "--learning_rate", "1e-2"),
+           "shared": ("--train_mode", "lora", "--model_mode", "shared", "--learning_rate", "1e-2")}
 
 
 def history(trainer, key):
@@ -100,21 +103,7 @@ def history(trainer, key):
 
 def build_trainer(toy, out, *flags):
     """What train_rlhf.main builds for PPO, without training."""
-    from datasets import Dataset
-
-    from common_args import CommonArgs
-    from rlhf_args.ppo_config import PPOConfig
-    from utils.args import parse_args
-    from utils.data import prompt_data
-    from utils.model import load_model, load_tokenizer, lora_config
-    from utils.online import ppo_extra
-
-    args, config = parse_args((CommonArgs, PPOConfig), toy_flags(toy, out, *PPO_TOY, *flags))
-    tokenizer = load_tokenizer(args.model_name_or_path)
-    train, _ = prompt_data(args, config, tokenizer, "")
-    model = load_model(AutoModelForCausalLM, args, config, tokenizer)
-    return PPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(train), processing_class=tokenizer,
-                      peft_config=lora_config(args, "CAUSAL_LM"), **ppo_extra(args, config, tokenizer))
+    return train_rlhf.build_trainer(toy_flags(toy, out, *PPO_TOY, *flags)).trainer
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -124,7 +113,7 @@ def build_trainer(toy, out, *flags):
 def test_response_is_cut_after_its_first_eos_even_when_pad_is_eos():
     eos = pad = 0
     responses = torch.tensor([[5, eos, eos, eos], [5, 6, 7, 8], [eos, 9, 9, eos], [5, 6, 7, eos]])
-    cut, mask, ended = mask_responses(responses, [eos], pad)
+    cut, mask, ended = truncate_after_stop(responses, [eos], pad)
     assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 1]]
     assert ended.tolist() == [True, False, True, True]
     assert cut[2].tolist() == [eos, pad, pad, pad]  # tokens after the first EOS become padding
@@ -231,17 +220,19 @@ def gradients(trainer, batches):
     return {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
 
 
-def test_activation_checkpointing_recomputes_each_adapter_with_itself(toy, tmp_path):
+@pytest.mark.parametrize("layout", ["adapters", "shared"])
+def test_activation_checkpointing_recomputes_each_adapter_with_itself(toy, tmp_path, layout):
     """Checkpointed layers are recomputed in backward; with two adapters on one base, the value pass must be
-    recomputed with the value adapter although the policy adapter is active by then."""
-    trainer = build_trainer(toy, tmp_path / "o", *LAYOUTS["adapters"])
+    recomputed with the value adapter although the policy adapter is active by then (shared: one pass, whose
+    hidden states feed the value head)."""
+    trainer = build_trainer(toy, tmp_path / "o", *LAYOUTS[layout])
     batch = trainer._prepare_inputs(list(trainer.train_dataset)[:32])
     trainer.model.train()
     plain = gradients(trainer, [batch])
     trainer.model.activation_checkpointing_enable()
     assert trainer.model.is_gradient_checkpointing
     checkpointed = gradients(trainer, [batch])
-    assert plain.keys() == checkpointed.keys() and any(".value." in n for n in plain)
+    assert plain.keys() == checkpointed.keys() and any(".value." in n or "value_head" in n for n in plain)
     for name, grad in plain.items():
         assert torch.allclose(grad, checkpointed[name], atol=1e-6), name
 
@@ -265,6 +256,177 @@ def test_gradient_accumulation_does_not_change_the_mini_batch_gradient(toy, tmp_
         assert torch.allclose(grad, two[name], atol=1e-6), name
 
 
+def count_layer_calls(model):
+    """A list that grows by one each time the first decoder layer of the policy's base runs forward; and its hook."""
+    from utils.ppo_models import base_of
+
+    calls = []
+    layer = base_of(model.policy).model.layers[0]
+    return calls, layer.register_forward_hook(lambda *_: calls.append(1))
+
+
+def test_shared_layout_one_backbone_pass_and_both_losses_move_the_adapter(toy, tmp_path):
+    from utils.ppo_core import ppo_policy_loss, ppo_value_loss
+    from utils.ppo_models import AdapterRewardModel
+    from utils.reward import load_reward_model, reward_scorer
+
+    rm = make_lora_reward_model(toy["model"], str(tmp_path / "rm"))
+    trainer = build_trainer(toy, tmp_path / "o", *LAYOUTS["shared"], "--reward_model_path", rm, "--kl_coef", "0.1")
+    model = trainer.model
+    assert model.layout == "shared" and model.value_model is None and isinstance(trainer.reward_model,
+                                                                                 AdapterRewardModel)
+    assert not any(".value." in n for n, _ in model.named_parameters())  # no value adapter: one trained adapter
+    prompts, answers = [[{"role": "user", "content": "t9 t10"}]], ["t7 t7 t12"]
+    saved, saved_tok = load_reward_model(rm, device="cpu")
+    assert trainer.rm_score(prompts, answers) == pytest.approx(reward_scorer(saved, saved_tok)(prompts, answers),
+                                                               abs=1e-4)
+
+    batch = trainer._prepare_inputs(list(trainer.train_dataset)[:32])
+    calls, hook = count_layer_calls(model)
+    logprobs, values, _ = trainer._logprobs_and_values(model, batch)  # a training forward, with grad
+    hook.remove()
+    assert len(calls) == 1 and values.shape == logprobs.shape  # logits and values from ONE backbone pass
+
+    def adapter_grads(loss):
+        model.zero_grad()
+        loss.backward(retain_graph=True)
+        return [p.grad for n, p in model.named_parameters() if "lora_B.default." in n]
+
+    mask = batch["mask"]
+    pg_loss, _ = ppo_policy_loss(logprobs, batch["logprobs"], batch["advantages"], mask, 0.2)
+    vf_loss, _ = ppo_value_loss(values, batch["values"], batch["returns"], mask, 0.2)
+    for grads in (adapter_grads(pg_loss), adapter_grads(vf_loss)):  # each loss alone moves the policy adapter
+        assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+    assert model.value_head.weight.grad.abs().sum() > 0
+
+
+def test_rollout_forward_passes_per_layout(toy, tmp_path):
+    """Backbone passes of one no-grad rollout forward (policy + values) and of one training forward."""
+    passes = {}
+    for layout in ("adapters", "shared"):
+        trainer = build_trainer(toy, tmp_path / layout, *LAYOUTS[layout], "--per_device_train_batch_size", "2",
+                                "--num_mini_batches", "1")
+        batch = trainer._prepare_inputs(list(trainer.train_dataset)[:2])
+        calls, hook = count_layer_calls(trainer.model)
+        with torch.no_grad():
+            trainer._logprobs_and_values(trainer.model, batch)
+        hook.remove()
+        passes[layout] = len(calls)
+    assert passes == {"adapters": 2, "shared": 1}
+
+
+@pytest.mark.parametrize("layout", ["separate-lora", "adapters"])
+def test_value_first_backward_gives_the_joint_loss_gradient(toy, tmp_path, layout):
+    """Value forward + backward, then the policy's: the summed gradient equals the joint loss's backward."""
+    trainer = build_trainer(toy, tmp_path / "o", *LAYOUTS[layout], "--kl_coef", "0.1")
+    batch = trainer._prepare_inputs(list(trainer.train_dataset)[:32])
+    assert trainer.split_value_backward
+    calls, hook = count_layer_calls(trainer.model)
+    split = gradients(trainer, [batch])
+    logged = trainer._value_loss_part
+    hook.remove()
+    trainer.split_value_backward = False
+    joint = gradients(trainer, [batch])
+    assert split.keys() == joint.keys() and any("value" in n for n in split)
+    for name, grad in joint.items():
+        assert torch.allclose(grad, split[name], atol=1e-6), name
+    assert logged is not None and logged > 0  # the value phase's loss, added back to the logged loss
+    assert len(calls) == (2 if layout == "adapters" else 1)  # separate: the value model has its own layers
+
+
+def write_ptx_rows(path):
+    rows = [{"messages": [{"role": "user", "content": "t9 t10"}, {"role": "assistant", "content": "t7 t8"}]},
+            {"prompt": [{"role": "user", "content": "t11"}], "completion": [{"role": "assistant", "content": "t12"}]}]
+    return write_jsonl(path, rows)
+
+
+def test_ptx_term_is_ptx_coef_times_the_sft_loss_on_its_batch(toy, tmp_path, monkeypatch):
+    """PPO-ptx: the term added to the PPO loss equals ptx_coef x the NLL of the assistant tokens, by hand."""
+    w = {word: i for i, word in enumerate(WORDS)}
+    ptx = write_ptx_rows(tmp_path / "sft.jsonl")
+    trainer = build_trainer(toy, tmp_path / "o", *LAYOUTS["separate-full"], "--ptx_data_path", ptx,
+                            "--ptx_coef", "0.5", "--per_device_train_batch_size", "2", "--num_mini_batches", "1")
+    # Chat template: "<|im_start|> user CONTENT <|im_end|> <|im_start|> assistant CONTENT <|im_end|> "
+    row1 = [1, 2, w["t9"], w["t10"], 0, 1, 3, w["t7"], w["t8"], 0]  # trained: t7 t8 <|im_end|> (positions 7-9)
+    row2 = [1, 2, w["t11"], 0, 1, 3, w["t12"], 0]  # trained: t12 <|im_end|> (positions 6-7)
+    assert sorted(r["input_ids"] for r in trainer.ptx_rows) == sorted([row1, row2])
+    policy = trainer.model.policy
+    with torch.no_grad():
+        nll = []
+        for ids, first in ((row1, 7), (row2, 6)):
+            logp = torch.log_softmax(policy(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+            nll += [-logp[t - 1, ids[t]].item() for t in range(first, len(ids))]
+        expected = 0.5 * sum(nll) / len(nll)  # token mean over the 5 assistant tokens of the batch
+        batch = trainer._next_ptx_batch()
+        assert 0.5 * trainer.ptx_loss(trainer.model, batch).item() == pytest.approx(expected, rel=1e-5)
+        rollout = trainer._prepare_inputs(list(trainer.train_dataset)[:2])
+        monkeypatch.setattr(trainer, "_next_ptx_batch", lambda: batch)
+        with_ptx = trainer.compute_loss(trainer.model, rollout).item()
+        trainer.ptx_rows = None
+        without = trainer.compute_loss(trainer.model, rollout).item()
+    assert with_ptx - without == pytest.approx(expected, rel=1e-4)  # gradient_accumulation_steps 1
+
+
+def test_bad_ptx_rows_stop_the_run_before_any_weights_load(toy, tmp_path, monkeypatch):
+    from utils.data import DataFormatError
+
+    bad = write_jsonl(tmp_path / "sft.jsonl", [{"messages": [{"role": "user", "content": "t9"}]}])
+    monkeypatch.setattr(train_rlhf, "load_model", lambda *a, **k: pytest.fail("weights loaded before the check"))
+    with pytest.raises(DataFormatError, match=r"sft.jsonl:1: .*assistant"):
+        build_trainer(toy, tmp_path / "o", "--ptx_data_path", bad)
+
+
+@pytest.mark.parametrize("layout", ["separate-lora", "shared"])
+def test_value_learning_rate_and_weight_decay_are_param_groups_of_the_one_optimizer(toy, tmp_path, layout):
+    trainer = build_trainer(toy, tmp_path / "o", *LAYOUTS[layout], "--value_learning_rate", "3e-4",
+                            "--value_weight_decay", "0.05", "--weight_decay", "0.01")
+    model = trainer.model
+    value = set(model.value_parameter_names())
+    assert value == ({"value_head.weight"} if layout == "shared" else value) and value
+    names = {id(p): n for n, p in model.named_parameters()}
+    optimizer = trainer.create_optimizer()
+    seen = set()
+    for group in optimizer.param_groups:
+        kinds = {names[id(p)] in value for p in group["params"]}
+        assert len(kinds) == 1  # a group holds policy or value parameters, never both
+        is_value = kinds.pop()
+        assert group["lr"] == pytest.approx(3e-4 if is_value else 1e-2)
+        if group["weight_decay"]:
+            assert group["weight_decay"] == pytest.approx(0.05 if is_value else 0.01)
+        seen.update(names[id(p)] for p in group["params"])
+    assert seen == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(g["weight_decay"] == pytest.approx(0.05) for g in optimizer.param_groups)
+
+
+ECHO_REWARD = """
+def echo_check(prompts, completions, completion_ids, **kwargs):
+    # 1 if the response repeats its prompt's last word (what the patched generate writes), else -100
+    texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+    return [1.0 if t.strip() == p[-1]["content"].split()[-1] else -100.0 for p, t in zip(prompts, texts)]
+"""
+
+
+def test_num_samples_per_prompt_keeps_prompts_and_responses_aligned(toy, tmp_path, monkeypatch):
+    (tmp_path / "echo.py").write_text(ECHO_REWARD)
+    trainer = build_trainer(toy, tmp_path / "o", *LAYOUTS["separate-full"], "--num_samples_per_prompt", "4",
+                            "--reward_function", f"{tmp_path / 'echo.py'}:echo_check", "--kl_coef", "0")
+
+    def generate(input_ids, attention_mask, generation_config):  # the response echoes the prompt's last word
+        return torch.cat([input_ids, input_ids[:, -4:-3], torch.zeros_like(input_ids[:, :2])], dim=1)
+
+    monkeypatch.setattr(trainer.model, "generate", generate)
+    rows = next(iter(trainer.get_train_dataloader()))
+    assert len(rows) == 32 and len({str(r["prompt"]) for r in rows}) == 8  # 8 prompts x 4 responses
+    assert all(rows[i]["prompt"] == rows[i - i % 4]["prompt"] for i in range(32))
+    rollout = trainer._make_rollout(rows)
+    assert rollout["rewards"].sum(1).tolist() == [1.0] * 32  # each response was scored with its own prompt
+    width = rollout["prompt_width"]
+    for micro in trainer._split(rollout):  # shuffled mini-batches keep each row's prompt with its response
+        assert torch.equal(micro["responses"][:, 0], micro["input_ids"][:, width - 4])
+    with pytest.raises(ConfigError, match="num_samples_per_prompt 3 must divide"):
+        build_trainer(toy, tmp_path / "p", "--num_samples_per_prompt", "3")
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Step accounting, learning, saving, resuming
 
@@ -284,12 +446,16 @@ def test_one_rollout_gives_num_mini_batches_x_num_ppo_epochs_optimizer_steps(toy
 
 @pytest.fixture(scope="module")
 def toy_runs(toy, tmp_path_factory):
-    """Learning runs on the toy reward: PPO 10 rollouts of 32 prompts (40 optimizer steps); RLOO/GRPO 21 steps."""
+    """Learning runs on the toy reward: PPO 10 rollouts of 32 prompts (40 optimizer steps) in each layout and with
+    REINFORCE++ (no critic); RLOO/GRPO 21 steps."""
     runs = {}
-    for layout in ("separate-lora", "adapters"):
+    for layout in ("separate-lora", "adapters", "shared"):
         out = tmp_path_factory.mktemp("ppo") / "out"
         runs[layout] = train_rlhf.main(toy_flags(toy, out, *PPO_TOY, *LAYOUTS[layout], "--max_steps", "40",
                                                  "--save_value_model", "true")), out
+    out = tmp_path_factory.mktemp("reinforce_pp") / "out"
+    runs["reinforce_pp"] = train_rlhf.main(toy_flags(toy, out, *PPO_TOY, *LAYOUTS["separate-lora"], "--max_steps",
+                                                     "40", "--advantage_estimator", "reinforce_pp")), out
     for method in ("RLOO", "GRPO"):
         out = tmp_path_factory.mktemp(method) / "out"
         runs[method] = train_rlhf.main(toy_flags(
@@ -299,23 +465,23 @@ def toy_runs(toy, tmp_path_factory):
     return runs
 
 
-@pytest.mark.parametrize("run", ["separate-lora", "adapters", "RLOO", "GRPO"])
+@pytest.mark.parametrize("run", ["separate-lora", "adapters", "shared", "reinforce_pp", "RLOO", "GRPO"])
 def test_toy_reward_rises(toy_runs, run):
     trainer, out = toy_runs[run]
-    scores = history(trainer, "objective/scores" if run in LAYOUTS else "reward")
+    scores = history(trainer, "reward" if run in ("RLOO", "GRPO") else "objective/scores")
     assert len(scores) == (7 if run in ("RLOO", "GRPO") else 10)
     assert sum(scores[-3:]) / 3 > sum(scores[:3]) / 3 + 2.0, scores  # of at most 8 "t7" per response
     assert open(out / "online_curves.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("layout", ["separate-lora", "adapters"])
+@pytest.mark.parametrize("layout", ["separate-lora", "adapters", "shared"])
 def test_saved_policy_reloads_to_identical_logits(toy_runs, layout):
     from peft import AutoPeftModelForCausalLM
 
     trainer, out = toy_runs[layout]
     probe = torch.tensor([[1, 2, 9, 10, 0, 1, 3]])
     policy = trainer.model.policy
-    policy.set_adapter("default") if layout == "adapters" else None
+    policy.set_adapter("default") if layout != "separate-lora" else None
     with torch.no_grad():
         expected = policy(input_ids=probe).logits
         reloaded = AutoPeftModelForCausalLM.from_pretrained(str(out)).eval()
@@ -323,8 +489,23 @@ def test_saved_policy_reloads_to_identical_logits(toy_runs, layout):
     keys = load_file(str(out / "adapter_model.safetensors")).keys()
     assert keys and not any("value" in k or "score" in k or "reward" in k for k in keys)  # the policy only
     value_files = os.listdir(out / "value")
+    if layout == "shared":  # the value head alone: it reads the policy's last hidden state
+        assert value_files == ["value_head.safetensors"]
+        head = load_file(str(out / "value" / "value_head.safetensors"))["weight"]
+        assert torch.equal(head, trainer.model.value_head.weight.detach())
+        return
     assert "adapter_model.safetensors" in value_files
     assert ("value_head.safetensors" in value_files) == (layout == "adapters")
+
+
+def test_reinforce_pp_trains_no_value_model(toy_runs):
+    trainer, out = toy_runs["reinforce_pp"]
+    model = trainer.model
+    assert not model.has_value and model.value_model is None and model.value_head is None
+    assert not any(n.startswith("value") for n, _ in model.named_parameters())
+    logged = {k for e in trainer.state.log_history for k in e}
+    assert "loss/policy_avg" in logged and not {"loss/value_avg", "val/values_mean"} & logged
+    assert not os.path.exists(out / "value")
 
 
 def test_full_fine_tuning_saves_a_model_that_reloads(toy, tmp_path):
@@ -451,11 +632,17 @@ def test_settings_errors_name_the_fix(toy, tmp_path):
 
     with pytest.raises(ValueError, match="--reward_model_path"):
         PPOConfig(output_dir="x", reward_model_path=None)
-    with pytest.raises(ValueError, match="model_mode must be one of separate, adapters"):
-        PPOConfig(output_dir="x", model_mode="shared")
+    with pytest.raises(ConfigError, match="model_mode must be one of separate, adapters, shared"):
+        PPOConfig(output_dir="x", model_mode="joint")
+    with pytest.raises(ConfigError, match="advantage_estimator must be one of gae, reinforce_pp"):
+        PPOConfig(output_dir="x", advantage_estimator="grpo")
+    with pytest.raises(ConfigError, match="reinforce_pp trains no value model"):
+        PPOConfig(output_dir="x", advantage_estimator="reinforce_pp", save_value_model=True)
+    with pytest.raises(ConfigError, match="value_model_path is for --model_mode separate"):
+        PPOConfig(output_dir="x", model_mode="shared", value_model_path="somewhere")
     with pytest.raises(ValueError, match="FILE.py:NAME"):
         load_reward_function("reward.py")
-    with pytest.raises(AttributeError, match="has no function 'nope'"):
+    with pytest.raises(ConfigError, match="has no function 'nope'"):
         load_reward_function(toy["reward"].replace("count_target", "nope"))
     with pytest.raises(FileNotFoundError, match="python reward_model.py --output_dir /nowhere"):
         train_rlhf.main(toy_flags(toy, tmp_path / "o", "--rlhf_type", "PPO", "--reward_model_path", "/nowhere"))

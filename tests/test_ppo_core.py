@@ -18,16 +18,21 @@ from utils.ppo_core import (  # noqa: E402
     AdaptiveKLController,
     FixedKLController,
     compute_gae,
+    compute_reinforce_pp,
     compute_rewards,
     kl_estimate,
     last_token_index,
     masked_mean,
     masked_var,
     masked_whiten,
+    normalize_with_moments,
     ppo_policy_loss,
     ppo_value_loss,
     response_mask,
     sequence_lengths,
+    shape_scores,
+    truncate_after_stop,
+    update_running_moments,
 )
 
 EOS = 1
@@ -152,6 +157,37 @@ def test_response_mask_pad_differs_from_eos_and_several_eos_ids():
         response_mask(ids, None)
     with pytest.raises(ValueError):
         response_mask(ids[0], EOS)
+
+
+def test_truncate_after_stop_pads_after_the_first_stop_token():
+    pad = 0
+    responses = torch.tensor([[5, EOS, 7, EOS], [5, 6, 7, 8], [9, 9, 2, 7]])
+    cut, mask, ended = truncate_after_stop(responses, [EOS, 2], pad)  # two stop ids
+    assert cut.tolist() == [[5, EOS, pad, pad], [5, 6, 7, 8], [9, 9, 2, pad]]
+    assert mask.tolist() == [[True, True, False, False], [True] * 4, [True, True, True, False]]
+    assert ended.tolist() == [True, False, True]
+    same, everything, all_ended = truncate_after_stop(responses, None, pad)  # fixed-length responses
+    assert torch.equal(same, responses) and bool(everything.all()) and all_ended.tolist() == [True] * 3
+
+
+def test_shape_scores_penalty_then_clip_hand_values():
+    scores, ended = t([3.0, -0.5, 12.0]), torch.tensor([True, False, False])
+    penalised, shaped = shape_scores(scores, ended, missing_eos_penalty=1.0, reward_clip=10.0)
+    close(penalised, [3.0, -1.5, 11.0])  # -1 for each response cut without EOS
+    close(shaped, [3.0, -1.5, 10.0])  # then clipped to [-10, 10]
+    penalised, shaped = shape_scores(scores, ended)
+    close(penalised, [3.0, -0.5, 12.0])  # no penalty, no clipping
+    close(shaped, [3.0, -0.5, 12.0])
+    with pytest.raises(ValueError, match="reward_clip"):
+        shape_scores(scores, ended, reward_clip=0.0)
+
+
+def test_running_moments_hand_values_and_normalisation():
+    stats = update_running_moments({"count": 0, "mean": 0.0, "m2": 0.0}, [1.0, 2.0, 3.0])
+    assert stats == pytest.approx({"count": 3, "mean": 2.0, "m2": 2.0})  # m2 = 1 + 0 + 1
+    stats = update_running_moments(stats, [4.0])
+    assert stats == pytest.approx({"count": 4, "mean": 2.5, "m2": 5.0})  # 2.25 + 0.25 + 0.25 + 2.25
+    close(normalize_with_moments(t([4.0, 2.5]), stats), [1.5 / math.sqrt(5 / 3), 0.0], atol=1e-7)
 
 
 def test_lengths_and_last_index_float_and_empty_rows():
@@ -373,6 +409,33 @@ def test_pipeline_score_reaches_eos_with_pad_equal_eos():
 # ---------------------------------------------------------------------------
 # PPO losses
 # ---------------------------------------------------------------------------
+
+
+def test_reinforce_pp_hand_example_gamma09():
+    """Reward-to-go with gamma 0.9, then one mean/std over all 5 real tokens of the batch (Hu 2025)."""
+    inf = float("inf")
+    rewards = t([[0.1, -0.2, 1.0, inf], [0.5, 2.0, -inf, inf]])  # padding may hold anything
+    mask = t([[1, 1, 1, 0], [1, 1, 0, 0]])
+    advantages, returns = compute_reinforce_pp(rewards, mask, gamma=0.9)
+    # row 0: G2 = 1.0, G1 = -0.2 + 0.9 * 1.0 = 0.7, G0 = 0.1 + 0.9 * 0.7 = 0.73; row 1: G1 = 2.0, G0 = 2.3
+    close(returns, [[0.73, 0.7, 1.0, 0.0], [2.3, 2.0, 0.0, 0.0]], atol=1e-12)
+    mean = (0.73 + 0.7 + 1.0 + 2.3 + 2.0) / 5  # 1.346
+    var = sum((g - mean) ** 2 for g in (0.73, 0.7, 1.0, 2.3, 2.0)) / 4  # unbiased: 2.25432 / 4
+    std = math.sqrt(var + 1e-8)
+    close(advantages, [[(0.73 - mean) / std, (0.7 - mean) / std, (1.0 - mean) / std, 0.0],
+                       [(2.3 - mean) / std, (2.0 - mean) / std, 0.0, 0.0]], atol=1e-9)
+    assert var == pytest.approx(2.25432 / 4)
+
+
+def test_reinforce_pp_gamma1_is_the_sum_of_rewards_to_come_and_checks_inputs():
+    rewards = t([[0.0, -0.1, 3.0], [-0.2, 1.0, 0.0]])
+    mask = t([[1, 1, 1], [1, 1, 0]])
+    _, returns = compute_reinforce_pp(rewards, mask)
+    close(returns, [[2.9, 2.9, 3.0], [0.8, 1.0, 0.0]], atol=1e-12)
+    with pytest.raises(ValueError, match="gamma"):
+        compute_reinforce_pp(rewards, mask, gamma=1.5)
+    with pytest.raises(ValueError, match="prefix"):
+        compute_reinforce_pp(rewards, t([[1, 0, 1], [1, 1, 0]]))
 
 
 def test_policy_loss_ratio_one():

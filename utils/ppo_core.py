@@ -5,10 +5,15 @@ It contains only the arithmetic that runs after a rollout (the sampled
 responses and their log-probabilities, values and scores):
 
 1. Masks: which response positions are real tokens (:func:`response_mask`,
-   :func:`sequence_lengths`, :func:`last_token_index`).
-2. Reward shaping: a per-token KL penalty plus the reward-model score on the
-   last real token (:func:`kl_estimate`, :func:`compute_rewards`).
-3. Advantages: Generalized Advantage Estimation (:func:`compute_gae`) and
+   :func:`truncate_after_stop`, :func:`sequence_lengths`,
+   :func:`last_token_index`).
+2. Score and reward shaping: missing-EOS penalty and clipping
+   (:func:`shape_scores`), running normalisation
+   (:func:`update_running_moments`, :func:`normalize_with_moments`), a
+   per-token KL penalty plus the score on the last real token
+   (:func:`kl_estimate`, :func:`compute_rewards`).
+3. Advantages: Generalized Advantage Estimation (:func:`compute_gae`),
+   critic-free REINFORCE++ returns (:func:`compute_reinforce_pp`) and
    masked whitening (:func:`masked_whiten`).
 4. Losses: the clipped PPO surrogate and the clipped value loss
    (:func:`ppo_policy_loss`, :func:`ppo_value_loss`).
@@ -45,6 +50,8 @@ References
   Continuous Control Using Generalized Advantage Estimation", arXiv:1506.02438.
 * KL estimators k1/k2/k3: Schulman (2020), blog post "Approximating KL
   Divergence", http://joschu.net/blog/kl-approx.html.
+* REINFORCE++: Hu (2025), "REINFORCE++: A Simple and Efficient Approach for
+  Aligning Large Language Models", arXiv:2501.03262.
 * Per-token KL penalty and adaptive KL coefficient: Ziegler, Stiennon, Wu,
   Brown, Radford, Amodei, Christiano, Irving (2019), "Fine-Tuning Language
   Models from Human Preferences", arXiv:1909.08593.
@@ -58,6 +65,7 @@ are masked means, so padding does not pull them toward "no change".
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Optional, Union
 
@@ -68,11 +76,16 @@ __all__ = [
     "masked_var",
     "masked_whiten",
     "response_mask",
+    "truncate_after_stop",
+    "shape_scores",
+    "update_running_moments",
+    "normalize_with_moments",
     "sequence_lengths",
     "last_token_index",
     "kl_estimate",
     "compute_rewards",
     "compute_gae",
+    "compute_reinforce_pp",
     "ppo_policy_loss",
     "ppo_value_loss",
     "AdaptiveKLController",
@@ -279,6 +292,35 @@ def response_mask(response_ids: torch.Tensor, eos_token_id: Union[int, Sequence[
     return eos_before == 0
 
 
+def truncate_after_stop(
+    responses: torch.Tensor, stop_ids: Sequence[int] | None, pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cut sampled responses after their first stop token.
+
+    Args:
+        responses: Long tensor ``(B, T)`` of generated token ids (prompt excluded).
+        stop_ids: Token ids that end a response (e.g. ``[eos_token_id]``), or
+            None / empty: every token is real (fixed-length responses).
+        pad_token_id: Written over every token after the first stop token.
+
+    Returns:
+        ``(responses, mask, ended)``: the responses with the tokens after the
+        first stop token set to ``pad_token_id``; the ``(B, T)`` bool mask of
+        :func:`response_mask` (up to and including the first stop token, from
+        positions, so ``pad == eos`` works); and ``(B,)`` bool, True where the
+        response contains a stop token (False: cut at the length limit). With
+        no ``stop_ids`` every token is real and every response counts as ended.
+    """
+    _check_2d("responses", responses)
+    if not stop_ids:
+        ones = torch.ones_like(responses, dtype=torch.bool)
+        return responses, ones, ones[:, 0].clone()
+    mask = response_mask(responses, list(stop_ids))
+    is_stop = torch.isin(responses, torch.tensor(list(stop_ids), dtype=responses.dtype, device=responses.device))
+    ended = (is_stop & mask).any(1)
+    return torch.where(mask, responses, torch.full_like(responses, pad_token_id)), mask, ended
+
+
 def sequence_lengths(mask: torch.Tensor) -> torch.Tensor:
     """Number of real tokens in each row.
 
@@ -323,6 +365,95 @@ def last_token_index(mask: torch.Tensor) -> torch.Tensor:
     positions = torch.arange(length, device=mask.device).expand_as(mask)
     last = torch.where(mask, positions, torch.full_like(positions, -1)).amax(dim=1)
     return last.clamp(min=0).long()
+
+
+# ---------------------------------------------------------------------------
+# Score shaping
+# ---------------------------------------------------------------------------
+
+
+def shape_scores(
+    scores: torch.Tensor, ended: torch.Tensor, missing_eos_penalty: float | None = None,
+    reward_clip: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Missing-EOS penalty, then clipping, of the sequence-level scores.
+
+    ``penalised = scores - missing_eos_penalty * (not ended)`` (TRL's
+    ``missing_eos_penalty``; Huang et al. 2024, arXiv:2403.17031, detail on
+    responses cut without EOS), then ``shaped = clip(penalised, -c, c)`` with
+    ``c = reward_clip`` (safe-rlhf 50, OpenRLHF 10).
+
+    Args:
+        scores: Float tensor ``(B,)`` of scores (reward units).
+        ended: Bool tensor ``(B,)``: True where the response ended with a stop
+            token (from :func:`truncate_after_stop`).
+        missing_eos_penalty: Subtracted from responses that did not end;
+            None or 0: no penalty.
+        reward_clip: ``c > 0``; None: no clipping.
+
+    Returns:
+        ``(penalised, shaped)``, both ``(B,)`` in reward units: the score
+        after the penalty (what is logged as ``objective/scores``) and after
+        clipping as well (what the rewards are built from).
+
+    Raises:
+        ValueError: on mismatched shapes or ``reward_clip <= 0``.
+    """
+    if scores.shape != ended.shape or scores.dim() != 1:
+        raise ValueError(f"scores and ended must both be (B,), got {tuple(scores.shape)} and {tuple(ended.shape)}")
+    penalised = scores
+    if missing_eos_penalty:
+        penalised = scores - missing_eos_penalty * (~ended.bool()).to(scores.dtype)
+    if reward_clip is None:
+        return penalised, penalised
+    if reward_clip <= 0:
+        raise ValueError(f"reward_clip must be > 0, got {reward_clip}")
+    return penalised, penalised.clamp(-reward_clip, reward_clip)
+
+
+def update_running_moments(stats: dict, values: Sequence[float]) -> dict:
+    """Add ``values`` to running moments with Welford's online algorithm.
+
+    Welford (1962), "Note on a method for calculating corrected sums of
+    squares and products", Technometrics 4(3); for each value ``x``::
+
+        count += 1;  delta = x - mean;  mean += delta / count;  m2 += delta * (x - mean)
+
+    Args:
+        stats: ``{"count": int, "mean": float, "m2": float}`` (m2: the sum of
+            squared deviations from the mean); ``{"count": 0, "mean": 0.0,
+            "m2": 0.0}`` to start.
+        values: Python floats, e.g. one rollout's scores from all processes.
+
+    Returns:
+        A new dict of the same form; ``stats`` is not changed.
+    """
+    count, mean, m2 = int(stats["count"]), float(stats["mean"]), float(stats["m2"])
+    for x in values:
+        count += 1
+        delta = float(x) - mean
+        mean += delta / count
+        m2 += delta * (float(x) - mean)
+    return {"count": count, "mean": mean, "m2": m2}
+
+
+def normalize_with_moments(scores: torch.Tensor, stats: dict, eps: float = 1e-8) -> torch.Tensor:
+    """Standardise scores with running moments: ``(scores - mean) / (std + eps)``.
+
+    ``std = sqrt(m2 / (count - 1))`` is the unbiased standard deviation of
+    every value seen so far (``m2 / 1`` while ``count <= 1``); safe-rlhf's
+    ``normalize_reward``.
+
+    Args:
+        scores: Float tensor of any shape, in reward units.
+        stats: Moments from :func:`update_running_moments`.
+        eps: Added to the standard deviation.
+
+    Returns:
+        Dimensionless tensor of the shape of ``scores``.
+    """
+    std = math.sqrt(stats["m2"] / max(stats["count"] - 1, 1))
+    return (scores - stats["mean"]) / (std + eps)
 
 
 # ---------------------------------------------------------------------------
@@ -519,6 +650,55 @@ def compute_gae(
         advantages = zeros
     returns = torch.where(mask, advantages + values, zeros)
     return advantages, returns
+
+
+def compute_reinforce_pp(
+    rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, eps: float = 1e-8
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Critic-free REINFORCE++ advantages: reward-to-go, normalised over the whole batch.
+
+    Hu (2025), arXiv:2501.03262, section 3: with the per-token KL-penalised
+    rewards ``r_t`` of :func:`compute_rewards` (score on the last real token),
+    for each row::
+
+        G_t = sum_{k >= t} gamma^(k - t) * r_k      (over real tokens only)
+        A_t = (G_t - mean(G)) / sqrt(var(G) + eps)
+
+    where ``mean`` and the unbiased ``var`` run over every real token of the
+    batch (all rows together, "global batch normalisation", which replaces
+    the critic's baseline). There is no value model: the returns are the
+    Monte-Carlo targets GAE would give with ``V = 0`` and ``lambda = 1``.
+
+    Args:
+        rewards: Float tensor ``(B, T)`` of per-token rewards (reward units).
+            Padding entries are ignored.
+        mask: Bool or {0, 1} float prefix mask ``(B, T)`` of real tokens.
+        gamma: Discount factor in ``[0, 1]`` (REINFORCE++ and RLHF default 1.0).
+        eps: Added to the variance before the square root.
+
+    Returns:
+        ``(advantages, returns)``, both ``(B, T)`` and 0 outside the mask:
+        dimensionless normalised advantages and the reward-to-go ``G_t`` in
+        reward units.
+
+    Raises:
+        ValueError: on shape mismatches, a non-prefix mask, ``gamma`` outside
+            ``[0, 1]`` or fewer than 2 real tokens in the batch.
+    """
+    _check_2d("rewards", rewards)
+    _check_same_shape(rewards=rewards, mask=mask)
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    mask = _as_bool_mask(mask, rewards)
+    _check_prefix_mask(mask)
+    rewards = torch.where(mask, rewards, torch.zeros_like(rewards))
+    returns = torch.zeros_like(rewards)
+    running = rewards.new_zeros(rewards.shape[0])  # G_{t+1}; 0 after the last real token
+    for t in reversed(range(rewards.shape[1])):
+        running = rewards[:, t] + gamma * running
+        returns[:, t] = running
+    returns = torch.where(mask, returns, torch.zeros_like(returns))
+    return masked_whiten(returns, mask, eps=eps), returns
 
 
 # ---------------------------------------------------------------------------

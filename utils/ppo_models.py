@@ -1,15 +1,23 @@
-"""Model composition for PPO: the policy and the value model as one trainable module, in two layouts.
+"""Model composition for PPO: the policy and the value model as one trainable module, in three layouts.
 
-* "separate" (`PolicyAndValue(policy, value_model=...)`): the policy is a causal LM (full, or PEFT LoRA/QLoRA) and
-  the value model a `AutoModelForSequenceClassification(num_labels=1)` (full or LoRA), normally initialised from the
-  reward model (the "critic from RM" convention of Huang et al. 2024, "The N+ Implementation Details of RLHF with
-  PPO", arXiv:2403.17031). The reference and reward models live outside this module.
+* "separate" (`build_separate_model`): the policy is a causal LM (full, or PEFT LoRA/QLoRA) and the value model a
+  `AutoModelForSequenceClassification(num_labels=1)` (full or LoRA), normally initialised from the reward model (the
+  "critic from RM" convention of Huang et al. 2024, "The N+ Implementation Details of RLHF with PPO",
+  arXiv:2403.17031). The reference and reward models live outside this module. Cost: two backbone passes per
+  forward, three copies of the base weights (policy, value, reward).
 * "adapters" (`build_adapters_model`): ONE base causal LM carries a trainable policy LoRA adapter ("default"), a
   trainable value LoRA adapter ("value") with an fp32 `value_head`, and optionally a frozen reward adapter ("reward")
   with its `reward_head`, loaded from reward_model.py's LoRA output. The reference is the base with all adapters
   off. Memory: about one copy of the base weights; cost: two backbone passes (policy, value) per forward.
+* "shared" (`build_shared_model`): as "adapters", but without a value adapter: the fp32 `value_head` reads the
+  policy's own last hidden state, so each forward is ONE backbone pass that gives both logits and values (the
+  parameter-sharing actor-critic with a combined loss, Schulman et al. 2017, eq. 9). The value loss then trains the
+  policy adapter too; Stiennon et al. 2020 (arXiv:2009.01325, appendix) kept the critic separate so that value
+  updates cannot damage the pretrained policy early in training, hence a small `vf_coef` in this layout.
 
-Both go to `transformers.Trainer` as one module with one optimizer, so DDP / DeepSpeed wrap a single engine and
+Without a critic (`--advantage_estimator reinforce_pp`) the builders leave the value parts out (`with_value=False`).
+
+All go to `transformers.Trainer` as one module with one optimizer, so DDP / DeepSpeed wrap a single engine and
 `forward` returns `(policy logits, per-token values)`, as TRL's PolicyAndValueWrapper did.
 
 PEFT detail: `PeftModel.set_adapter(x)` sets `requires_grad=False` on every other adapter, which would silently drop
@@ -19,12 +27,15 @@ re-enables the trainable parameters after every switch.
 
 from __future__ import annotations
 
+import copy
 import os
 from contextlib import contextmanager, nullcontext
 from types import SimpleNamespace
 
 import torch
 from torch import nn
+
+from utils.errors import ConfigError
 
 POLICY, VALUE, REWARD = "default", "value", "reward"  # adapter names; "default" saves at the top of output_dir
 
@@ -58,29 +69,38 @@ def score_head_of(model) -> nn.Module:
 
 
 class PolicyAndValue(nn.Module):
-    """The trainable part of PPO: policy + value model (separate) or one base with policy/value adapters.
+    """The trainable part of PPO: policy + value model in one of the layouts "separate", "adapters", "shared".
 
-    `forward(input_ids, attention_mask, position_ids, logits_to_keep)` returns `(logits, values)`:
+    `forward(input_ids, attention_mask, position_ids, logits_to_keep, part)` returns `(logits, values)`:
     logits (B, logits_to_keep or L, V) from the policy, values (B, L) fp32 from the value model (one value per
-    position = the value of the state after reading that token). `config` is the policy's config.
+    position = the value of the state after reading that token). `part="policy"` or `"value"` runs only that model
+    and returns None for the other (in "shared" one pass gives both anyway). `config` is the policy's config.
+    Without a value model (`has_value` False, a critic-free estimator) values are None.
     """
 
     accepts_loss_kwargs = False  # PPOTrainer computes its own loss
 
-    def __init__(self, policy, value_model=None, value_head: nn.Module | None = None):
+    def __init__(self, policy, value_model=None, value_head: nn.Module | None = None, layout: str = "separate"):
         super().__init__()
         self.policy = policy
         self.value_model = value_model  # "separate"
-        self.value_head = value_head  # "adapters"
-        self.adapters = value_model is None
-        if self.adapters and (value_head is None or not _is_peft(policy) or VALUE not in policy.peft_config):
-            raise ValueError("adapters layout needs a PEFT policy with a 'value' adapter and a value_head")
+        self.value_head = value_head  # "adapters", "shared"
+        self.layout = layout
+        self.adapters = layout != "separate"  # named adapters on one PEFT base
+        self.has_value = value_model is not None or value_head is not None
+        if self.adapters and not _is_peft(policy):
+            raise ValueError(f"{layout} layout needs a PEFT policy")
+        if layout == "adapters" and value_head is not None and VALUE not in policy.peft_config:
+            raise ValueError("adapters layout needs a 'value' adapter beside its value_head")
+        if (value_model is not None) != (layout == "separate" and self.has_value):
+            raise ValueError(f"a value_model belongs to the separate layout only, not {layout!r}")
         self.config = policy.config
         self._trainable = [p for p in self.parameters() if p.requires_grad]
 
     # --- adapters
     def use_adapter(self, name: str) -> None:
-        """Activate one adapter of the shared base (adapters layout) and keep the trainable set trainable."""
+        """Activate one adapter of the shared base (adapters / shared layouts) and keep the trainable set
+        trainable."""
         if self.policy.active_adapter != name:
             self.policy.set_adapter(name, inference_mode=name == REWARD)
             for p in self._trainable:
@@ -90,21 +110,38 @@ class PolicyAndValue(nn.Module):
         """Context manager for the reference model when the policy is PEFT: every adapter switched off."""
         return self.policy.disable_adapter()
 
+    def value_parameter_names(self) -> list[str]:
+        """Names of the trainable value-model parameters (the critic), e.g. for their own optimizer settings."""
+        def is_value(name: str) -> bool:
+            return name.startswith(("value_model.", "value_head.")) or (self.layout == "adapters"
+                                                                       and f".{VALUE}." in name)
+
+        return [n for n, p in self.named_parameters() if p.requires_grad and is_value(n)]
+
     # --- forward
-    def forward(self, input_ids, attention_mask, position_ids, logits_to_keep: int = 0):
+    def forward(self, input_ids, attention_mask, position_ids, logits_to_keep: int = 0, part: str = "both"):
         kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        want_value = part != "policy" and self.has_value
         if self.adapters:
             self.use_adapter(POLICY)
-        logits = self.policy(**kwargs, logits_to_keep=logits_to_keep).logits
-        if self.adapters:
+        logits = values = None
+        if self.layout == "shared":  # one backbone pass: the value head reads the policy's last hidden state
+            out = self.policy(**kwargs, logits_to_keep=logits_to_keep, output_hidden_states=want_value)
+            logits = out.logits
+            if want_value:
+                values = self.value_head(out.hidden_states[-1].to(self.value_head.weight.dtype))
+            return logits, None if values is None else values.squeeze(-1).float()
+        if part != "value":
+            logits = self.policy(**kwargs, logits_to_keep=logits_to_keep).logits
+        if want_value and self.adapters:
             self.use_adapter(VALUE)
             hidden = backbone_of(self.policy)(**kwargs).last_hidden_state
             values = self.value_head(hidden.to(self.value_head.weight.dtype))
             self.use_adapter(POLICY)
-        else:
+        elif want_value:
             hidden = backbone_of(self.value_model)(**kwargs).last_hidden_state
             values = score_head_of(self.value_model)(hidden)
-        return logits, values.squeeze(-1).float()
+        return logits, None if values is None else values.squeeze(-1).float()
 
     def generate(self, **kwargs):
         if self.adapters:
@@ -116,7 +153,7 @@ class PolicyAndValue(nn.Module):
         return [self.policy] + ([self.value_model] if self.value_model is not None else [])
 
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs):
-        """Checkpoint the decoder layers of every model inside (non-reentrant). Adapters layout: the backward pass
+        """Checkpoint the decoder layers of every model inside (non-reentrant). Adapters layouts: the backward pass
         recomputes a layer with the adapter that was active when the layer ran forward (policy or value), not
         with whatever adapter is active at backward time."""
         kwargs = {"use_reentrant": False, **(activation_checkpointing_kwargs or {})}
@@ -172,15 +209,20 @@ class PolicyAndValue(nn.Module):
 
     def save_value(self, output_dir: str, state_dict: dict | None = None) -> str:
         """Write the value model to `output_dir/value/` and return that path: a sequence-classification model or
-        adapter (separate layout; loads with `AutoModelForSequenceClassification` / PEFT), or the value LoRA adapter
-        of the causal LM plus `value_head.safetensors` (adapters layout)."""
+        adapter (separate layout; loads with `AutoModelForSequenceClassification` / PEFT), the value LoRA adapter
+        of the causal LM plus `value_head.safetensors` (adapters layout), or `value_head.safetensors` alone (shared
+        layout: the head reads the policy's last hidden state). Raises `ValueError` without a value model."""
         from safetensors.torch import save_file
 
+        if not self.has_value:
+            raise ValueError("this run has no value model to save (critic-free advantage estimator)")
         path = os.path.join(output_dir, VALUE)
         state_dict = state_dict if state_dict is not None else self.state_dict()
         if self.adapters:
-            sd = self.policy_state_dict(state_dict)
-            self.policy.save_pretrained(output_dir, state_dict=sd, selected_adapters=[VALUE])  # PEFT: output_dir/value/
+            if self.layout == "adapters":  # PEFT writes the value adapter to output_dir/value/
+                self.policy.save_pretrained(output_dir, state_dict=self.policy_state_dict(state_dict),
+                                            selected_adapters=[VALUE])
+            os.makedirs(path, exist_ok=True)
             save_file({"weight": state_dict["value_head.weight"].detach().float().cpu().contiguous()},
                       os.path.join(path, "value_head.safetensors"))
             return path
@@ -189,7 +231,74 @@ class PolicyAndValue(nn.Module):
         return path
 
 
-def build_adapters_model(policy, peft_config, reward_adapter_path: str | None = None):
+def build_separate_model(policy, peft_config=None, value_model=None) -> PolicyAndValue:
+    """Build the separate layout: the policy (LoRA-wrapped with `peft_config` if given, QLoRA prepared) beside its
+    own value model.
+
+    Args:
+        policy: a causal LM (`PreTrainedModel`, possibly 4-bit), not yet PEFT-wrapped.
+        peft_config: the policy's `LoraConfig` (task CAUSAL_LM), or None for full fine-tuning.
+        value_model: a `*ForSequenceClassification(num_labels=1)` model (full or PEFT), e.g. from
+            `utils.online.load_value_model`; None for a critic-free estimator.
+
+    Returns:
+        A `PolicyAndValue` with `layout="separate"`.
+    """
+    if peft_config is not None:
+        from peft import get_peft_model, prepare_model_for_kbit_training
+
+        if getattr(policy, "is_loaded_in_4bit", False):
+            policy = prepare_model_for_kbit_training(policy, use_gradient_checkpointing=False)
+        policy = get_peft_model(policy, peft_config)
+    return PolicyAndValue(policy, value_model=value_model)
+
+
+def _small_head(hidden: int, device) -> nn.Linear:
+    """An fp32 `Linear(hidden, 1)` with small random weights: not 0, so that its input features get gradients
+    (OpenRLHF's fresh-head initialisation, normal with std 1 / (hidden + 1))."""
+    head = nn.Linear(hidden, 1, bias=False, dtype=torch.float32, device=device)
+    nn.init.normal_(head.weight, std=1 / (hidden + 1))
+    return head
+
+
+def _peft_base(policy, peft_config, layout: str):
+    """The policy PEFT-wrapped with its adapter "default" (QLoRA prepared first). Raises `ConfigError` without
+    LoRA."""
+    from peft import get_peft_model
+
+    if peft_config is None:
+        raise ConfigError(f"--model_mode {layout} needs LoRA: use --train_mode lora or qlora")
+    if getattr(policy, "is_loaded_in_4bit", False) or getattr(policy, "is_loaded_in_8bit", False):
+        from peft import prepare_model_for_kbit_training
+
+        policy = prepare_model_for_kbit_training(policy, use_gradient_checkpointing=False)
+    return get_peft_model(policy, peft_config, adapter_name=POLICY)
+
+
+def _add_reward_adapter(peft_model, reward_adapter_path: str, copy_to_value: bool) -> nn.Linear:
+    """Load reward_model.py's LoRA output as the frozen "reward" adapter (and, with `copy_to_value`, as the
+    trainable "value" adapter too); return its frozen fp32 `reward_head` (1, H)."""
+    reward_config, lora_weights, head_weight = read_reward_adapter(reward_adapter_path)
+    names = (REWARD, VALUE) if copy_to_value else (REWARD,)
+    for name in names:
+        peft_model.add_adapter(name, copy.deepcopy(reward_config))
+        _load_adapter_weights(peft_model, lora_weights, name, reward_adapter_path)
+    reward_head = _small_head(head_weight.shape[-1], peft_model.device)
+    with torch.no_grad():
+        reward_head.weight.copy_(head_weight)
+    return reward_head.requires_grad_(False)
+
+
+def _finish(peft_model, value_head, reward_head, layout: str):
+    """Freeze everything but the policy (and value) adapters; wrap; make the reward adapter's scorer."""
+    peft_model.set_adapter(POLICY)
+    for name, param in peft_model.named_parameters():  # trainable: the policy and value adapters only
+        param.requires_grad_(f".{POLICY}." in name or f".{VALUE}." in name)
+    model = PolicyAndValue(peft_model, value_head=value_head, layout=layout)
+    return model, (AdapterRewardModel(model, reward_head) if reward_head is not None else None)
+
+
+def build_adapters_model(policy, peft_config, reward_adapter_path: str | None = None, with_value: bool = True):
     """Build the adapters layout on one base causal LM.
 
     Args:
@@ -198,51 +307,56 @@ def build_adapters_model(policy, peft_config, reward_adapter_path: str | None = 
             reward adapter is given.
         reward_adapter_path: a LoRA reward model saved by reward_model.py on the same base. It becomes the frozen
             "reward" adapter + `reward_head`, and the value adapter/head start as copies of it (critic from RM).
+        with_value: False for a critic-free estimator: no value adapter and no value head.
 
     Returns:
         `(model, reward_model)`: a `PolicyAndValue` and, if `reward_adapter_path` is given, an
         `AdapterRewardModel` that scores with the reward adapter (else None).
 
     Raises:
-        ValueError: no peft_config, or the reward adapter does not match the base (missing/unexpected keys).
+        ConfigError: no peft_config. ValueError: the reward adapter does not match the base.
     """
-    import copy
-
-    from peft import get_peft_model
-
-    if peft_config is None:
-        raise ValueError("--model_mode adapters needs LoRA: use --train_mode lora or qlora")
-    if getattr(policy, "is_loaded_in_4bit", False) or getattr(policy, "is_loaded_in_8bit", False):
-        from peft import prepare_model_for_kbit_training
-
-        policy = prepare_model_for_kbit_training(policy, use_gradient_checkpointing=False)
-    peft_model = get_peft_model(policy, peft_config, adapter_name=POLICY)
+    peft_model = _peft_base(policy, peft_config, "adapters")
     hidden = policy.config.get_text_config().hidden_size
-    value_head = nn.Linear(hidden, 1, bias=False, dtype=torch.float32, device=policy.device)
-    nn.init.normal_(value_head.weight, std=1 / (hidden + 1))  # small values; not 0, so the value adapter learns
-    reward_model = None
+    value_head = _small_head(hidden, policy.device) if with_value else None
+    reward_head = None
     if reward_adapter_path:
-        reward_config, lora_weights, head_weight = read_reward_adapter(reward_adapter_path)
-        peft_model.add_adapter(REWARD, reward_config)
-        peft_model.add_adapter(VALUE, copy.deepcopy(reward_config))
-        for name in (REWARD, VALUE):
-            _load_adapter_weights(peft_model, lora_weights, name, reward_adapter_path)
-        reward_head = nn.Linear(hidden, 1, bias=False, dtype=torch.float32, device=policy.device)
-        with torch.no_grad():
-            reward_head.weight.copy_(head_weight)
-            value_head.weight.copy_(head_weight)
-        reward_head.requires_grad_(False)
-    else:
+        reward_head = _add_reward_adapter(peft_model, reward_adapter_path, copy_to_value=with_value)
+        if with_value:
+            with torch.no_grad():
+                value_head.weight.copy_(reward_head.weight)
+    elif with_value:
         value_config = copy.deepcopy(peft_config)
         value_config.modules_to_save = None
         peft_model.add_adapter(VALUE, value_config)
-    peft_model.set_adapter(POLICY)
-    for name, param in peft_model.named_parameters():  # trainable: the policy and value adapters only
-        param.requires_grad_(f".{POLICY}." in name or f".{VALUE}." in name)
-    model = PolicyAndValue(peft_model, value_head=value_head)
-    if reward_adapter_path:
-        reward_model = AdapterRewardModel(model, reward_head)
-    return model, reward_model
+    return _finish(peft_model, value_head, reward_head, "adapters")
+
+
+def build_shared_model(policy, peft_config, reward_adapter_path: str | None = None, with_value: bool = True):
+    """Build the shared layout: one policy adapter whose last hidden state also feeds the value head.
+
+    Each forward is one backbone pass (logits and values together); the value loss's gradient reaches the policy
+    adapter through the shared features. The reference is the base with adapters off; a LoRA reward model on the
+    same base becomes the frozen "reward" adapter, as in `build_adapters_model`.
+
+    Args:
+        policy: a causal LM (`PreTrainedModel`, possibly 4-bit), not yet PEFT-wrapped.
+        peft_config: the policy's `LoraConfig` (task CAUSAL_LM).
+        reward_adapter_path: reward_model.py's LoRA output on the same base, or None.
+        with_value: False for a critic-free estimator: no value head.
+
+    Returns:
+        `(model, reward_model)` as `build_adapters_model`. The value head (fp32, (1, H)) starts small and random:
+        the reward head was trained on the reward adapter's features, not the policy's.
+
+    Raises:
+        ConfigError: no peft_config. ValueError: the reward adapter does not match the base.
+    """
+    peft_model = _peft_base(policy, peft_config, "shared")
+    hidden = policy.config.get_text_config().hidden_size
+    value_head = _small_head(hidden, policy.device) if with_value else None
+    reward_head = _add_reward_adapter(peft_model, reward_adapter_path, False) if reward_adapter_path else None
+    return _finish(peft_model, value_head, reward_head, "shared")
 
 
 def read_reward_adapter(path: str):

@@ -9,17 +9,21 @@ dropout off, value model initialised from the reward model, advantage whitening,
 One rollout, on each process (b = per_device_train_batch_size, g = gradient_accumulation_steps,
 M = num_mini_batches, E = num_ppo_epochs):
 
-1. Take b*g*M prompts, left-pad them, sample responses of at most `response_length` tokens with an explicit
-   `GenerationConfig` (nothing leaks from the checkpoint's generation_config, e.g. its suppress_tokens), stop at EOS.
+1. Take b*g*M / N prompts, each N times (N = num_samples_per_prompt), left-pad them, sample responses of at most
+   `response_length` tokens with an explicit `GenerationConfig` (nothing leaks from the checkpoint's
+   generation_config, e.g. its suppress_tokens), stop at EOS.
 2. Mask each response up to and including its first EOS (positions, not `!= pad`, so pad == eos works).
-3. One no-grad forward each: policy log-probs and values (`PolicyAndValue`), reference log-probs.
+3. One no-grad forward each: policy log-probs and values (`PolicyAndValue`; one backbone pass in the shared
+   layout, two otherwise), reference log-probs.
    The old log-probs are recomputed, not taken from generation, so at the first step of a rollout the
    probability ratio is exactly 1 and the KL to the reference is 0 before any update.
 4. Scores: the reward model (text re-rendered with its own chat template and tokenizer, exactly as reward_model.py
    trained it) and/or Python reward functions; missing-EOS penalty, clipping, running normalisation (all optional).
-5. Per-token rewards = -kl_coef * KL_t + score on the last real token; GAE; advantages whitened.
+5. Per-token rewards = -kl_coef * KL_t + score on the last real token; GAE and whitened advantages, or REINFORCE++
+   (no value model: reward-to-go normalised over the rollout).
 6. E epochs x M mini-batches of g micro-batches: exactly M*E optimizer steps per rollout. Losses are token sums
-   divided by the mini-batch's token count, so gradient accumulation does not change the result.
+   divided by the mini-batch's token count, so gradient accumulation does not change the result. Separate policy
+   and value passes run value forward + backward first (`split_value_backward`); PPO-ptx adds an LM loss.
 
 Steps 6's loop, gradient clipping, the LR scheduler, logging, checkpoints, resume and DeepSpeed all come from
 `transformers.Trainer`: the dataloader repeats each rollout's prompts g*M*E times (TRL's `RepeatSampler`), and
@@ -42,10 +46,15 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl.models import prepare_deepspeed, unwrap_model_for_generation
 from trl.trainer.utils import RepeatSampler, disable_dropout_in_model, entropy_from_logits, pad, selective_log_softmax
 
-from utils.ppo_core import (AdaptiveKLController, FixedKLController, compute_gae, compute_rewards, masked_mean,
-                            masked_whiten, ppo_policy_loss, ppo_value_loss, response_mask)
-from utils.ppo_models import PolicyAndValue, _is_peft, base_of, build_adapters_model
+from utils.ppo_core import (AdaptiveKLController, FixedKLController, compute_gae, compute_reinforce_pp,
+                            compute_rewards, masked_mean, masked_whiten, normalize_with_moments, ppo_policy_loss,
+                            ppo_value_loss, shape_scores, truncate_after_stop, update_running_moments)
+from utils.errors import ConfigError
+from utils.log import info_rank0
+from utils.ppo_models import (POLICY, PolicyAndValue, _is_peft, base_of, build_adapters_model, build_separate_model,
+                               build_shared_model)
 from utils.reward import reward_scorer
+from utils.samples import is_sampled_rollout, write_samples
 
 TRAINABLE_FILE = "ppo_trainable.safetensors"  # in checkpoint-N/: every trainable tensor (policy, value), for resume
 STATE_FILE = "ppo_state.json"  # in checkpoint-N/: KL coefficient and running score statistics
@@ -57,21 +66,6 @@ def identity_collator(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def mask_responses(responses: torch.Tensor, stop_ids: list[int] | None, pad_token_id: int):
-    """Cut sampled responses (B, R) after their first stop token.
-
-    Returns `(responses, mask, ended)`: the responses with every token after the first stop token set to
-    `pad_token_id`; the (B, R) bool mask of real tokens (up to and including the first stop token, built from
-    positions so that pad == eos works); and (B,) bool, True where the response ended with a stop token (False: cut
-    at the length limit). With `stop_ids` None every token is real and every response counts as ended."""
-    if not stop_ids:
-        ones = torch.ones_like(responses, dtype=torch.bool)
-        return responses, ones, ones[:, 0].clone()
-    mask = response_mask(responses, stop_ids)
-    ended = (torch.isin(responses, torch.tensor(stop_ids, device=responses.device)) & mask).any(1)
-    return torch.where(mask, responses, torch.full_like(responses, pad_token_id)), mask, ended
-
-
 class PPOTrainer(Trainer):
     """PPO trainer: `transformers.Trainer` whose micro-batches are slices of on-policy rollouts.
 
@@ -81,15 +75,19 @@ class PPOTrainer(Trainer):
         train_dataset / eval_dataset: `datasets.Dataset` with a `prompt` column (messages or text); other columns
             are passed to reward functions as keyword arguments.
         processing_class: the policy's tokenizer (needs a pad token; a chat template for message prompts).
-        peft_config: LoRA config of the policy (None: full fine-tuning). Required for `model_mode="adapters"`.
+        peft_config: LoRA config of the policy (None: full fine-tuning). Required for `model_mode` adapters and
+            shared.
         reward_model: a sequence-classification reward model (e.g. from `utils.reward.load_reward_model`), or None.
         reward_processing_class: its tokenizer (it renders prompt + response with its own chat template).
-        reward_adapter_path: adapters layout only: a LoRA reward model (reward_model.py output) on the same base,
-            loaded as a frozen adapter instead of a second model.
+        reward_adapter_path: adapters and shared layouts: a LoRA reward model (reward_model.py output) on the same
+            base, loaded as a frozen adapter instead of a second model.
         reward_funcs: Python callables `f(prompts, completions, completion_ids, **columns) -> list[float]`
             (TRL's reward-function signature); their outputs are added to the reward-model score.
-        value_model: separate layout: a `*ForSequenceClassification(num_labels=1)` model (full or PEFT), trained.
+        value_model: separate layout with GAE: a `*ForSequenceClassification(num_labels=1)` model (full or PEFT),
+            trained.
         ref_model: separate layout with full fine-tuning: a frozen reference causal LM (None: a copy of the policy).
+        ptx_dataset: PPO-ptx rows `{"prompt": [messages], "completion": [message]}` (`utils.online.ppo_ptx_data`);
+            each micro-batch adds `ptx_coef` x the policy's LM loss on `per_device_train_batch_size` of them.
 
     Raises:
         ValueError: no reward at all, a missing value model, a data set smaller than one rollout.
@@ -99,30 +97,25 @@ class PPOTrainer(Trainer):
 
     def __init__(self, model, args, train_dataset, eval_dataset=None, processing_class=None, peft_config=None,
                  reward_model=None, reward_processing_class=None, reward_adapter_path=None, reward_funcs=None,
-                 value_model=None, ref_model=None, callbacks=None, optimizers=(None, None)):
+                 value_model=None, ref_model=None, ptx_dataset=None, callbacks=None, optimizers=(None, None)):
         tokenizer = processing_class
         if tokenizer is None or tokenizer.pad_token_id is None:
             raise ValueError("PPOTrainer needs the policy's tokenizer with a pad token (processing_class)")
         self.reward_funcs = list(reward_funcs or [])
         if model.generation_config is not None and getattr(model.generation_config, "suppress_tokens", None):
-            print(f"[PPO] ignoring the checkpoint's generation_config (e.g. suppress_tokens="
-                  f"{model.generation_config.suppress_tokens}): rollouts use an explicit GenerationConfig")
+            info_rank0(f"[PPO] ignoring the checkpoint's generation_config (e.g. suppress_tokens="
+                       f"{model.generation_config.suppress_tokens}): rollouts use an explicit GenerationConfig")
 
-        # 1. Policy + value as one module; the reference model.
-        if args.model_mode == "adapters":
-            wrapper, adapter_rm = build_adapters_model(model, peft_config, reward_adapter_path)
+        # 1. Policy + value as one module (no value model for a critic-free estimator); the reference model.
+        if args.model_mode in ("adapters", "shared"):
+            build = build_adapters_model if args.model_mode == "adapters" else build_shared_model
+            wrapper, adapter_rm = build(model, peft_config, reward_adapter_path, with_value=args.uses_critic)
             if adapter_rm is not None:
                 reward_model, reward_processing_class = adapter_rm, reward_processing_class or tokenizer
         else:
-            if value_model is None:
+            if args.uses_critic and value_model is None:
                 raise ValueError("model_mode 'separate' needs a value_model (utils.online.load_value_model)")
-            if peft_config is not None:
-                from peft import get_peft_model, prepare_model_for_kbit_training
-
-                if getattr(model, "is_loaded_in_4bit", False):
-                    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-                model = get_peft_model(model, peft_config)
-            wrapper = PolicyAndValue(model, value_model=value_model)
+            wrapper = build_separate_model(model, peft_config, value_model if args.uses_critic else None)
         self.use_ref = args.kl_coef > 0 or args.kl_target is not None
         if self.use_ref and ref_model is None and not _is_peft(wrapper.policy):
             import copy  # full fine-tuning without a given reference: a frozen copy of the starting policy
@@ -180,15 +173,25 @@ class PPOTrainer(Trainer):
         self._step, self._rollout, self._micro_batches, self._in_checkpoint = 0, None, None, False
         self._metrics = defaultdict(list)
         self.rollouts_done = 0
-        per_rollout = args.rollout_batch_size * args.world_size
+        # Value loss forward + backward before the policy's, so that only one pass's activations are alive at a time
+        # (layouts with separate policy and value passes). One process without DeepSpeed only: DDP and DeepSpeed
+        # expect one backward per forward of the wrapped model (DeepSpeed even steps the optimizer in it).
+        self.split_value_backward = (wrapper.has_value and wrapper.layout != "shared" and not self.is_deepspeed_enabled
+                                     and self.accelerator.num_processes == 1 and args.n_gpu <= 1)
+        self._value_loss_part = None  # the value phase's loss, added back to the logged loss in training_step
+
+        # 5. PPO-ptx: tokenised supervised rows, served in a seeded shuffled cycle.
+        self.ptx_rows = [self._tokenize_ptx_row(row) for row in ptx_dataset] if ptx_dataset else None
+        self._ptx_order, self._ptx_generator = [], torch.Generator().manual_seed(args.seed)
+        per_rollout = args.prompts_per_rollout * args.world_size
         if len(train_dataset) < per_rollout:
-            raise ValueError(f"one rollout takes {per_rollout} prompts (per_device_train_batch_size x "
-                             f"gradient_accumulation_steps x num_mini_batches x processes) but the training set has "
-                             f"{len(train_dataset)}; lower those settings or add prompts")
+            raise ConfigError(f"one rollout takes {per_rollout} prompts (per_device_train_batch_size x "
+                              f"gradient_accumulation_steps x num_mini_batches x processes / num_samples_per_prompt) "
+                              f"but the training set has {len(train_dataset)}; lower those settings or add prompts")
         per_rollout = args.optimizer_steps_per_rollout
         if args.save_strategy == "steps" and args.save_steps >= 1 and args.save_steps % per_rollout:
-            print(f"[PPO] note: save_steps={args.save_steps} is not a multiple of the {per_rollout} optimizer steps "
-                  f"per rollout; a run resumed from such a checkpoint samples the interrupted rollout anew")
+            info_rank0(f"[PPO] note: save_steps={args.save_steps} is not a multiple of the {per_rollout} optimizer "
+                       f"steps per rollout; a run resumed from such a checkpoint samples the interrupted rollout anew")
 
     # ------------------------------------------------------------------------------------------------------
     # Data: each dataloader item is the rollout's prompt batch, repeated once per micro-step.
@@ -199,8 +202,10 @@ class PPOTrainer(Trainer):
 
     def _get_train_sampler(self, dataset=None):
         a = self.args
-        return RepeatSampler(data_source=dataset if dataset is not None else self.train_dataset, mini_repeat_count=1,
-                             batch_size=a.rollout_batch_size * a.world_size, repeat_count=self.micro_steps_per_rollout,
+        # Each prompt appears num_samples_per_prompt times in a row, so its responses stay in one process's rollout.
+        return RepeatSampler(data_source=dataset if dataset is not None else self.train_dataset,
+                             mini_repeat_count=a.num_samples_per_prompt,
+                             batch_size=a.prompts_per_rollout * a.world_size, repeat_count=self.micro_steps_per_rollout,
                              shuffle=True, seed=a.seed)
 
     def get_train_dataloader(self):
@@ -211,7 +216,39 @@ class PPOTrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
         self._step += 1
+        if self._value_loss_part is not None:  # the value phase ran its own backward inside compute_loss
+            loss = loss + self._value_loss_part
+            self._value_loss_part = None
         return loss
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer; with `value_learning_rate` / `value_weight_decay` the value model's parameters
+        go into param groups of their own with those settings (one optimizer: one step, one LR schedule for both,
+        which scales each group's own learning rate). Parameters that the Trainer exempts from weight decay
+        (biases, norms) stay exempt."""
+        optimizer = super().create_optimizer(model)
+        a = self.args
+        if a.value_learning_rate is None and a.value_weight_decay is None:
+            return optimizer
+        module = self.accelerator.unwrap_model(self.model if model is None else model)
+        names = {id(p): n for n, p in module.named_parameters()}
+        value_names, decay_names = set(module.value_parameter_names()), set(self.get_decay_parameter_names(module))
+        groups = []
+        for group in optimizer.param_groups:
+            settings = {k: v for k, v in group.items() if k != "params"}
+            policy = [p for p in group["params"] if names[id(p)] not in value_names]
+            value = [p for p in group["params"] if names[id(p)] in value_names]
+            if policy:
+                groups.append({**settings, "params": policy})
+            if value:
+                decays = names[id(value[0])] in decay_names and a.value_weight_decay is not None
+                groups.append({**settings, "params": value,
+                               "lr": a.value_learning_rate if a.value_learning_rate is not None else settings["lr"],
+                               "weight_decay": a.value_weight_decay if decays else settings["weight_decay"]})
+        optimizer.param_groups.clear()
+        for group in groups:
+            optimizer.add_param_group(group)
+        return optimizer
 
     def _prepare_inputs(self, rows: list[dict]) -> dict:
         """Return the next micro-batch: a new rollout every g*M*E micro-steps, a new shuffle every g*M."""
@@ -281,7 +318,7 @@ class PPOTrainer(Trainer):
                                      generation_config=self.generation_config)
                 responses.extend(out[:, width:])
         responses = pad(responses + [prompt_ids.new_zeros(a.response_length)], padding_value=tok.pad_token_id)[:-1]
-        responses, mask, ended = mask_responses(responses, self.stop_ids, tok.pad_token_id)
+        responses, mask, ended = truncate_after_stop(responses, self.stop_ids, tok.pad_token_id)
         texts = tok.batch_decode([r[m] for r, m in zip(responses, mask)], skip_special_tokens=True)
         scores = self._score(rows, prompts, texts, [r[m].tolist() for r, m in zip(responses, mask)])
         return dict(prompt_ids=prompt_ids, prompt_mask=prompt_mask, responses=responses, mask=mask, ended=ended,
@@ -303,9 +340,11 @@ class PPOTrainer(Trainer):
                 [float("nan") if x is None else float(x) for x in out], device=device)
         return scores
 
-    def _logprobs_and_values(self, model, batch: dict, ref: bool = False):
-        """(B, R) log-probs of the response tokens (temperature-scaled, fp32) and (B, R) values V_t of the state
-        before token t. With `ref=True`: reference log-probs instead, and no values."""
+    def _logprobs_and_values(self, model, batch: dict, ref: bool = False, part: str = "both"):
+        """(B, R) log-probs of the response tokens (temperature-scaled, fp32), (B, R) values V_t of the state
+        before token t (None without a value model) and the logits. With `ref=True`: reference log-probs instead,
+        and no values. `part="policy"` / `"value"`: only that model runs (`PolicyAndValue.forward`), the other
+        outputs are None."""
         responses, width = batch["responses"], batch["prompt_width"]
         inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                       position_ids=batch["position_ids"], logits_to_keep=responses.shape[1] + 1)
@@ -317,8 +356,10 @@ class PPOTrainer(Trainer):
                     logits = model.policy(**inputs, use_cache=False).logits
             values = None
         else:
-            logits, values = model(**inputs)
-            values = values[:, width - 1:-1]
+            logits, values = model(**inputs, part=part)
+            values = None if values is None else values[:, width - 1:-1]
+        if logits is None:
+            return None, values, None
         logprobs = selective_log_softmax(logits[:, :-1].float() / self.args.temperature, responses)
         return logprobs, values, logits
 
@@ -337,7 +378,7 @@ class PPOTrainer(Trainer):
             batch = dict(input_ids=torch.cat([gen["prompt_ids"], gen["responses"]], dim=1),
                          attention_mask=attention_mask, position_ids=(attention_mask.cumsum(1) - 1).clamp(min=0),
                          responses=gen["responses"], mask=mask, prompt_width=gen["prompt_ids"].shape[1])
-            logprobs, values, ref_logprobs, entropy = [], [], [], []
+            logprobs, values, ref_logprobs = [], [], []
             for s in range(0, len(rows), a.local_rollout_forward_batch_size):
                 chunk = {k: (v[s:s + a.local_rollout_forward_batch_size] if torch.is_tensor(v) else v)
                          for k, v in batch.items()}
@@ -345,24 +386,25 @@ class PPOTrainer(Trainer):
                 logprobs.append(lp)
                 values.append(v)
                 ref_logprobs.append(self._logprobs_and_values(model, chunk, ref=True)[0] if self.use_ref else lp)
-        logprobs, values, ref_logprobs = torch.cat(logprobs), torch.cat(values), torch.cat(ref_logprobs)
+        logprobs, ref_logprobs = torch.cat(logprobs), torch.cat(ref_logprobs)
+        values = torch.cat(values) if values[0] is not None else None
 
         # Scores -> per-token rewards -> GAE.
         per_source = gen["scores"]
         score = torch.stack([torch.nan_to_num(s) for s in per_source.values()]).sum(0)
-        if self.stop_ids and a.missing_eos_penalty:
-            score = score - a.missing_eos_penalty * (~gen["ended"]).float()
-        shaped = score
-        if a.reward_clip is not None:
-            shaped = shaped.clamp(-a.reward_clip, a.reward_clip)
+        score, shaped = shape_scores(score, gen["ended"], a.missing_eos_penalty if self.stop_ids else None,
+                                     a.reward_clip)
         if a.normalize_scores:
             shaped = self._normalize(shaped)
         rewards, kl = compute_rewards(shaped, logprobs, ref_logprobs, mask, self.kl_ctl.value, a.kl_estimator)
         if a.whiten_rewards and mask.sum() > 1:
             rewards = masked_whiten(rewards, mask, shift_mean=False)
-        advantages, returns = compute_gae(rewards, values, mask, a.gamma, a.lam)
-        if a.whiten_advantages and mask.sum() > 1:
-            advantages = masked_whiten(advantages, mask)
+        if a.uses_critic:
+            advantages, returns = compute_gae(rewards, values, mask, a.gamma, a.lam)
+            if a.whiten_advantages and mask.sum() > 1:
+                advantages = masked_whiten(advantages, mask)
+        else:  # REINFORCE++: reward-to-go, normalised over this process's rollout
+            advantages, returns = compute_reinforce_pp(rewards, mask, a.gamma)
 
         # Metrics over all processes (TRL's names).
         gather = lambda x: self.accelerator.gather(x.float()).mean().item()  # noqa: E731
@@ -379,8 +421,13 @@ class PPOTrainer(Trainer):
         m["objective/kl_coef"].append(self.kl_ctl.value)
         m["completions/mean_length"].append(gather(mask.sum(1)))
         m["completions/eos_rate"].append(gather(gen["ended"]))
-        m["val/values_mean"].append(gather(masked_mean(values, mask)))
+        if values is not None:
+            m["val/values_mean"].append(gather(masked_mean(values, mask)))
         self.rollouts_done += 1
+        if self.is_world_process_zero() and is_sampled_rollout(self.rollouts_done, a.sample_every):
+            k = a.num_samples_logged  # this process's first k prompts, for output_dir/samples.jsonl
+            write_samples(a.output_dir, self.state.global_step, self.rollouts_done, [r["prompt"] for r in rows[:k]],
+                          gen["texts"][:k], score[:k].tolist(), kl_sum[:k].tolist(), "nats per answer")
         m["episode"].append(self.rollouts_done * a.rollout_batch_size * a.world_size)
         self.kl_ctl.update(self.accelerator.gather(kl_sum).mean(), a.rollout_batch_size * a.world_size)
         return dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -390,39 +437,102 @@ class PPOTrainer(Trainer):
 
     def _normalize(self, scores: torch.Tensor) -> torch.Tensor:
         """Standardise scores with the running mean/std of all scores so far (this rollout included)."""
-        st = self.score_stats
-        for x in self.accelerator.gather(scores.float()).tolist():  # Welford's online update
-            st["count"] += 1
-            delta = x - st["mean"]
-            st["mean"] += delta / st["count"]
-            st["m2"] += delta * (x - st["mean"])
-        std = math.sqrt(st["m2"] / max(st["count"] - 1, 1))
-        return (scores - st["mean"]) / (std + 1e-8)
+        self.score_stats = update_running_moments(self.score_stats, self.accelerator.gather(scores.float()).tolist())
+        return normalize_with_moments(scores, self.score_stats)
 
     # ------------------------------------------------------------------------------------------------------
     # Loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Clipped policy loss + vf_coef x clipped value loss on one micro-batch (Schulman et al. 2017, eq. 7/9).
+        """Clipped policy loss + vf_coef x clipped value loss on one micro-batch (Schulman et al. 2017, eq. 7/9),
+        plus ptx_coef x the LM loss on a ptx batch with PPO-ptx (Ouyang et al. 2022, eq. 2).
 
-        Both are token means over the micro-batch, weighted by its share of the mini-batch's tokens: summed over
-        the g micro-batches of a mini-batch they give the token mean of the whole mini-batch."""
-        a = self.args
-        logprobs, values, logits = self._logprobs_and_values(model, inputs)
+        Both PPO terms are token means over the micro-batch, weighted by its share of the mini-batch's tokens:
+        summed over the g micro-batches of a mini-batch they give the token mean of the whole mini-batch. The ptx
+        term is divided by g, so each optimizer step adds ptx_coef x the mean LM loss of its g ptx batches.
+
+        With `split_value_backward` (separate / adapters layouts on one process) the value loss's forward and
+        backward run first, here, and only the policy part is returned for the Trainer's backward: the summed
+        gradient is the joint loss's, but the value pass's activations are freed before the policy pass runs."""
+        a, m = self.args, self._metrics
         mask = inputs["mask"]
+        share = mask.sum() / inputs["minibatch_tokens"]  # this micro-batch's share of the mini-batch's tokens
+        split = self.split_value_backward and torch.is_grad_enabled()
+        vf_loss = vf = None
+        if split:
+            values = self._logprobs_and_values(model, inputs, part="value")[1]
+            vf_loss, vf = ppo_value_loss(values, inputs["values"], inputs["returns"], mask, a.cliprange_value)
+            value_part = a.vf_coef * vf_loss * share
+            self.accelerator.backward(value_part)
+            self._value_loss_part, vf_loss, values = value_part.detach(), vf_loss.detach(), values.detach()
+            del value_part
+        logprobs, joint_values, logits = self._logprobs_and_values(model, inputs, part="policy" if split else "both")
         pg_loss, pg = ppo_policy_loss(logprobs, inputs["logprobs"], inputs["advantages"], mask, a.cliprange)
-        vf_loss, vf = ppo_value_loss(values, inputs["values"], inputs["returns"], mask, a.cliprange_value)
-        loss = (pg_loss + a.vf_coef * vf_loss) * (mask.sum() / inputs["minibatch_tokens"])
+        loss = pg_loss * share
+        if joint_values is not None:
+            values = joint_values
+            vf_loss, vf = ppo_value_loss(values, inputs["values"], inputs["returns"], mask, a.cliprange_value)
+            loss = loss + a.vf_coef * vf_loss * share
+        if self.ptx_rows is not None:
+            ptx_loss = self.ptx_loss(model, self._next_ptx_batch())
+            loss = loss + a.ptx_coef * ptx_loss / a.gradient_accumulation_steps
+            m["loss/ptx_avg"].append(ptx_loss.item())
         with torch.no_grad():
-            m = self._metrics
             m["policy/approxkl_avg"].append(pg["approxkl"].item())
             m["policy/clipfrac_avg"].append(pg["clipfrac"].item())
             m["loss/policy_avg"].append(pg_loss.item())
-            m["loss/value_avg"].append(vf_loss.item())
-            m["val/clipfrac_avg"].append(vf["clipfrac"].item())
             m["val/ratio"].append(pg["ratio_mean"].item())
             m["policy/entropy_avg"].append(masked_mean(entropy_from_logits(logits[:, :-1].float()), mask).item())
-        return (loss, {"logprobs": logprobs, "values": values}) if return_outputs else loss
+            if vf_loss is not None:
+                m["loss/value_avg"].append(vf_loss.item())
+                m["val/clipfrac_avg"].append(vf["clipfrac"].item())
+        return (loss, {"logprobs": logprobs, "values": values if vf_loss is not None else None}) if return_outputs \
+            else loss
+
+    # ------------------------------------------------------------------------------------------------------
+    # PPO-ptx: the policy's language-model loss on supervised rows
+
+    def _tokenize_ptx_row(self, row: dict) -> dict:
+        """`input_ids` and `labels` (-100 on the prompt) of one supervised row, rendered with the policy's chat
+        template as TRL's SFTTrainer renders prompt/completion rows; cut to max_prompt_length + response_length."""
+        tok, a = self.processing_class, self.args
+        if isinstance(row["prompt"], list):
+            prompt = tok.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+            full = tok.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
+        else:
+            prompt, full = row["prompt"], row["prompt"] + row["completion"]
+        n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
+        ids = tok(full, add_special_tokens=False)["input_ids"]
+        limit = a.max_prompt_length + a.response_length
+        return {"input_ids": ids[:limit], "labels": ([-100] * n_prompt + ids[n_prompt:])[:limit]}
+
+    def _next_ptx_batch(self) -> dict:
+        """The next `per_device_train_batch_size` ptx rows (a new seeded shuffle after each pass), right-padded:
+        (b, L) `input_ids`, `attention_mask` and `labels` (-100 on prompt and padding)."""
+        rows = []
+        while len(rows) < self.args.per_device_train_batch_size:
+            if not self._ptx_order:
+                self._ptx_order = torch.randperm(len(self.ptx_rows), generator=self._ptx_generator).tolist()
+            rows.append(self.ptx_rows[self._ptx_order.pop()])
+        device, pad_id = self.accelerator.device, self.processing_class.pad_token_id
+        ids = [torch.tensor(r["input_ids"]) for r in rows]
+        return {"input_ids": pad(ids, padding_value=pad_id).to(device),
+                "attention_mask": pad([torch.ones_like(x) for x in ids], padding_value=0).to(device),
+                "labels": pad([torch.tensor(r["labels"]) for r in rows], padding_value=-100).to(device)}
+
+    def ptx_loss(self, model, batch: dict) -> torch.Tensor:
+        """The policy's language-model loss on a ptx batch: the mean negative log-likelihood (nats per token, fp32,
+        temperature 1) of the labelled tokens, i.e. the SFT loss on the assistant tokens. Scalar, with grad.
+
+        PPO-ptx, Ouyang et al. 2022 (arXiv:2203.02155), eq. 2: the objective adds gamma x E_pretrain[log pi(x)];
+        here gamma is `ptx_coef` and the data are supervised rows."""
+        policy_and_value = self.accelerator.unwrap_model(model)
+        if policy_and_value.adapters:
+            policy_and_value.use_adapter(POLICY)
+        logits = policy_and_value.policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                         use_cache=False).logits[:, :-1].float()
+        labels = batch["labels"][:, 1:]
+        return masked_mean(-selective_log_softmax(logits, labels.clamp(min=0)), labels != -100)
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
         """Add the averages of the metrics collected since the last log (not to eval logs)."""
@@ -512,7 +622,7 @@ class PPOTrainer(Trainer):
 
         path = os.path.join(resume_from_checkpoint, TRAINABLE_FILE)
         if not os.path.isfile(path):
-            raise ValueError(f"{resume_from_checkpoint} is not a PPO checkpoint (no {TRAINABLE_FILE})")
+            raise ConfigError(f"{resume_from_checkpoint} is not a PPO checkpoint (no {TRAINABLE_FILE})")
         result = (model or self.model).load_state_dict(load_file(path), strict=False)
         if result.unexpected_keys:
             raise ValueError(f"{path} does not match the model: unexpected {result.unexpected_keys[:3]}")

@@ -5,8 +5,9 @@ Used by the reward-model probe, the online methods (PPO, RLOO, GRPO) and rejecti
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Sequence
+
+from utils.model import load_frozen_model
 
 ScoreFn = Callable[[list, list], Sequence[float]]  # (prompts as message lists, answer strings) -> scores
 
@@ -114,40 +115,35 @@ def _sync_pad_token_id(model, tokenizer) -> None:
             text_config.pad_token_id = tokenizer.pad_token_id
 
 
-def load_reward_model(rm_dir: str, device: str | None = None):
-    """Load a reward model and its tokenizer from ``rm_dir``.
+def load_reward_model(rm_dir: str, device: str | None = None, config=None, merge: bool = False,
+                      base_model_path: str | None = None):
+    """Load a reward model and its tokenizer from `rm_dir`, frozen, for scoring.
 
     Args:
-        rm_dir: a full ``AutoModelForSequenceClassification`` save, or a PEFT
-            LoRA adapter dir (detected by ``adapter_config.json``; loaded with
-            ``peft.AutoPeftModelForSequenceClassification``). The tokenizer is
-            loaded from ``rm_dir`` too.
-        device: torch device string; default ``"cuda"`` if available else ``"cpu"``.
+        rm_dir: a full `AutoModelForSequenceClassification` save, or a LoRA adapter folder from reward_model.py
+            (its score head is saved with it); the base is found with `utils.model.resolve_checkpoint`. The
+            tokenizer is loaded from `rm_dir` too.
+        device: torch device string; default "cuda" if available else "cpu".
+        config: the run's training config, for the precision (`utils.model.inference_dtype`): the run's compute
+            dtype; None: bf16 on GPUs that support it, else fp32.
+        merge: fold a LoRA adapter into the weights (a `PreTrainedModel` comes back) instead of a `PeftModel`.
+        base_model_path: the base model folder, instead of the one the adapter records.
 
     Returns:
-        ``(model, tokenizer)`` with the model in eval mode on ``device`` and
-        ``model.config.pad_token_id`` set from the tokenizer (EOS is used as
-        pad token if the tokenizer has none).
+        `(model, tokenizer)`: the model in eval mode on `device`, gradients off, `config.pad_token_id` set from
+        the tokenizer (EOS is used as pad token if the tokenizer has none).
 
     Raises:
-        OSError / ValueError from transformers/peft if the directory is not a
-        loadable model.
+        `PathNotFoundError` if `rm_dir` is not a model or adapter folder, or the adapter's base folder is gone.
     """
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(rm_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if os.path.exists(os.path.join(rm_dir, "adapter_config.json")):
-        from peft import AutoPeftModelForSequenceClassification
-
-        model = AutoPeftModelForSequenceClassification.from_pretrained(rm_dir, num_labels=1)
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(rm_dir, num_labels=1)
-    _sync_pad_token_id(model, tokenizer)
-    model.to(device)
-    model.eval()
+    model = load_frozen_model(rm_dir, config, task_type="SEQ_CLS", tokenizer=tokenizer, device=device, merge=merge,
+                              base_model_path=base_model_path)
     return model, tokenizer

@@ -18,15 +18,16 @@ Rows are canonical preference rows as `utils.data` loads them:
 
 from __future__ import annotations
 
-import argparse
+import utils.log  # noqa: F401  (first: filters known-harmless library messages before the libraries load)
 import json
 import math
 import os
 import random
 import re
-import sys
 
+from utils.args import ToolParser
 from utils.data import count_too_long, load_preference_file
+from utils.errors import ConfigError, PathNotFoundError, run_cli
 from utils.reward import ScoreFn, load_reward_model, reward_scorer
 
 VARIANTS = ("empty", "filler", "truncated", "repeated", "off_topic")
@@ -110,11 +111,11 @@ def parse_variant_weights(spec: str) -> dict[str, float]:
         except ValueError:
             weight = float("nan")
         if name not in VARIANTS or not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"degenerate_variant_weights: bad entry {item!r}; expected name:weight (weight >= 0) "
+            raise ConfigError(f"--degenerate_variant_weights: bad entry {item!r}; expected name:weight (weight >= 0) "
                              f"with names from {', '.join(VARIANTS)}, e.g. \"empty:1,off_topic:4\"")
         weights[name] = weight
     if not any(weights.values()):
-        raise ValueError(f"degenerate_variant_weights: {spec!r} gives no variant a weight > 0")
+        raise ConfigError(f"--degenerate_variant_weights: {spec!r} gives no variant a weight > 0")
     return {v: w for v, w in weights.items() if w > 0}
 
 
@@ -134,7 +135,7 @@ def augment_with_degenerate_negatives(rows: list[dict], ratio: float, seed: int 
     """
     ratio = float(ratio)
     if not math.isfinite(ratio) or ratio < 0:
-        raise ValueError(f"degenerate_negatives_ratio must be a finite number >= 0, got {ratio}")
+        raise ConfigError(f"--degenerate_negatives_ratio must be a finite number >= 0, got {ratio}")
     weights = {v: w for v, w in variants.items() if w > 0} if isinstance(variants, dict) else dict.fromkeys(variants, 1)
     variants, rows = _check_variants(weights), list(rows)
     n_extra = round(ratio * len(rows))
@@ -181,7 +182,7 @@ def run_probe(score_fn: ScoreFn, rows: list[dict], max_prompts: int = 200, seed:
     Raises `ValueError` if `max_prompts` < 1, a variant is unknown, or `score_fn` returns the wrong count.
     """
     if max_prompts < 1:
-        raise ValueError(f"max_prompts must be >= 1, got {max_prompts}")
+        raise ConfigError(f"--max_prompts must be >= 1, got {max_prompts}")
     variants, rows = _check_variants(variants), list(rows)
     answers = _degenerate_answers(rows, variants, seed)
     keep = sorted(random.Random(seed).sample(range(len(rows)), max_prompts)) if len(rows) > max_prompts \
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     or LoRA adapter), prints the table and writes rm_probe.json / rm_probe.png to `--output_dir` (default RM_DIR).
     Returns 0, warnings or not (the JSON holds the numbers for scripts).
     """
-    parser = argparse.ArgumentParser(prog="python -m utils.rm_probe", description=__doc__.split("\n")[0])
+    parser = ToolParser(prog="python -m utils.rm_probe", description=__doc__.split("\n")[0])
     parser.add_argument("rm_dir", help="reward model directory (full model or LoRA adapter)")
     parser.add_argument("data", help="preference data, JSON Lines (any shape utils.data accepts)")
     parser.add_argument("--max_prompts", type=int, default=200, help="prompts to probe (a seeded sample if more)")
@@ -316,6 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42, help="picks the sample and the off-topic answers (42: the "
                         "training default, so this repeats reward_model.py's own probe)")
     args = parser.parse_args(argv)
+    if not any(os.path.isfile(os.path.join(args.rm_dir, f)) for f in ("config.json", "adapter_config.json")):
+        raise PathNotFoundError(f"reward model not found: {args.rm_dir} (no config.json / adapter_config.json); "
+                                f"train one with `python reward_model.py --output_dir {args.rm_dir}`")
+    if args.max_prompts < 1:
+        raise ConfigError(f"--max_prompts must be >= 1, got {args.max_prompts}")
 
     rows = load_preference_file(args.data, drop_bad_rows=True)
     model, tokenizer = load_reward_model(args.rm_dir)
@@ -327,4 +333,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

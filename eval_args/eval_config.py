@@ -1,0 +1,44 @@
+"""evaluate.py: which models answer, which judge scores them, on which prompts, and how answers are generated.
+
+Change a default here or override it on the command line:
+`python evaluate.py --models base=models/SmolLM2-135M-Instruct dpo=output/dpo_demo --max_prompts 50`.
+"""
+
+from dataclasses import dataclass, field
+
+from utils.errors import ConfigError
+
+
+@dataclass
+class EvalArgs:
+    models: list[str] = field(default_factory=list)  # NAME=DIR ... (model or LoRA adapter folders); none: RM accuracy
+    reward_model_path: str | None = "output/reward_model"  # judge: reward_model.py output; "none": functions only
+    reward_function: str | None = None  # judge: "file.py:name" / "module:name" (TRL signature), added to the RM score
+    eval_data_path: str = "data_example/data.jsonl"  # prompts: prompt-only, preference, chat or raw hh-rlhf rows
+    output_dir: str = "output/eval"  # generations.jsonl, summary.json, arena.png, report.html (never overwritten)
+    baseline: str | None = None  # the model every other is compared with (default: the first of --models)
+    max_prompts: int | None = None  # use only the first N prompts (or pairs) of the file (None: all)
+    max_new_tokens: int = 256  # longest answer, in tokens; answers cut there count as not ended
+    temperature: float = 0.0  # 0: greedy (default); > 0: sampled at this temperature (with --seed)
+    top_p: float = 1.0  # nucleus sampling when --temperature > 0 (1.0: off)
+    batch_size: int = 8  # prompts per generate call and texts per reward-model forward pass
+    max_prompt_length: int | None = 512  # prompts are left-truncated to this many tokens before generating
+    max_length: int | None = 1024  # tokens of prompt + answer the reward model reads; longer texts are cut (counted)
+    drop_bad_rows: bool = False  # False: stop on bad rows in eval_data_path; True: skip them and count them
+    seed: int = 42  # sampling seed (with --temperature > 0) and bootstrap seed
+    trust_remote_code: bool = False  # allow custom model code from the checkpoint folders
+
+    def __post_init__(self):
+        if self.reward_model_path in ("", "none", "None"):
+            self.reward_model_path = None
+        if self.reward_function in ("", "none", "None"):
+            self.reward_function = None
+        if not self.reward_model_path and not self.reward_function:
+            raise ConfigError("evaluate.py needs a judge: --reward_model_path (reward_model.py's output) and/or "
+                              "--reward_function file.py:name")
+        if self.temperature < 0:
+            raise ConfigError(f"--temperature must be >= 0 (0: greedy), got {self.temperature}")
+        for name in ("max_new_tokens", "batch_size", "max_prompts", "max_prompt_length", "max_length"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name} must be at least 1, got {value}")

@@ -1,0 +1,411 @@
+"""The bad-input catalogue: every case ends with one `error:` line that names the file/line/field or the flag, exit
+status 2, no traceback, no model weights loaded, and `output_dir` absent or unchanged.
+
+Each case runs an entry point in-process behind the same boundary as the command line (`run_cli(main, argv)`), with
+`PreTrainedModel.from_pretrained` patched to fail the test if any weights load. A few cases run as real processes
+(`python train_rlhf.py ...`) to check the exit status and stderr the user sees, and one under `accelerate launch`
+with two processes to check that the message is printed once.
+"""
+
+import gzip
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pytest
+import transformers
+from conftest import ROOT, easy_pairs, write_jsonl
+
+import reward_model
+import rejection_sampling
+import train_gkd
+import evaluate
+import train_rlhf
+from utils import merge_adapter, rebase_adapter, rm_probe
+from utils.errors import run_cli
+
+GOOD = easy_pairs(8)
+ROW = {"prompt": "q", "chosen": "good", "rejected": "bad"}
+CHAT = {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello!"}]}
+HH = {"chosen": "\n\nHuman: Hi?\n\nAssistant: Hello!", "rejected": "\n\nHuman: Hi?\n\nAssistant: Go away."}
+QUIET = ["--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true"]
+
+
+class Ctx:
+    """Builds the paths one case needs inside its own tmp folder."""
+
+    def __init__(self, tmp_path, model_dir):
+        self.tmp, self.model = tmp_path, model_dir
+        self.out = str(tmp_path / "out")
+        self.good = write_jsonl(tmp_path / "good.jsonl", GOOD)
+
+    def jsonl(self, rows, name="d.jsonl"):
+        return write_jsonl(self.tmp / name, rows)
+
+    def raw(self, data: bytes, name="d.jsonl"):
+        path = self.tmp / name
+        path.write_bytes(data)
+        return str(path)
+
+    def reward_fn_file(self, text="def score(prompts, completions, **kw):\n    return [0.0] * len(prompts)\n"):
+        path = self.tmp / "my_reward.py"
+        path.write_text(text)
+        return str(path)
+
+    def dpo(self, *extra, data=None, method="DPO"):
+        """train_rlhf.py flags for a run on the tiny model."""
+        return ["--rlhf_type", method, "--model_name_or_path", self.model, "--train_data_path", data or self.good,
+                "--output_dir", self.out, *QUIET, *extra]
+
+    def online(self, method, *extra):
+        """train_rlhf.py flags for PPO/RLOO/GRPO with a reward function (so only the tested setting is wrong)."""
+        return self.dpo("--reward_model_path", "none", "--reward_function", self.reward_fn_file() + ":score", *extra,
+                        method=method)
+
+    def rm(self, *extra, data=None):
+        return ["--model_name_or_path", self.model, "--train_data_path", data or self.good, "--output_dir", self.out,
+                *QUIET, *extra]
+
+    def gkd(self, *extra, data=None):
+        chats = [{"messages": r["prompt"] + r["chosen"]} for r in GOOD]
+        return ["--model_name_or_path", self.model, "--teacher_model_name_or_path", self.model,
+                "--train_data_path", data or self.jsonl(chats, "chats.jsonl"), "--output_dir", self.out,
+                *QUIET, *extra]
+
+    def sampling(self, *extra):
+        return ["--policy_name_or_path", self.model, "--reward_model_path", self.model, "--prompts_path", self.good,
+                "--output_dir", self.out, *extra]
+
+
+@dataclass
+class Case:
+    id: str
+    script: Callable  # the entry point's main(argv)
+    argv: Callable  # Ctx -> argv
+    expect: list  # words the error message must hold
+    env: dict = field(default_factory=dict)
+
+
+def dpo_data(rows):
+    return lambda c: c.dpo(data=c.jsonl(rows))
+
+
+T, R, G, S, P = train_rlhf.main, reward_model.main, train_gkd.main, rejection_sampling.main, rm_probe.main
+M, B, E = merge_adapter.main, rebase_adapter.main, evaluate.main
+ZERO3 = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}
+
+CASES = [
+    # --- data files
+    Case("malformed-json", T, dpo_data([ROW, '{"prompt": "q", "chosen": ']), ["d.jsonl:2: field '(row)'",
+                                                                             "malformed JSON"]),
+    Case("truncated-last-line", T, dpo_data([ROW, ROW, '{"prompt": "q", "cho']), ["d.jsonl:3", "malformed JSON"]),
+    Case("non-utf8-line", T, lambda c: c.dpo(data=c.raw(b'{"prompt": "q", "chosen": "a", "rejected": "b"}\n'
+                                                       b'{"prompt": "\xff\xfe", "chosen": "a", "rejected": "b"}\n')),
+         ["d.jsonl:2", "not UTF-8"]),
+    Case("gzipped", T, lambda c: c.dpo(data=c.raw(gzip.compress(b'{"prompt": "q"}\n'), "d.jsonl.gz")),
+         ["gzip-compressed", "gunzip"]),
+    Case("json-array", T, dpo_data(['[{"prompt": "q", "chosen": "a", "rejected": "b"}]']),
+         ["d.jsonl:1", "JSON array", "one object per line"]),
+    Case("csv-malformed", T, lambda c: c.dpo(data=c.raw(b"prompt,chosen,rejected\nq,a,b\nq,a,b,extra\n", "d.csv")),
+         ["d.csv:3: field '(row)'", "malformed CSV: 4 fields, the header has 3"]),
+    Case("json-data-wrapper", T, lambda c: c.dpo(data=c.raw(b'{"data": [{"prompt": "q", "chosen": "a", '
+                                                            b'"rejected": "b"}]}', "d.json")),
+         ["d.json:1", "wrapped in an object under 'data'", "jq '.data'"]),
+    Case("data-is-a-folder", T, lambda c: c.dpo(data=str(c.tmp)), ["is a folder", "the .jsonl file inside it"]),
+    Case("data-missing", T, lambda c: c.dpo(data=str(c.tmp / "nope.jsonl")), ["data file not found", "nope.jsonl"]),
+    Case("data-empty", T, lambda c: c.dpo(data=c.raw(b"")), ["d.jsonl:1", "the file is empty"]),
+    Case("null-chosen", T, dpo_data([{"prompt": "q", "chosen": None, "rejected": "b"}]), ["field 'chosen'"]),
+    Case("number-chosen", T, dpo_data([{"prompt": "q", "chosen": 3, "rejected": "b"}]), ["field 'chosen'"]),
+    Case("unknown-role", T, dpo_data([{"prompt": [{"role": "human", "content": "q"}], "chosen": "a",
+                                       "rejected": "b"}]), ["field 'prompt[0].role'", "unknown role 'human'"]),
+    Case("empty-answer", T, dpo_data([{"prompt": "q", "chosen": "", "rejected": "b"}]),
+         ["d.jsonl:1: field 'chosen': empty answer"]),
+    Case("identical-answers", T, dpo_data([{"prompt": "q", "chosen": "a", "rejected": "a"}]), ["identical"]),
+    Case("prompt-ends-with-assistant", T, dpo_data([{"prompt": [{"role": "user", "content": "q"},
+                                                              {"role": "assistant", "content": "a"}],
+                                                   "chosen": "a", "rejected": "b"}]), ["must end with a user turn"]),
+    Case("missing-prompt", T, dpo_data([{"chosen": "a", "rejected": "b"}]), ["field 'prompt'", "missing field"]),
+    Case("row-not-object", T, dpo_data(["3"]), ["d.jsonl:1", "expected a JSON object, got int"]),
+    Case("hh-no-shared-prompt", T, dpo_data([{"chosen": "\n\nHuman: a\n\nAssistant: b",
+                                              "rejected": "\n\nHuman: c\n\nAssistant: d"}]), ["do not share a prompt"]),
+    Case("eval-data-missing", T, lambda c: c.dpo("--eval_data_path", str(c.tmp / "eval.jsonl")),
+         ["data file not found", "eval.jsonl"]),
+    Case("no-chat-template-in-sft-rows", T, lambda c: c.dpo(data=c.jsonl([{"messages": [CHAT["messages"][0]]}]),
+                                                           method="SFT"), ["field 'messages"]),
+    Case("kto-label-not-bool", T, lambda c: c.dpo(data=c.jsonl([{"prompt": "q", "completion": "a", "label": "yes"}]),
+                                                 method="KTO"), ["field 'label'", "expected true or false"]),
+    # --- flags
+    Case("flag-prefix", T, lambda c: c.dpo("--num_train_epoch", "3"), ["unknown flag(s): --num_train_epoch 3"]),
+    Case("flag-misspelled", T, lambda c: c.dpo("--betta", "0.2"), ["unknown flag(s): --betta"]),
+    Case("flag-bad-int", T, lambda c: c.dpo("--lora_r", "x"), ["--lora_r", "invalid int value: 'x'"]),
+    Case("flag-bad-choice", T, lambda c: c.dpo("--train_mode", "half"), ["--train_mode", "invalid choice: 'half'"]),
+    Case("unknown-method", T, lambda c: c.dpo(method="PPX"), ["unknown --rlhf_type 'PPX'", "DPO"]),
+    Case("eval-split-not-fraction-or-count", T, lambda c: c.dpo("--eval_split_size", "2.5"),
+         ["--eval_split_size", "fraction in [0, 1) or a whole number"]),
+    Case("eval-split-negative", T, lambda c: c.dpo("--eval_split_size", "-0.1"), ["--eval_split_size"]),
+    Case("eval-split-takes-everything", T, lambda c: c.dpo("--eval_split_size", "8"), ["leaves no training rows"]),
+    Case("lora-r-zero", T, lambda c: c.dpo("--lora_r", "0"), ["--lora_r must be at least 1, got 0"]),
+    Case("lora-alpha-zero", T, lambda c: c.dpo("--lora_alpha", "0"), ["--lora_alpha must be > 0"]),
+    Case("lora-dropout-one", T, lambda c: c.dpo("--lora_dropout", "1.0"), ["--lora_dropout must be in [0, 1)"]),
+    Case("lora-targets-unknown", T, lambda c: c.dpo("--lora_target_modules", "q_proj,qkv_proj"),
+         ["--lora_target_modules: qkv_proj names no module", "q_proj", "down_proj", "all-linear"]),
+    Case("rm-lora-targets-unknown", R, lambda c: c.rm("--lora_target_modules", "attn"), ["attn names no module"]),
+    Case("gkd-lora-targets-unknown", G, lambda c: c.gkd("--lora_target_modules", "c_attn"),
+         ["c_attn names no module"]),
+    Case("lora-targets-empty", T, lambda c: c.dpo("--lora_target_modules", ","), ["--lora_target_modules is empty"]),
+    Case("learning-rate-negative", T, lambda c: c.dpo("--learning_rate", "-1"), ["--learning_rate must be >= 0"]),
+    Case("batch-size-zero", T, lambda c: c.dpo("--per_device_train_batch_size", "0"),
+         ["--per_device_train_batch_size must be at least 1"]),
+    Case("accumulation-zero", T, lambda c: c.dpo("--gradient_accumulation_steps", "0"),
+         ["--gradient_accumulation_steps must be at least 1"]),
+    Case("max-length-zero", T, lambda c: c.dpo("--max_length", "0"), ["--max_length must be at least 1"]),
+    Case("epochs-zero", T, lambda c: c.dpo("--num_train_epochs", "0"), ["--num_train_epochs must be > 0"]),
+    Case("warmup-negative", T, lambda c: c.dpo("--warmup_steps", "-1"), ["--warmup_steps must be >= 0"]),
+    Case("dpo-unknown-loss", T, lambda c: c.dpo("--loss_type", "sigmoidd"),
+         ["--loss_type sigmoidd is not a loss of this method", "sigmoid, hinge, ipo"]),
+    Case("cpo-unknown-loss", T, lambda c: c.dpo("--loss_type", "kto_pair", method="CPO"), ["--loss_type kto_pair"]),
+    Case("kto-unknown-loss", T, lambda c: c.dpo("--loss_type", "sigmoid", method="KTO"),
+         ["--loss_type sigmoid", "kto, apo_zero_unpaired"]),
+    Case("kto-negative-weight", T, lambda c: c.dpo("--desirable_weight", "-1", method="KTO"),
+         ["--desirable_weight must be > 0"]),
+    Case("kto-zero-weight", T, lambda c: c.dpo("--undesirable_weight", "0", method="KTO"),
+         ["--undesirable_weight must be > 0"]),
+    Case("kto-batch-one", T, lambda c: c.dpo("--per_device_train_batch_size", "1", method="KTO"),
+         ["per_device_train_batch_size >= 2"]),
+    Case("simpo-with-nll", T, lambda c: c.dpo("--cpo_alpha", "1", method="SimPO"), ["cpo_alpha=0", "CPOSimPO"]),
+    Case("qlora-under-zero3", T, lambda c: c.dpo("--train_mode", "qlora"), ["deepspeed_zero2.yaml"], env=ZERO3),
+    # --- paths
+    Case("model-missing", T, lambda c: c.dpo("--model_name_or_path", str(c.tmp / "no_model")),
+         ["model directory not found", "no_model"]),
+    Case("model-is-adapter", T, lambda c: c.dpo("--model_name_or_path", make_adapter_dir(c)),
+         ["is a LoRA adapter", "python -m utils.merge_adapter"]),
+    Case("resume-missing-checkpoint", T, lambda c: c.dpo("--resume_from_checkpoint", str(c.tmp / "checkpoint-9")),
+         ["--resume_from_checkpoint", "checkpoint-9"]),
+    Case("resume-true-without-checkpoint", T, lambda c: c.dpo("--resume_from_checkpoint", "true"),
+         ["--resume_from_checkpoint", "no checkpoint"]),
+    # --- online methods
+    Case("ppo-reward-model-missing", T, lambda c: c.dpo("--reward_model_path", str(c.tmp / "no_rm"), method="PPO"),
+         ["reward model not found", "no_rm", "python reward_model.py"]),
+    Case("rloo-reward-model-missing", T, lambda c: c.dpo("--reward_model_path", str(c.tmp / "no_rm"),
+                                                        method="RLOO"), ["reward model not found"]),
+    Case("grpo-reward-model-missing", T, lambda c: c.dpo("--reward_model_path", str(c.tmp / "no_rm"),
+                                                        method="GRPO"), ["reward model not found"]),
+    Case("ppo-no-reward", T, lambda c: c.dpo("--reward_model_path", "none", method="PPO"),
+         ["PPO needs a reward", "--reward_function"]),
+    Case("reward-function-file-missing", T, lambda c: c.dpo("--reward_model_path", "none", "--reward_function",
+                                                           str(c.tmp / "nope.py:score"), method="GRPO"),
+         ["--reward_function: no such file", "nope.py"]),
+    Case("reward-function-name-missing", T, lambda c: c.dpo("--reward_model_path", "none", "--reward_function",
+                                                           c.reward_fn_file() + ":nosuch", method="RLOO"),
+         ["has no function 'nosuch'"]),
+    Case("reward-function-no-colon", T, lambda c: c.dpo("--reward_model_path", "none", "--reward_function",
+                                                       "score", method="PPO"), ["expected FILE.py:NAME"]),
+    Case("reward-function-module-missing", T, lambda c: c.dpo("--reward_model_path", "none", "--reward_function",
+                                                             "no_such_module_xyz:score", method="PPO"),
+         ["no module 'no_such_module_xyz'"]),
+    Case("reward-function-not-callable", T, lambda c: c.dpo("--reward_model_path", "none", "--reward_function",
+                                                           c.reward_fn_file("score = 3\n") + ":score", method="PPO"),
+         ["is not callable"]),
+    Case("ppo-value-model-missing", T, lambda c: c.online("PPO", "--value_model_path", str(c.tmp / "no_value")),
+         ["--value_model_path", "no_value"]),
+    Case("ppo-adapters-with-full", T, lambda c: c.online("PPO", "--model_mode", "adapters", "--train_mode", "full"),
+         ["--model_mode adapters", "--train_mode lora"]),
+    Case("ppo-unknown-layout", T, lambda c: c.online("PPO", "--model_mode", "single"), ["model_mode must be one of"]),
+    Case("ppo-unknown-kl-estimator", T, lambda c: c.online("PPO", "--kl_estimator", "k9"), ["kl_estimator"]),
+    Case("ppo-zero-temperature", T, lambda c: c.online("PPO", "--temperature", "0"), ["temperature must be > 0"]),
+    Case("ppo-zero-response-length", T, lambda c: c.online("PPO", "--response_length", "0"), ["response_length"]),
+    Case("ppo-too-few-prompts", T, lambda c: c.online("PPO", "--per_device_train_batch_size", "64"),
+         ["one rollout takes 64 prompts"]),
+    Case("rloo-negative-min-new-tokens", T, lambda c: c.online("RLOO", "--min_new_tokens", "-1"),
+         ["min_new_tokens must be >= 0"]),
+    Case("grpo-unknown-loss", T, lambda c: c.online("GRPO", "--loss_type", "ppo"), ["--loss_type ppo", "dapo"]),
+    # --- reward_model.py
+    Case("rm-bad-data", R, lambda c: c.rm(data=c.jsonl([ROW, "{oops"])), ["d.jsonl:2", "malformed JSON"]),
+    Case("rm-lora-r-zero", R, lambda c: c.rm("--lora_r", "0"), ["--lora_r must be at least 1"]),
+    Case("rm-variant-weights", R, lambda c: c.rm("--degenerate_variant_weights", "empty:x"),
+         ["--degenerate_variant_weights: bad entry"]),
+    Case("rm-negative-ratio", R, lambda c: c.rm("--degenerate_negatives_ratio", "-1"),
+         ["--degenerate_negatives_ratio must be"]),
+    Case("rm-flag-prefix", R, lambda c: c.rm("--learning_rat", "1e-4"), ["unknown flag(s): --learning_rat"]),
+    Case("rm-model-missing", R, lambda c: c.rm("--model_name_or_path", str(c.tmp / "no_model")),
+         ["model directory not found"]),
+    # --- train_gkd.py
+    Case("gkd-teacher-missing", G, lambda c: c.gkd("--teacher_model_name_or_path", str(c.tmp / "no_teacher")),
+         ["model directory not found", "no_teacher"]),
+    Case("gkd-quantized-teacher-zero3", G, lambda c: c.gkd("--teacher_quantization", "4bit"),
+         ["--teacher_quantization", "deepspeed_zero2.yaml"], env=ZERO3),
+    Case("gkd-bad-rows", G, lambda c: c.gkd(data=c.jsonl([{"messages": [CHAT["messages"][0]]}])),
+         ["field 'messages'"]),
+    Case("gkd-bad-quantization", G, lambda c: c.gkd("--teacher_quantization", "2bit"), ["invalid choice: '2bit'"]),
+    # --- rejection_sampling.py
+    Case("sampling-one-sample", S, lambda c: c.sampling("--num_samples", "1"), ["--num_samples must be >= 2"]),
+    Case("sampling-rm-missing", S, lambda c: c.sampling("--reward_model_path", str(c.tmp / "no_rm")),
+         ["reward model not found"]),
+    Case("sampling-prompts-missing", S, lambda c: c.sampling("--prompts_path", str(c.tmp / "p.jsonl")),
+         ["data file not found"]),
+    Case("sampling-output-not-empty", S, lambda c: c.sampling("--output_dir", precious_dir(c)), ["is not empty"]),
+    Case("sampling-adapter-base-moved", S, lambda c: c.sampling("--policy_name_or_path", make_adapter_dir(c)),
+         ["python -m utils.rebase_adapter"]),
+    # --- --config recipes
+    Case("config-unknown-key", T, lambda c: c.dpo("--config", c.raw(b"betta: 0.2\n", "r.yaml")),
+         ["--config", "r.yaml", "unknown key 'betta'"]),
+    Case("config-missing", R, lambda c: c.rm("--config", str(c.tmp / "none.yaml")), ["--config: no such file"]),
+    Case("config-bad-choice", G, lambda c: c.gkd("--config", c.raw(b"teacher_quantization: 3bit\n", "g.yaml")),
+         ["teacher_quantization: '3bit' is not one of none, 4bit, 8bit"]),
+    Case("config-unknown-method", T, lambda c: c.dpo("--config", c.raw(b"rlhf_type: PPX\n", "m.yaml"))[2:],
+         ["unknown --rlhf_type 'PPX'"]),
+    # --- python -m utils.merge_adapter / rebase_adapter
+    Case("merge-not-an-adapter", M, lambda c: [c.model, c.out], ["is not a LoRA adapter folder"]),
+    Case("merge-base-moved", M, lambda c: [make_adapter_dir(c), c.out], ["python -m utils.rebase_adapter"]),
+    Case("merge-output-not-empty", M, lambda c: [make_adapter_dir(c), precious_dir(c)], ["is not an empty folder"]),
+    Case("merge-bad-dtype", M, lambda c: [make_adapter_dir(c), c.out, "--dtype", "int8"], ["--dtype",
+                                                                                         "invalid choice"]),
+    Case("rebase-not-a-model", B, lambda c: [make_adapter_dir(c), str(c.tmp)], ["is not a model folder"]),
+    # --- evaluate.py
+    Case("eval-model-missing", E, lambda c: ["--models", f"base={c.tmp / 'nope'}", "--reward_model_path", c.model,
+                                             "--eval_data_path", c.good, "--output_dir", c.out],
+         ["--models base: no such folder"]),
+    Case("eval-model-spec", E, lambda c: ["--models", c.model, "--reward_model_path", c.model, "--eval_data_path",
+                                          c.good, "--output_dir", c.out], ["expected NAME=DIR"]),
+    Case("eval-no-judge", E, lambda c: ["--models", f"base={c.model}", "--reward_model_path", "none",
+                                        "--eval_data_path", c.good, "--output_dir", c.out], ["needs a judge"]),
+    Case("eval-judge-missing", E, lambda c: ["--models", f"base={c.model}", "--reward_model_path",
+                                             str(c.tmp / "no_rm"), "--eval_data_path", c.good, "--output_dir", c.out],
+         ["reward model not found"]),
+    Case("eval-bad-baseline", E, lambda c: ["--models", f"base={c.model}", "--baseline", "dpo", "--reward_model_path",
+                                            c.model, "--eval_data_path", c.good, "--output_dir", c.out],
+         ["--baseline 'dpo' is not one of --models"]),
+    Case("eval-bad-data", E, lambda c: ["--models", f"base={c.model}", "--reward_model_path", c.model,
+                                        "--eval_data_path", c.jsonl([ROW, "{x"]), "--output_dir", c.out],
+         ["d.jsonl:2", "malformed JSON"]),
+    # --- python -m utils.rm_probe
+    Case("probe-rm-missing", P, lambda c: [str(c.tmp / "missing_rm"), c.good], ["reward model not found",
+                                                                                "missing_rm"]),
+    Case("probe-data-missing", P, lambda c: [c.model, str(c.tmp / "pairs.jsonl")], ["data file not found"]),
+    Case("probe-zero-prompts", P, lambda c: [c.model, c.good, "--max_prompts", "0"], ["--max_prompts must be >= 1"]),
+]
+
+
+def make_adapter_dir(c: Ctx) -> str:
+    path = c.tmp / "adapter"
+    path.mkdir()
+    (path / "adapter_config.json").write_text('{"base_model_name_or_path": "x", "peft_type": "LORA"}')
+    return str(path)
+
+
+def precious_dir(c: Ctx) -> str:
+    """An output folder that already holds the user's work (the 'non-empty output_dir' case)."""
+    os.makedirs(c.out, exist_ok=True)
+    with open(os.path.join(c.out, "precious.txt"), "w") as f:
+        f.write("keep me")
+    return c.out
+
+
+@pytest.fixture
+def no_weights(monkeypatch):
+    """Fail the test if any model weights are loaded."""
+    def refuse(cls, *args, **kwargs):
+        raise AssertionError(f"weights were loaded: {cls.__name__}.from_pretrained{args[:1]}")
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(refuse))
+
+
+def test_the_catalogue_is_large_and_has_unique_ids():
+    assert len(CASES) >= 60
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_gives_one_error_line(case, tiny_model_dir, tmp_path, monkeypatch, capsys, no_weights):
+    for key, value in case.env.items():
+        monkeypatch.setenv(key, value)
+    ctx = Ctx(tmp_path, tiny_model_dir)
+    argv = case.argv(ctx)
+    before = snapshot(ctx.out)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(case.script, argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert "Traceback" not in err
+    message = err[err.index("error: "):] if "error: " in err else ""
+    assert message, f"no 'error:' line in:\n{err}"
+    assert message.count("error: ") == 1
+    for words in case.expect:
+        assert words in message, f"{words!r} not in:\n{message}"
+    assert snapshot(ctx.out) == before, "output_dir was changed"
+
+
+def snapshot(folder: str) -> dict | None:
+    """Every file under `folder` with its bytes, or None if the folder does not exist."""
+    if not os.path.isdir(folder):
+        return None
+    return {os.path.join(d, f): open(os.path.join(d, f), "rb").read() for d, _, files in os.walk(folder) for f in files}
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path):
+    from utils.data import load_preference_file
+
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + '{"prompt": "q", "chosen": "a", "rejected": "b"}\n'.encode())
+    rows = load_preference_file(str(path), log=lambda *_: None)
+    assert rows[0]["prompt"] == [{"role": "user", "content": "q"}]
+
+
+def test_rlhf_debug_shows_the_traceback(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RLHF_DEBUG", "1")
+    with pytest.raises(SystemExit):
+        run_cli(train_rlhf.main, Ctx(tmp_path, tiny_model_dir).dpo("--lora_r", "0"))
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "error: --lora_r must be at least 1" in err
+
+
+def test_only_rank_zero_prints(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train_rlhf.main, Ctx(tmp_path, tiny_model_dir).dpo("--lora_r", "0"))
+    assert exit_info.value.code == 2 and capsys.readouterr().err == ""
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    def buggy(argv):
+        raise KeyError("a bug, not the user's fault")
+
+    with pytest.raises(KeyError):
+        run_cli(buggy, [])
+
+
+def run_script(args, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env.pop("RLHF_DEBUG", None)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                          **kw)
+
+
+@pytest.mark.parametrize("script", ["train_rlhf.py", "reward_model.py", "train_gkd.py"])
+def test_the_command_line_exits_2_with_one_line(script, tiny_model_dir, tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", [ROW, "{oops"])
+    done = run_script([script, "--model_name_or_path", tiny_model_dir, "--train_data_path", data,
+                       "--output_dir", str(tmp_path / "out"), "--report_to", "none"])
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "error: 1 problem(s) in the data:\n  " + data + ":2: field '(row)': malformed JSON" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_two_processes_print_the_error_once(tiny_model_dir, tmp_path):
+    """Rank 0 prints the line; the launcher's own failure summary below it names the same message as root cause."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = run_script(["-m", "accelerate.commands.launch", "--config_file", os.path.join("ds_config", "multi_gpu.yaml"),
+                       "--num_processes", "2", "--main_process_port", str(port), "train_rlhf.py",
+                       *Ctx(tmp_path, tiny_model_dir).dpo("--lora_r", "0")])
+    assert done.returncode != 0
+    lines = done.stderr.splitlines()
+    assert lines.count("error: --lora_r must be at least 1, got 0") == 1, done.stderr
+    assert "traceback : error: --lora_r must be at least 1, got 0" in done.stderr  # the launcher's root cause
+    assert "Traceback" not in done.stderr.split("error: --lora_r")[0]  # no child traceback above the line

@@ -1,0 +1,280 @@
+"""The per-method data loaders: which target each method needs, what it prints, and its own checks.
+
+Each `*_data(model_args, config, tokenizer, too_long, log)` returns `(train_rows, eval_rows)` ready for the trainer,
+and raises `DataFormatError`, `PathNotFoundError` or `ConfigError` before any model is loaded. The single-file
+loaders (`load_preference_file`, `load_prompt_file`, `load_distillation_file`) serve evaluation, the reward-model
+probe and rejection sampling.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+
+from utils.data.chats import uses_number_labels
+from utils.data.errors import RowError
+from utils.data.loader import LoadedFile, load_file
+from utils.data.shapes import ShapeOptions, convert_row, is_preference_shape, options_from, shape_notes
+from utils.data.split import load_splits
+from utils.data.tokens import (
+    ANSWER_PLACEHOLDER,
+    check_chat_template,
+    check_tokenized_rows,
+    count_long_prompts,
+    fit_max_length,
+    require_chat_template,
+)
+from utils.errors import ConfigError
+from utils.log import info_rank0
+
+
+def converter(target: str, options: ShapeOptions):
+    """`row -> (shape name, rows)` for `target` with `options` (`shapes.convert_row`)."""
+    return lambda row: convert_row(row, target, options)
+
+
+def summarise(loaded: LoadedFile, what: str, notes: dict[str, str] | None = None, after: str = "") -> str:
+    """`"N <what><after> (<count> <shape>, ... rows); note; ..."`: the converted rows and the input rows per shape,
+    the notes of the shapes seen, and `notes` (keyed by a shape name, or by "pair" for any preference shape)."""
+    detected = ", ".join(f"{n} {shape}" for shape, n in loaded.shapes.items())
+    said = shape_notes(loaded.shapes)
+    for key, note in (notes or {}).items():
+        if key in loaded.shapes or (key == "pair" and any(is_preference_shape(s) for s in loaded.shapes)):
+            said.append(note)
+    return f"{len(loaded.rows)} {what}{after} ({detected} rows)" + "".join(f"; {s}" for s in said)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pairwise methods (reward model, DPO, CPO, SimPO, ORPO)
+
+
+def preference_summary(loaded: LoadedFile) -> str:
+    return summarise(loaded, "preference pairs")
+
+
+def load_preference_file(path: str, drop_bad_rows: bool = False, log=info_rank0,
+                         options: ShapeOptions = ShapeOptions()) -> list[dict]:
+    """Read, check and convert one preference file (any preference shape, `utils.data.shapes`).
+
+    Returns the pairs. Prints what was detected (and, with `drop_bad_rows`, how many rows were dropped and why).
+    Raises `DataFormatError` listing up to 10 problems unless `drop_bad_rows` is True, or if no good row is left;
+    `PathNotFoundError` if the file is missing.
+    """
+    return load_file(path, converter("preference", options), drop_bad_rows, preference_summary, log).rows
+
+
+def preference_data(model_args, config, tokenizer, too_long: str, log=info_rank0) -> tuple[list[dict], list[dict]]:
+    """The data loader for pairwise methods: checked pairs, split, then the tokenizer checks.
+
+    Prints how many pairs exceed `config.max_length` tokens (`too_long` says what the trainer does with them).
+    Returns `(train_rows, eval_rows)`; raises `DataFormatError`, `PathNotFoundError` or `ConfigError`.
+    """
+    options = options_from(model_args, config)
+    train, held_out = load_splits(model_args, config.seed, converter("preference", options), preference_summary,
+                                  log).flat()
+    check_tokenized_rows(tokenizer, train, model_args, config, too_long, log=log)
+    return train, held_out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# KTO: unpaired rows {prompt, completion, label}
+
+KTO_NOTES = {"pair": "preference pairs were split for KTO: chosen -> desirable (label true), rejected -> "
+                     "undesirable (label false)",
+             "unpaired (0/1 labels)": "labels 0/1 read as false/true (1 = desirable)"}
+
+
+def kto_data(model_args, config, tokenizer, too_long: str, log=info_rank0) -> tuple[list[dict], list[dict]]:
+    """The data loader for KTO: unpaired rows, shuffled, with balanced class weights.
+
+    Accepts unpaired rows (labels true/false, or 0/1 in a file that uses numbers throughout) and every preference
+    shape (a pair gives a desirable and an undesirable row). The training rows are shuffled with the run's seed:
+    TRL's KTO trainer pairs each prompt with another row's completion of the same batch for its KL estimate, so
+    unshuffled converted pairs would give one-label batches. Sets the class weights left at None
+    (`config.balance_class_weights`, rlhf_args/kto_config.py) and prints the counts. Returns
+    `(train_rows, eval_rows)`; raises `DataFormatError`, `PathNotFoundError` or `ConfigError` (no chat template;
+    fewer rows than one batch), before any model is loaded.
+    """
+    options = options_from(model_args, config)
+
+    def prepare(rows):
+        return converter("unpaired", replace(options, number_labels=uses_number_labels(rows)))
+
+    train, held_out = load_splits(model_args, config.seed, None, lambda f: summarise(f, "KTO rows", KTO_NOTES), log,
+                                  prepare=prepare).flat()
+    random.Random(config.seed).shuffle(train)
+    if len(train) < config.per_device_train_batch_size:
+        raise ConfigError(f"KTO needs at least one full batch: {len(train)} training rows < "
+                          f"per_device_train_batch_size={config.per_device_train_batch_size}")
+    n_d = sum(r["label"] for r in train)
+    n_u = len(train) - n_d
+    ratio = config.balance_class_weights(n_d, n_u)
+    log(f"[data] KTO classes: {n_d} desirable, {n_u} undesirable; desirable_weight={config.desirable_weight:.3g}, "
+        f"undesirable_weight={config.undesirable_weight:.3g} (weighted ratio {ratio:.3g}; KTO paper: 1 to 4/3)")
+    check_tokenized_rows(tokenizer, train, model_args, config, too_long, "rows", ("completion",), log)
+    return train, held_out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# SFT: conversations -> conversational prompt/completion rows (loss on the assistant answers only)
+
+
+def sft_data(model_args, config, tokenizer, too_long: str, log=info_rank0) -> tuple[list[dict], list[dict]]:
+    """The data loader for SFT: every row becomes conversational prompt/completion rows (`shapes.to_sft_rows`).
+
+    With prompt/completion rows TRL's SFTTrainer puts the loss on the completion tokens only
+    (`completion_only_loss`), whatever the chat template; no `{% generation %}` markers are needed.
+    Returns `(train_rows, eval_rows)`; raises `DataFormatError`, `PathNotFoundError` or `ConfigError` (no chat
+    template) before any model is loaded.
+    """
+    options = options_from(config, model_args)
+    notes = {shape: f"conversations -> one prompt/completion row per trained assistant turn "
+                    f"(assistant_turns={options.assistant_turns!r}); the loss covers the assistant answers only"
+             for shape in ("messages", "ShareGPT", "alpaca")}
+    notes["pair"] = "preference pairs -> prompt + chosen (rejected is not used)"
+    train, held_out = load_splits(model_args, config.seed, converter("sft", options),
+                                  lambda f: summarise(f, "SFT rows", notes), log).flat()
+    check_tokenized_rows(tokenizer, train, model_args, config, too_long, "rows", ("completion",), log)
+    return train, held_out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Prompts: online methods (PPO, RLOO, GRPO) and sampling
+
+
+def prompt_notes(options: ShapeOptions) -> dict[str, str]:
+    turns = ("every user turn became a prompt, with the turns before it as context (prompt_turns='all')"
+             if options.prompt_turns == "all" else "")
+    return {shape: turns for shape in ("messages", "ShareGPT", "alpaca", "prompt-only")} if turns else {}
+
+
+def prompt_data(model_args, config, tokenizer, too_long: str, log=info_rank0) -> tuple[list[dict], list[dict]]:
+    """The data loader for online methods: `[{"prompt": [messages]}]` rows, train and eval.
+
+    Reads any row with a prompt: prompt-only rows, every preference shape (its prompt; answers are ignored), chat
+    rows (`messages`, ShareGPT, alpaca: the conversation without its final answer; `--prompt_turns all`: one prompt
+    per user turn). Counts the prompts longer than `config.max_prompt_length` tokens after the chat template
+    (`too_long` says what the trainer does with them). Raises `DataFormatError` (`FILE:LINE: field ...`),
+    `PathNotFoundError` or `ConfigError` (no chat template), before any model is loaded.
+    """
+    options = options_from(model_args, config)
+    notes = prompt_notes(options)
+    train, held_out = load_splits(model_args, config.seed, converter("prompt", options),
+                                  lambda f: summarise(f, "prompts", notes), log).flat()
+    require_chat_template(tokenizer, model_args.model_name_or_path, "prompts given as messages")
+    limit = getattr(config, "max_prompt_length", None)
+    n = count_long_prompts(tokenizer, train, limit)
+    if n:
+        log(f"[data] {n} of {len(train)} prompts are longer than max_prompt_length={limit} tokens; {too_long}")
+    return [{"prompt": p} for p in train], [{"prompt": p} for p in held_out]
+
+
+def load_prompt_file(path: str, drop_bad_rows: bool = False, log=info_rank0,
+                     prompt_turns: str = "last") -> list[list[dict]]:
+    """Prompts for sampling (rejection sampling, evaluation) from any file `prompt_data` reads.
+
+    Each prompt is a list of messages ending with a user turn; repeated prompts are kept once, in file order.
+    Raises `DataFormatError` (`FILE:LINE: field ...`) unless `drop_bad_rows`, or if no prompt is left;
+    `PathNotFoundError` if the file is missing.
+    """
+    options, seen, repeats = ShapeOptions(prompt_turns=prompt_turns), set(), [0]
+
+    def convert(row):
+        shape, prompts = convert_row(row, "prompt", options)
+        fresh = []
+        for prompt in prompts:
+            key = json.dumps(prompt, sort_keys=True)
+            if key in seen:
+                repeats[0] += 1
+            else:
+                seen.add(key)
+                fresh.append(prompt)
+        return shape, fresh
+
+    def summary(loaded):
+        after = f" ({repeats[0]} repeated prompts kept once)" if repeats[0] else ""
+        return summarise(loaded, "prompts", prompt_notes(options), after)
+
+    return load_file(path, convert, drop_bad_rows, summary, log).rows
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Distillation (GKD): chats whose last assistant turn is the target, or prompts only
+
+
+def distillation_converter(prompt_only_problem: str | None):
+    """`row -> (shape, [{"prompt", "answer"}])`; a prompt-only row is a `RowError` on 'messages' with the message
+    `prompt_only_problem` when that is given (runs that train on the dataset's answers)."""
+    def convert(row):
+        shape, rows = convert_row(row, "distillation")
+        if rows[0]["answer"] is None and prompt_only_problem:
+            raise RowError("messages", prompt_only_problem)
+        return shape, rows
+
+    return convert
+
+
+def distillation_summary(loaded: LoadedFile) -> str:
+    rows = loaded.rows
+    answers = sum(r["answer"] is not None for r in rows)
+    detected = ", ".join(f"{n} {shape}" for shape, n in loaded.shapes.items())
+    with_list = loaded.shapes.get("messages + prompt", 0)
+    notes = shape_notes(loaded.shapes)
+    if with_list:
+        notes.append(f"the 'prompt' lists of {with_list} rows equal messages[:-1] and were dropped (TRL's GKD "
+                     f"collator takes only a formatted string prompt)")
+    return (f"{answers} chats with an answer, {len(rows) - answers} prompt-only rows ({detected} rows)"
+            + "".join(f"; {n}" for n in notes))
+
+
+def load_distillation_file(path: str, drop_bad_rows: bool = False, prompt_only_problem: str | None = None,
+                           log=info_rank0) -> list[dict]:
+    """Read, check and convert one distillation file: `messages` (last assistant turn = target), ShareGPT or alpaca
+    rows, or prompt-only rows.
+
+    If `prompt_only_problem` is a message, prompt-only rows count as bad rows with that message (for runs that
+    train on the dataset's answers). Returns `[{"prompt": [...], "answer": [...] | None}, ...]` and prints what was
+    found. Raises `DataFormatError` listing up to 10 `FILE:LINE: field 'NAME': ...` problems unless
+    `drop_bad_rows` is True, or if no good row is left; `PathNotFoundError` if the file is missing.
+    """
+    return load_file(path, distillation_converter(prompt_only_problem), drop_bad_rows, distillation_summary, log).rows
+
+
+def distillation_data(model_args, config, tokenizer, log=info_rank0) -> tuple[list[dict], list[dict]]:
+    """The data loader for GKD / supervised KD / SeqKD: checked rows as `{"messages": [...]}` (TRL's GKD format).
+
+    Prompt-only rows are accepted only when every training step samples its own answers (`config.lmbda == 1`:
+    the student's, or `config.seq_kd`: the teacher's); they get an empty assistant placeholder that those steps
+    replace. Otherwise they are bad rows (`FILE:LINE: field 'messages': prompt only ...`).
+    Rows longer than `config.max_length` tokens (chat template applied) are counted and dropped or cut
+    (`config.long_rows`, see `tokens.fit_max_length`). Eval rows need answers (the eval loss compares teacher and
+    student on them): prompt-only rows of a held-out split are skipped with a note, and in an eval file they are
+    bad rows. Returns `(train_rows, eval_rows)`. Raises `DataFormatError`, `PathNotFoundError` or `ConfigError`
+    (no template, nothing left to train on), all before any model is loaded.
+    """
+    samples_own = config.lmbda >= 1 or config.seq_kd
+    hint = (None if samples_own else
+            f"prompt only (no answer); with lmbda={config.lmbda} and seq_kd off, some steps train on the dataset's "
+            f"answers: give the row 'messages', or use --lmbda 1 (student answers) or --seq_kd true (teacher answers)")
+    eval_convert = distillation_converter("prompt only (no answer); evaluation compares teacher and student on the "
+                                          "answers")
+    splits = load_splits(model_args, config.seed, distillation_converter(hint), distillation_summary, log,
+                         eval_convert=eval_convert)
+    train, held_out = splits.flat()
+    if splits.held_out:
+        skipped = sum(r["answer"] is None for r in held_out)
+        if skipped:
+            held_out = [r for r in held_out if r["answer"] is not None]
+            log(f"[data] {skipped} held-out rows are prompt only and are not used (evaluation needs answers)")
+    first = train[0]
+    check_chat_template(tokenizer, {"prompt": first["prompt"], "chosen": first["answer"] or ANSWER_PLACEHOLDER},
+                        model_args.model_name_or_path)
+    long_rows = getattr(config, "long_rows", "drop")
+    train = fit_max_length(tokenizer, train, config.max_length, long_rows, "training", log)
+    held_out = fit_max_length(tokenizer, held_out, config.max_length, long_rows, "eval", log)
+    if not train:
+        raise ConfigError(f"no training rows left: every row is longer than max_length={config.max_length} tokens; "
+                          f"raise --max_length")
+    as_chat = lambda r: {"messages": r["prompt"] + (r["answer"] or ANSWER_PLACEHOLDER)}  # noqa: E731
+    return [as_chat(r) for r in train], [as_chat(r) for r in held_out]
