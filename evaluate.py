@@ -24,15 +24,15 @@ summary table, the plot and the answers side by side per prompt).
 
 from __future__ import annotations
 
-import utils.log  # noqa: F401  (first: filters known-harmless library messages before the libraries load)
+import utils.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
 import json
 import os
 import statistics
 from types import SimpleNamespace
 
 from eval_args.eval_config import EvalArgs
-from utils.args import parse_args
 from utils.arena import compare_to_baseline, distinct_n
+from utils.args import parse_args
 from utils.data import (count_too_long, detect_preference_format, load_preference_file, load_prompt_file,
                         read_file)
 from utils.errors import ConfigError, run_cli

@@ -19,7 +19,7 @@ A prompt gives no pair when its best and worst answers are the same text (train_
 or when their score gap is below `min_score_gap`. Empty answers are not kept (the data loaders refuse them).
 """
 
-import utils.log  # noqa: F401  (first: filters known-harmless library messages before the libraries load)
+import utils.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
 import json
 import os
 import statistics

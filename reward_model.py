@@ -16,7 +16,7 @@ version of chosen) (`--degenerate_negatives_ratio`, training rows only), and the
 often each degenerate answer still beats the chosen one (printed, and saved as rm_probe.json / rm_probe.png).
 """
 
-import utils.log  # noqa: F401  (first: filters known-harmless library messages before the libraries load)
+import utils.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification
 from trl import RewardTrainer

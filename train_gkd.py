@@ -18,7 +18,7 @@ teacher (counted from the safetensors headers) gets a warning. The student is tr
 (`--train_mode`); the teacher is frozen and can be loaded in 4-bit or 8-bit (`--teacher_quantization`).
 """
 
-import utils.log  # noqa: F401  (first: filters known-harmless library messages before the libraries load)
+import utils.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
 import glob
 import math
 import os

@@ -11,7 +11,7 @@ With LoRA / QLoRA the reference model is the policy with its adapter switched of
 with full fine-tuning TRL loads a frozen reference from the same checkpoint.
 """
 
-import utils.log  # noqa: F401  (first: filters known-harmless library messages before the libraries load)
+import utils.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
 import argparse
 import sys
 from dataclasses import dataclass
@@ -38,12 +38,12 @@ from utils.args import parse_args, read_config_file
 from utils.checkpoint import NonFiniteLossGuard
 from utils.data import kto_data, preference_data, prompt_data, sft_data
 from utils.errors import ConfigError, run_cli
-from utils.log import show_dataset_progress
 from utils.generation import compare_on_held_out_prompt
+from utils.log import show_dataset_progress
 from utils.model import (check_lora_targets, check_model_path, check_train_mode, load_model, load_tokenizer,
                          lora_config, match_trainable_dtype)
-from utils.outputs import prepare_output_dir, save_outputs
 from utils.online import GRPOTrainer, RLOOTrainer, check_online_settings, ppo_extra, ppo_prompt_data, rloo_extra
+from utils.outputs import prepare_output_dir, save_outputs
 from utils.ppo_trainer import PPOTrainer
 from utils.preflight import preflight
 

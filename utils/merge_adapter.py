@@ -14,7 +14,7 @@ once complete: safetensors weights, config, tokenizer and chat template.
 
 from __future__ import annotations
 
-import utils.log  # noqa: F401  (first: filters known-harmless library messages before the libraries load)
+import utils.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
 import argparse
 import os
 import shutil
@@ -23,8 +23,7 @@ import tempfile
 import torch
 from transformers import AutoTokenizer
 
-from utils.args import ToolParser
-from utils.errors import ConfigError, OutputExistsError, PathNotFoundError, run_cli
+from utils.errors import ConfigError, OutputExistsError, PathNotFoundError, ToolParser, run_cli
 from utils.model import is_adapter_dir, load_checkpoint, resolve_checkpoint
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -11,14 +11,13 @@ training time is never lost. Nothing else in the folders changes.
 
 from __future__ import annotations
 
-import utils.log  # noqa: F401  (first: filters known-harmless library messages before the libraries load)
+import utils.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
 import argparse
 import json
 import os
 import shutil
 
-from utils.args import ToolParser
-from utils.errors import PathNotFoundError, run_cli
+from utils.errors import PathNotFoundError, ToolParser, run_cli
 from utils.model import ADAPTER_CONFIG, is_adapter_dir
 
 BACKUP_SUFFIX = ".bak"

@@ -18,16 +18,15 @@ Rows are canonical preference rows as `utils.data` loads them:
 
 from __future__ import annotations
 
-import utils.log  # noqa: F401  (first: filters known-harmless library messages before the libraries load)
+import utils.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
 import json
 import math
 import os
 import random
 import re
 
-from utils.args import ToolParser
 from utils.data import count_too_long, load_preference_file
-from utils.errors import ConfigError, PathNotFoundError, run_cli
+from utils.errors import ConfigError, PathNotFoundError, ToolParser, run_cli
 from utils.reward import ScoreFn, load_reward_model, reward_scorer
 
 VARIANTS = ("empty", "filler", "truncated", "repeated", "off_topic")

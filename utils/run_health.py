@@ -14,7 +14,7 @@ points, so one noisy batch does not fire a rule.
 
 from __future__ import annotations
 
-import utils.log  # noqa: F401  (first: filters known-harmless library messages before the libraries load)
+import utils.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
 import json
 import math
 import os
