@@ -99,7 +99,7 @@ def test_moved_base_gives_the_documented_error_and_rebase_fixes_it(runs, tmp_pat
     assert "error: the LoRA adapter" in capsys.readouterr().err and not (tmp_path / "merged").exists()
 
     done = subprocess.run([sys.executable, "-m", "utils.rebase_adapter", str(adapter), os.path.relpath(new_base, ROOT)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert recorded_base(adapter) == str(new_base)  # made absolute
     assert (adapter / "adapter_config.json.bak").read_text() == original  # what training recorded is kept
