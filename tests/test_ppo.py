@@ -655,7 +655,8 @@ def test_settings_errors_name_the_fix(toy, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("yaml, layout", [("deepspeed_zero2.yaml", "separate-lora"),
                                           ("deepspeed_zero3.yaml", "adapters"),
-                                          ("deepspeed_zero3.yaml", "separate-full")])
+                                          ("deepspeed_zero3.yaml", "separate-full"),
+                                          ("deepspeed_zero2.yaml", "shared"), ("deepspeed_zero3.yaml", "shared")])
 def test_ppo_on_two_ranks_under_deepspeed(yaml, layout, toy, tmp_path):
     """2 processes on CPU (about 15 s each): ZeRO-3 gathers the weights for generation and for saving."""
     out = tmp_path / "out"
