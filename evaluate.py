@@ -38,7 +38,8 @@ from utils.data import (count_too_long, detect_preference_format, load_preferenc
 from utils.errors import ConfigError, run_cli
 from utils.generation import check_policy_path, generate_answers, load_policy
 from utils.html_report import escape, image, table, write_page
-from utils.online import check_reward_model_path, load_reward_function
+from utils.model import check_reward_model_path
+from utils.online import load_reward_function
 from utils.outputs import prepare_output_dir
 from utils.reward import load_reward_model, reward_scorer
 from utils.rm_accuracy import accuracy_rows, format_accuracy, preference_accuracy

@@ -34,9 +34,9 @@ from transformers import set_seed
 from common_args import DEMO_MODEL
 from utils.args import parse_args
 from utils.data import load_prompt_file
-from utils.errors import ConfigError, PathNotFoundError, run_cli
+from utils.errors import ConfigError, run_cli
 from utils.generation import load_policy
-from utils.model import check_model_path, load_tokenizer, resolve_checkpoint
+from utils.model import check_model_path, check_reward_model_path, load_tokenizer, resolve_checkpoint
 from utils.outputs import prepare_output_dir
 from utils.preflight import preflight
 from utils.reward import load_reward_model, reward_scorer
@@ -137,10 +137,7 @@ def main(argv=None):
     if args.policy_name_or_path == DEMO_MODEL:
         check_model_path(args.policy_name_or_path)  # says how to make the demo model
     resolve_checkpoint(args.policy_name_or_path)  # a full model or a LoRA adapter whose base exists
-    if not any(os.path.isfile(os.path.join(args.reward_model_path, f)) for f in ("config.json", "adapter_config.json")):
-        raise PathNotFoundError(f"reward model not found: {args.reward_model_path}; train one first with "
-                                f"`python reward_model.py --output_dir {args.reward_model_path}`")
-    resolve_checkpoint(args.reward_model_path)
+    check_reward_model_path(args.reward_model_path)
     set_seed(args.seed)
 
     # 1. Prompts: every row is checked before any model is loaded.

@@ -213,6 +213,15 @@ def resolve_checkpoint(path: str, base_model_path: str | None = None) -> Checkpo
     raise PathNotFoundError(f"model folder not found: {path} (no config.json or adapter_config.json)")
 
 
+def check_reward_model_path(path: str) -> None:
+    """Fail early, saying how to make one, if the reward model folder is missing, or if it is a LoRA adapter whose
+    base model folder is gone (`resolve_checkpoint`). Reads no weights. Raises `PathNotFoundError`."""
+    if not (os.path.isfile(os.path.join(path, "config.json")) or is_adapter_dir(path)):
+        raise PathNotFoundError(f"reward model not found: {path}; train one first with `python reward_model.py "
+                                f"--output_dir {path}` (the folder needs config.json or adapter_config.json)")
+    resolve_checkpoint(path)
+
+
 def safetensors_weight_shapes(path: str) -> dict[str, list[int]]:
     """The weight names and shapes stored in a checkpoint folder, read from the safetensors headers only.
 

@@ -28,7 +28,7 @@ import trl
 from utils.data import prompt_data, sft_data
 from utils.errors import ConfigError, PathNotFoundError
 from utils.log import info_rank0
-from utils.model import is_adapter_dir, load_frozen_model, resolve_checkpoint
+from utils.model import check_reward_model_path, is_adapter_dir, load_frozen_model, resolve_checkpoint
 from utils.outputs import plot_log_history
 from utils.samples import is_sampled_rollout, write_samples
 
@@ -62,15 +62,6 @@ def load_reward_function(spec: str) -> Callable:
     if not callable(function):
         raise ConfigError(f"--reward_function: {where}:{name} is not callable")
     return function
-
-
-def check_reward_model_path(path: str) -> None:
-    """Fail early, saying how to make one, if the reward model directory is missing, or if it is a LoRA adapter whose
-    base model folder is gone (`resolve_checkpoint`). Raises `PathNotFoundError`."""
-    if not (os.path.isfile(os.path.join(path, "config.json")) or is_adapter_dir(path)):
-        raise PathNotFoundError(f"reward model not found: {path} (no config.json / adapter_config.json). Train one "
-                                f"with: python reward_model.py --output_dir {path}   (or pass --reward_model_path)")
-    resolve_checkpoint(path)
 
 
 def check_online_settings(args, config) -> None:

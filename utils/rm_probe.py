@@ -26,7 +26,8 @@ import random
 import re
 
 from utils.data import count_too_long, load_preference_file
-from utils.errors import ConfigError, PathNotFoundError, ToolParser, run_cli
+from utils.errors import ConfigError, ToolParser, run_cli
+from utils.model import check_reward_model_path
 from utils.reward import ScoreFn, load_reward_model, reward_scorer
 
 VARIANTS = ("empty", "filler", "truncated", "repeated", "off_topic")
@@ -316,9 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42, help="picks the sample and the off-topic answers (42: the "
                         "training default, so this repeats reward_model.py's own probe)")
     args = parser.parse_args(argv)
-    if not any(os.path.isfile(os.path.join(args.rm_dir, f)) for f in ("config.json", "adapter_config.json")):
-        raise PathNotFoundError(f"reward model not found: {args.rm_dir} (no config.json / adapter_config.json); "
-                                f"train one with `python reward_model.py --output_dir {args.rm_dir}`")
+    check_reward_model_path(args.rm_dir)
     if args.max_prompts < 1:
         raise ConfigError(f"--max_prompts must be >= 1, got {args.max_prompts}")
 
