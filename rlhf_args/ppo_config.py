@@ -136,6 +136,14 @@ class PPOConfig(OnlineConfig, TrainingArguments):
         """Distinct prompts per rollout on one process: rollout_batch_size / num_samples_per_prompt."""
         return self.rollout_batch_size // max(self.num_samples_per_prompt, 1)
 
+    def check_prompt_count(self, n_prompts: int) -> None:
+        """Raise `ConfigError` if `n_prompts` training prompts cannot fill one rollout on every process."""
+        per_rollout = self.prompts_per_rollout * self.world_size
+        if n_prompts < per_rollout:
+            raise ConfigError(f"one rollout takes {per_rollout} prompts (per_device_train_batch_size x "
+                              f"gradient_accumulation_steps x num_mini_batches x processes / num_samples_per_prompt) "
+                              f"but the training set has {n_prompts}; lower those settings or add prompts")
+
     @property
     def uses_critic(self) -> bool:
         """True when the advantage estimator needs a value model (GAE)."""

@@ -95,12 +95,7 @@ def ppo_prompt_data(args, config, tokenizer, too_long: str, log=info_rank0) -> t
     train, held_out = prompt_data(args, config, tokenizer, too_long, log)
     if config.ptx_data_path:  # PPO-ptx's rows are checked before any weights load too (ppo_extra reads them again)
         ppo_ptx_data(args, config, tokenizer)
-    per_rollout = config.prompts_per_rollout * config.world_size
-    if len(train) < per_rollout:
-        raise ConfigError(f"one rollout takes {per_rollout} prompts (per_device_train_batch_size x "
-                          f"gradient_accumulation_steps x num_mini_batches x processes / num_samples_per_prompt) but "
-                          f"the training set has "
-                          f"{len(train)}; lower those settings or add prompts")
+    config.check_prompt_count(len(train))
     return train, held_out
 
 

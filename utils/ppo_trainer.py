@@ -183,11 +183,7 @@ class PPOTrainer(Trainer):
         # 5. PPO-ptx: tokenised supervised rows, served in a seeded shuffled cycle.
         self.ptx_rows = [self._tokenize_ptx_row(row) for row in ptx_dataset] if ptx_dataset else None
         self._ptx_order, self._ptx_generator = [], torch.Generator().manual_seed(args.seed)
-        per_rollout = args.prompts_per_rollout * args.world_size
-        if len(train_dataset) < per_rollout:
-            raise ConfigError(f"one rollout takes {per_rollout} prompts (per_device_train_batch_size x "
-                              f"gradient_accumulation_steps x num_mini_batches x processes / num_samples_per_prompt) "
-                              f"but the training set has {len(train_dataset)}; lower those settings or add prompts")
+        args.check_prompt_count(len(train_dataset))
         per_rollout = args.optimizer_steps_per_rollout
         if args.save_strategy == "steps" and args.save_steps >= 1 and args.save_steps % per_rollout:
             info_rank0(f"[PPO] note: save_steps={args.save_steps} is not a multiple of the {per_rollout} optimizer "
