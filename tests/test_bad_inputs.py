@@ -386,8 +386,9 @@ def run_script(args, **kw):
 @pytest.mark.parametrize("script", ["train_rlhf.py", "reward_model.py", "train_gkd.py"])
 def test_the_command_line_exits_2_with_one_line(script, tiny_model_dir, tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", [ROW, "{oops"])
+    teacher = ["--teacher_model_name_or_path", tiny_model_dir] if script == "train_gkd.py" else []
     done = run_script([script, "--model_name_or_path", tiny_model_dir, "--train_data_path", data,
-                       "--output_dir", str(tmp_path / "out"), "--report_to", "none"])
+                       "--output_dir", str(tmp_path / "out"), "--report_to", "none", *teacher])
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert "error: 1 problem(s) in the data:\n  " + data + ":2: field '(row)': malformed JSON" in done.stderr
