@@ -4,6 +4,11 @@
     python script/benchmark_ppo.py --reward_model_path output/reward_model --layouts separate shared
     python script/benchmark_ppo.py --reward_model_path output/reward_model --rollouts 4 --prompts 8 \\
         --response_length 32 -- --num_ppo_epochs 2          # flags after "--" go to train_rlhf.py
+    # side by side with TRL 0.29.1's PPOTrainer (its own virtualenv), the same prompts, 3 runs each in turn:
+    python script/benchmark_ppo.py --reward_model_path output/reward_model --rollouts 4 --repeats 3 \\
+        --trl_baseline ../shared/bench/trl029_ppo.py --trl_python /path/to/trl029-venv/bin/python \\
+        --hh_data ../shared/data/hh-rlhf-harmless-base-test.first1000.jsonl \\
+        -- --num_ppo_epochs 1 --lora_r 8 --lora_alpha 16
 
 Each layout runs `train_rlhf.py --rlhf_type PPO --train_mode lora` in its own process (so that peak memory is per
 layout) on the prompts of `--train_data_path`, for a fixed number of rollouts, with no evaluation and no
@@ -20,10 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from benchmark import split_flags, spread  # script/benchmark.py, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -83,10 +91,44 @@ def child(layout: str, options: argparse.Namespace, passthrough: list[str]) -> d
             "scores": scores, "device": "cuda" if torch.cuda.is_available() else "cpu", "output_dir": out}
 
 
+def hh_prompt_file(hh_path: str, folder: str) -> str:
+    """The prompts the TRL baseline trains on (the first human turn of the first 64 rows of an hh-rlhf jsonl), as a
+    prompt file for `train_rlhf.py`; returns its path."""
+    rows = []
+    with open(hh_path) as f:
+        for line in list(f)[:64]:
+            first_turn = json.loads(line)["chosen"].split("\n\nHuman: ")[1].split("\n\nAssistant:")[0]
+            rows.append({"prompt": [{"role": "user", "content": first_turn}]})
+    path = os.path.join(folder, "prompts.jsonl")
+    with open(path, "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    return path
+
+
+def run_layout(layout: str, argv: list[str], passthrough: list[str]) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--child", layout, "--", *passthrough]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH ")]
+    if done.returncode or not lines:
+        sys.exit(f"[benchmark] {layout} failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][6:])
+
+
+def run_trl(options: argparse.Namespace) -> dict:
+    """One run of the TRL baseline script in its own virtualenv; it prints one JSON line."""
+    cmd = [options.trl_python, options.trl_baseline, options.model_name_or_path, str(options.rollouts), "lora",
+           options.hh_data]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        sys.exit(f"[benchmark] the TRL baseline failed:\n{done.stderr[-3000:]}")
+    r = json.loads(lines[-1])
+    return {"layout": "TRL", "seconds_per_rollout": [r["s_per_rollout"]] * r["rollouts"],
+            "peak_bytes": r["peak_rss_mb"] * 2**20, "memory_kind": "peak RSS", "device": "cpu"}
+
+
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    passthrough = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
+    argv, passthrough = split_flags(argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_name_or_path", default="models/SmolLM2-135M-Instruct")
     parser.add_argument("--reward_model_path", default="output/reward_model")
@@ -96,34 +138,50 @@ def main(argv=None):
     parser.add_argument("--response_length", type=int, default=32)
     parser.add_argument("--layouts", nargs="+", default=["separate", "adapters", "shared"],
                         help="layouts to time, space- or comma-separated")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each layout, in turn (median and min-max)")
+    parser.add_argument("--trl_baseline", help="also run this TRL PPO script in turn with the layouts "
+                        "(../shared/bench/trl029_ppo.py: TRL 0.29.1, LoRA r8); needs --hh_data and --trl_python")
+    parser.add_argument("--trl_python", default=sys.executable, help="the python of the baseline's own virtualenv")
+    parser.add_argument("--hh_data", help="hh-rlhf jsonl; the first human turn of its first 64 rows are the prompts "
+                        "of every run (as in the baseline), in place of --train_data_path")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.child:
         print("BENCH " + json.dumps(child(options.child, options, passthrough)), flush=True)
         return
+    if options.trl_baseline and not options.hh_data:
+        sys.exit("--trl_baseline needs --hh_data (the baseline's prompts)")
+    layouts = [name for arg in options.layouts for name in arg.split(",") if name]
     results = []
-    for layout in [name for arg in options.layouts for name in arg.split(",") if name]:
-        cmd = [sys.executable, os.path.abspath(__file__), *argv, "--child", layout, "--", *passthrough]
-        print(f"[benchmark] {layout}: {' '.join(cmd)}", flush=True)
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH ")]
-        if done.returncode or not lines:
-            sys.exit(f"[benchmark] {layout} failed:\n{done.stderr[-3000:]}")
-        results.append(json.loads(lines[-1][6:]))
+    with tempfile.TemporaryDirectory(prefix="ppo_bench_") as folder:
+        if options.hh_data:
+            prompts = hh_prompt_file(options.hh_data, folder)
+            argv = [*argv, "--train_data_path", prompts]
+        for repeat in range(options.repeats):
+            for layout in (["TRL"] if options.trl_baseline else []) + layouts:
+                print(f"[benchmark] run {repeat + 1}/{options.repeats}: {layout}", flush=True)
+                results.append(run_trl(options) if layout == "TRL" else run_layout(layout, argv, passthrough))
     print(f"\nPPO benchmark: {options.model_name_or_path}, LoRA, {options.prompts} prompts x "
-          f"{options.response_length} new tokens per rollout, device {results[0]['device']}")
-    print(f"{'layout':<10} {'rollouts':>8} {'opt steps/rollout':>17} {'s/rollout (all)':>16} "
-          f"{'s/rollout (2nd+)':>16} {'weights':>9} {'peak memory':>12}  scores per rollout")
-    for r in results:
-        times = r["seconds_per_rollout"]
-        later = times[1:] or times
-        print(f"{r['layout']:<10} {r['rollouts']:>8} {r['optimizer_steps_per_rollout']:>17} "
-              f"{sum(times) / len(times):>16.1f} {sum(later) / len(later):>16.1f} "
-              f"{r['weight_bytes'] / 2**30:>5.2f} GiB {r['peak_bytes'] / 2**30:>8.2f} GiB  "
-              f"{', '.join(f'{s:.2f}' for s in r['scores'])}")
-    print(f"(weights = bytes of all model tensors, shared ones once; peak memory = {results[0]['memory_kind']}, "
-          f"which adds activations, logits over the vocabulary and the libraries; curves: "
-          f"{', '.join(r['output_dir'] + '/online_curves.png' for r in results)})")
+          f"{options.response_length} new tokens per rollout, {options.rollouts} rollouts per run, "
+          f"{options.repeats} run(s) per row in turn, device {results[0]['device']}")
+    names = list(dict.fromkeys(r["layout"] for r in results))
+    base = {}
+    print("| layout | s/rollout, median (min-max) | peak memory, GiB | vs TRL (time, memory) | model weights, GiB |")
+    print("|---|---|---|---|---|")
+    for name in names:
+        runs = [r for r in results if r["layout"] == name]
+        times = [sum(r["seconds_per_rollout"]) / len(r["seconds_per_rollout"]) for r in runs]
+        peaks = [r["peak_bytes"] / 2**30 for r in runs]
+        if name == "TRL":
+            base = {"time": statistics.median(times), "peak": statistics.median(peaks)}
+        ratio = (f"{statistics.median(times) / base['time']:.2f}x, {statistics.median(peaks) / base['peak']:.2f}x"
+                 if base else "")
+        weights = f"{runs[0]['weight_bytes'] / 2**30:.2f}" if "weight_bytes" in runs[0] else ""
+        print(f"| {name} | {spread(times)} | {spread(peaks)} | {ratio} | {weights} |")
+    print(f"(s/rollout: all rollouts of a run, the first included; peak memory = {results[0]['memory_kind']}; "
+          f"training scores per rollout: "
+          + "; ".join(f"{r['layout']} " + " ".join(f"{s:.2f}" for s in r.get("scores", [])) for r in results
+                      if r["layout"] != "TRL")[:2000] + ")")
 
 
 if __name__ == "__main__":

@@ -94,8 +94,8 @@ def script_of(recipe: str):
 
 def test_there_is_a_recipe_per_stage():
     names = {os.path.relpath(r, os.path.join(ROOT, "recipes")) for r in RECIPES}
-    for stage in ("reward_model", "dpo", "simpo", "kto", "sft", "ppo_separate", "ppo_adapters", "rloo", "grpo",
-                  "gkd"):
+    for stage in ("reward_model", "dpo", "simpo", "kto", "sft", "ppo_separate", "ppo_adapters", "ppo_shared", "rloo",
+                  "grpo", "gkd"):
         assert f"cpu/{stage}.yaml" in names
     gpu = " ".join(n for n in names if n.startswith("gpu/"))
     for kind in ("reward_model", "dpo", "rloo", "ppo", "qlora", "zero2", "zero3"):

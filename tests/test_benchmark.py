@@ -1,0 +1,41 @@
+"""script/benchmark.py: which rows it runs, how it reads the step times, and one real run of PPO's three layouts."""
+
+import json
+import os
+import subprocess
+import sys
+
+from script.benchmark import rows, table
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_rows_leave_out_the_layouts_that_need_an_adapter_under_full_fine_tuning():
+    assert rows(["PPO"], ["full", "lora"]) == [("PPO", "full", "separate"), ("PPO", "lora", "separate"),
+                                                ("PPO", "lora", "adapters"), ("PPO", "lora", "shared")]
+    assert rows(["DPO", "GKD"], ["qlora"]) == [("DPO", "qlora", None), ("GKD", "qlora", None)]
+
+
+def test_the_table_gives_the_median_of_the_steps_after_the_first():
+    result = {"method": "DPO", "train_mode": "lora", "layout": None, "batch_size": 4,
+              "step_seconds": [10.0, 2.0, 4.0, 3.0], "peak_bytes": 3 * 2**30, "trainable_parameters": 4_880_000}
+    assert table([result]).splitlines()[-1] == "| DPO | lora |  | 4 | 3.00 (2.00-4.00) | 3.00 GiB | 4.88 M |"
+
+
+def test_ppo_layouts_on_a_tiny_model(tiny_model_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    done = subprocess.run([sys.executable, "script/benchmark.py", "--model_name_or_path", tiny_model_dir,
+                           "--methods", "PPO", "--train_modes", "lora", "--steps", "2", "--json", str(out),
+                           "--", "--response_length", "8"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = {r["layout"]: r for r in json.loads(out.read_text())}
+    assert list(results) == ["separate", "adapters", "shared"]
+    for r in results.values():
+        assert len(r["step_seconds"]) == 2 and all(t > 0 for t in r["step_seconds"])
+        assert r["peak_bytes"] > 2**20 and r["batch_size"] == 4
+    # shared: one adapter + a value head; adapters: a policy adapter and a value adapter of the same shape
+    shared, adapters = results["shared"]["trainable_parameters"], results["adapters"]["trainable_parameters"]
+    assert shared < adapters < 2 * shared
+    assert "| PPO | lora | shared | 4 |" in done.stdout
