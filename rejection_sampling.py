@@ -28,14 +28,13 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 from types import SimpleNamespace
 
-import torch
 from transformers import set_seed
 
 from common_args import DEMO_MODEL
 from utils.args import parse_args
 from utils.data import load_prompt_file
 from utils.errors import ConfigError, run_cli
-from utils.generation import load_policy
+from utils.generation import generate_answers, load_policy
 from utils.model import check_model_path, check_reward_model_path, load_tokenizer, resolve_checkpoint
 from utils.outputs import prepare_output_dir
 from utils.preflight import preflight
@@ -61,6 +60,12 @@ class RejectionSamplingArgs:
     seed: int = 42  # sampling seed
     trust_remote_code: bool = False  # allow custom model code from the checkpoint dirs
 
+    def __post_init__(self):
+        if self.temperature <= 0:
+            raise ConfigError(f"--temperature must be > 0 (best-of-N samples its answers), got {self.temperature}")
+        if self.num_samples < 2:
+            raise ConfigError(f"--num_samples must be >= 2 to pick a best and a worst answer, got {self.num_samples}")
+
 
 def sample_answers(model, tokenizer, prompts: list[list[dict]], args) -> tuple[list[list[str]], int]:
     """Sample `args.num_samples` answers for each prompt (lists of messages, rendered with the chat template).
@@ -68,24 +73,12 @@ def sample_answers(model, tokenizer, prompts: list[list[dict]], args) -> tuple[l
     Returns `(answers, cut)`: `answers[i]` holds the N decoded answers of prompt i (special tokens removed,
     whitespace stripped), `cut` the number of answers that reached `max_new_tokens` without an end-of-turn token.
     """
-    stop = {tokenizer.eos_token_id}
-    configured = model.generation_config.eos_token_id
-    stop |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
-    answers, cut = [], 0
-    for start in range(0, len(prompts), args.batch_size):
-        chunk = prompts[start:start + args.batch_size]
-        texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in chunk]
-        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        with torch.no_grad():
-            out = model.generate(**batch, do_sample=True, temperature=args.temperature, top_p=args.top_p, top_k=0,
-                                 max_new_tokens=args.max_new_tokens, num_return_sequences=args.num_samples,
-                                 eos_token_id=sorted(stop), pad_token_id=tokenizer.pad_token_id)
-        new = out[:, batch["input_ids"].shape[1]:]  # (len(chunk) * N, <= max_new_tokens), grouped by prompt
-        ended = torch.isin(new, torch.tensor(sorted(stop), device=new.device)).any(dim=1)
-        cut += int((~ended).sum())
-        decoded = [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
-        answers += [decoded[i:i + args.num_samples] for i in range(0, len(decoded), args.num_samples)]
-    return answers, cut
+    n = args.num_samples
+    results = generate_answers(model, tokenizer, prompts, max_new_tokens=args.max_new_tokens,
+                               temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size,
+                               seed=args.seed, num_return_sequences=n)
+    answers = [[r["answer"] for r in results[i:i + n]] for i in range(0, len(results), n)]
+    return answers, sum(not r["ended"] for r in results)
 
 
 def best_and_worst(answers: list[str], scores: list[float]) -> tuple[int, int]:
@@ -131,8 +124,6 @@ def write_jsonl(path: str, rows: list[dict]) -> None:
 
 def main(argv=None):
     (args,) = parse_args((RejectionSamplingArgs,), argv)
-    if args.num_samples < 2:
-        raise ConfigError(f"--num_samples must be >= 2 to pick a best and a worst answer, got {args.num_samples}")
     prepare_output_dir(SimpleNamespace(output_dir=args.output_dir, resume_from_checkpoint=None))
     if args.policy_name_or_path == DEMO_MODEL:
         check_model_path(args.policy_name_or_path)  # says how to make the demo model

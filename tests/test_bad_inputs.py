@@ -241,6 +241,7 @@ CASES = [
     Case("gkd-bad-quantization", G, lambda c: c.gkd("--teacher_quantization", "2bit"), ["invalid choice: '2bit'"]),
     # --- rejection_sampling.py
     Case("sampling-one-sample", S, lambda c: c.sampling("--num_samples", "1"), ["--num_samples must be >= 2"]),
+    Case("sampling-greedy", S, lambda c: c.sampling("--temperature", "0"), ["--temperature must be > 0"]),
     Case("sampling-rm-missing", S, lambda c: c.sampling("--reward_model_path", str(c.tmp / "no_rm")),
          ["reward model not found"]),
     Case("sampling-prompts-missing", S, lambda c: c.sampling("--prompts_path", str(c.tmp / "p.jsonl")),

@@ -54,21 +54,26 @@ def stop_token_ids(model, tokenizer) -> list[int]:
 @torch.no_grad()
 def generate_answers(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 256,
                      temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 8,
-                     max_prompt_length: int | None = None, seed: int = 42) -> list[dict]:
-    """One answer per prompt (lists of chat messages, rendered with the tokenizer's chat template).
+                     max_prompt_length: int | None = None, seed: int = 42,
+                     num_return_sequences: int = 1) -> list[dict]:
+    """`num_return_sequences` answers per prompt (lists of chat messages, rendered with the tokenizer's chat template).
 
     Greedy when `temperature` is 0, else sampled at that temperature with nucleus `top_p` after `set_seed(seed)`.
-    Prompts are left-truncated to `max_prompt_length` tokens and generated `batch_size` at a time, left-padded,
-    with an explicit `GenerationConfig` (nothing is inherited from the checkpoint's generation_config).
-    Returns one dict per prompt, in order: `answer` (decoded, special tokens removed, whitespace stripped),
-    `length` (answer tokens before the first stop token), `ended` (a stop token came before `max_new_tokens`),
-    `token_ids` (the answer's tokens, stop token excluded). Raises `ValueError` for a negative temperature.
+    Prompts are left-truncated to `max_prompt_length` tokens and generated `batch_size` prompts at a time,
+    left-padded, with an explicit `GenerationConfig` (nothing is inherited from the checkpoint's generation_config).
+    Returns `len(prompts) x num_return_sequences` dicts, grouped by prompt in prompt order: `answer` (decoded, special
+    tokens removed, whitespace stripped), `length` (answer tokens before the first stop token), `ended` (a stop token
+    came before `max_new_tokens`), `token_ids` (the answer's tokens, stop token excluded). Raises `ValueError` for a
+    negative temperature, or several answers per prompt without sampling (greedy answers would all be equal).
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature}")
+    if num_return_sequences > 1 and temperature == 0:
+        raise ValueError("several answers per prompt need sampling: set a temperature > 0")
     stop = stop_token_ids(model, tokenizer)
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=temperature > 0, eos_token_id=stop or None,
                               pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                              num_return_sequences=num_return_sequences,
                               **({"temperature": temperature, "top_p": top_p, "top_k": 0} if temperature > 0 else {}))
     saved, model.generation_config = model.generation_config, config  # generate() fills unset fields from it
     set_seed(seed)
