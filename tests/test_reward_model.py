@@ -94,3 +94,35 @@ def test_qlora_reward_model_trains_with_an_fp32_score_head_on_cpu(tiny_model_dir
     head = [p for n, p in trainer.model.named_parameters() if "score" in n and p.requires_grad]
     assert head and all(p.dtype == torch.float32 for p in head)  # TRL's bf16 cast is undone for fp32 runs
     assert "score" in json.load(open(out / "adapter_config.json"))["modules_to_save"]
+
+
+def test_the_new_score_head_is_not_reported_as_a_loading_problem(tiny_model_dir):
+    """transformers reports `score.weight | MISSING` whenever a causal LM loads as a sequence classifier; the toolkit
+    drops that one report where the head is new by design, and keeps every other report."""
+    import logging
+
+    from transformers import AutoModelForSequenceClassification
+
+    from utils.log import _OnlyMissingScoreHead, score_head_from_elsewhere
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(str(record.msg))
+
+    logger = logging.getLogger("transformers.modeling_utils")
+    keep = Keep()
+    logger.addHandler(keep)
+    try:
+        AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+        assert any("LOAD REPORT" in r and "score.weight" in r for r in records)  # what transformers prints
+        records.clear()
+        with score_head_from_elsewhere():
+            AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+        assert not any("LOAD REPORT" in r for r in records)
+    finally:
+        logger.removeHandler(keep)
+    other = logging.LogRecord("t", logging.WARNING, "", 0, "X LOAD REPORT from: p\nKey | Status\n---+---\n"
+                              "score.weight | MISSING\nmodel.norm.weight | MISSING\n", None, None)
+    assert _OnlyMissingScoreHead().filter(other)  # a second missing weight is still reported

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from contextlib import contextmanager
 
 from utils.errors import is_main_process
 
@@ -52,6 +53,33 @@ class _DropMessages(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(self.prefixes)
+
+
+class _OnlyMissingScoreHead(logging.Filter):
+    """Drops transformers' load report when it lists only `score.weight | MISSING` (the new head) and, for an untied
+    causal LM, `lm_head.weight | UNEXPECTED` (the output layer a classifier does not use)."""
+
+    EXPECTED = {"score.weight|MISSING|", "lm_head.weight|UNEXPECTED|"}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if "LOAD REPORT" not in message:
+            return True
+        rows = {line.replace(" ", "") for line in message.splitlines()[2:] if "|" in line}  # after the header
+        return not ("score.weight|MISSING|" in rows and rows <= self.EXPECTED)
+
+
+@contextmanager
+def score_head_from_elsewhere():
+    """While a causal-LM checkpoint loads as a sequence classifier whose `score` head is new by design (the reward
+    model reward_model.py trains) or comes from an adapter (a LoRA reward model, PPO's value head): transformers'
+    load report that lists only that head as missing is dropped; any other entry is still reported."""
+    logger, only_head = logging.getLogger("transformers.modeling_utils"), _OnlyMissingScoreHead()
+    logger.addFilter(only_head)
+    try:
+        yield
+    finally:
+        logger.removeFilter(only_head)
 
 
 def quiet_libraries() -> None:

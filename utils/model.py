@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
@@ -21,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from common_args import DEMO_MODEL
 from utils.errors import ConfigError, PathNotFoundError
+from utils.log import score_head_from_elsewhere
 
 
 def check_model_path(path: str) -> None:
@@ -103,8 +105,11 @@ def load_model(model_cls, model_args, config, tokenizer, **kwargs):
     if model_args.train_mode == "qlora":
         kwargs["quantization_config"] = quantization_config("4bit", dtype)
         kwargs["device_map"] = quantized_device_map(config)
-    model = model_cls.from_pretrained(model_args.model_name_or_path, dtype=dtype,
-                                      trust_remote_code=config.trust_remote_code, **kwargs)
+    # A reward model starts from a causal LM: its score head is new by design.
+    quiet = score_head_from_elsewhere() if model_cls is AutoModelForSequenceClassification else nullcontext()
+    with quiet:
+        model = model_cls.from_pretrained(model_args.model_name_or_path, dtype=dtype,
+                                          trust_remote_code=config.trust_remote_code, **kwargs)
     set_pad_token(model, tokenizer)
     return model
 
@@ -332,7 +337,9 @@ def load_checkpoint(checkpoint: Checkpoint, dtype: torch.dtype = torch.float32, 
     model_cls = AutoModelForSequenceClassification if checkpoint.task_type == "SEQ_CLS" else AutoModelForCausalLM
     if checkpoint.task_type == "SEQ_CLS":
         kwargs["num_labels"] = 1
-    model = model_cls.from_pretrained(checkpoint.base, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
+    quiet = score_head_from_elsewhere() if checkpoint.task_type == "SEQ_CLS" and checkpoint.adapter else nullcontext()
+    with quiet:  # the score head is the adapter's (or value_head.safetensors), loaded below
+        model = model_cls.from_pretrained(checkpoint.base, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
     if checkpoint.adapter is None:
         return model.eval()
     peft_config = PeftConfig.from_pretrained(checkpoint.adapter)
