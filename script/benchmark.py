@@ -113,13 +113,20 @@ def run_row(row, options, reward_model_path: str | None, passthrough: list[str])
         flags += ["--teacher_model_name_or_path", options.model_name_or_path]
     cmd = [sys.executable, os.path.abspath(__file__), "--child", script, "--", *flags, *passthrough]
     try:
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        measured = run_json(cmd, f"{method} {mode} {layout or ''}")
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH ")]
+    return {"method": method, "train_mode": mode, "layout": layout, **measured}
+
+
+def run_json(cmd: list[str], label: str, prefix: str = "BENCH ") -> dict:
+    """Run a benchmark process and return the JSON object of its last stdout line of the form `<prefix>{...}`; exit
+    with its stderr's tail if it fails or prints no such line."""
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    lines = [line[len(prefix):] for line in done.stdout.splitlines() if line.startswith(prefix + "{")]
     if done.returncode or not lines:
-        sys.exit(f"[benchmark] {method} {mode} {layout or ''} failed:\n{done.stderr[-3000:]}")
-    return {"method": method, "train_mode": mode, "layout": layout, **json.loads(lines[-1][6:])}
+        sys.exit(f"[benchmark] {label} failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1])
 
 
 def train_reward_fixture(options, folder: str) -> str:

@@ -26,12 +26,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-from benchmark import split_flags, spread  # script/benchmark.py, beside this file
+from benchmark import run_json, split_flags, spread  # script/benchmark.py, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,23 +105,14 @@ def hh_prompt_file(hh_path: str, folder: str) -> str:
 
 
 def run_layout(layout: str, argv: list[str], passthrough: list[str]) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--child", layout, "--", *passthrough]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH ")]
-    if done.returncode or not lines:
-        sys.exit(f"[benchmark] {layout} failed:\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1][6:])
+    return run_json([sys.executable, os.path.abspath(__file__), *argv, "--child", layout, "--", *passthrough], layout)
 
 
 def run_trl(options: argparse.Namespace) -> dict:
     """One run of the TRL baseline script in its own virtualenv; it prints one JSON line."""
     cmd = [options.trl_python, options.trl_baseline, options.model_name_or_path, str(options.rollouts), "lora",
            options.hh_data]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode or not lines:
-        sys.exit(f"[benchmark] the TRL baseline failed:\n{done.stderr[-3000:]}")
-    r = json.loads(lines[-1])
+    r = run_json(cmd, "the TRL baseline", prefix="")
     return {"layout": "TRL", "seconds_per_rollout": [r["s_per_rollout"]] * r["rollouts"],
             "peak_bytes": r["peak_rss_mb"] * 2**20, "memory_kind": "peak RSS", "device": "cpu"}
 
