@@ -17,10 +17,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import train_rlhf
 from common_args import CommonArgs
-from rlhf_args.kto_config import KTOConfig
+from rlhf_args.kto_config import KTOConfig, kto_class_weights
 from rlhf_args.sft_config import SFTConfig
 from utils.args import parse_args
-from utils.data import DataFormatError, kto_class_weights, kto_data, sft_data, to_sft_rows, to_unpaired_rows
+from utils.data import DataFormatError, kto_data, sft_data, to_sft_rows, to_unpaired_rows
 
 PROBE = "<|im_start|>user\nTell me about tea.<|im_end|>\n<|im_start|>assistant\nSure"
 

@@ -6,48 +6,27 @@ problems (`DataFormatError`); with `drop_bad_rows=True` bad rows are skipped and
 
 Modules, one job each:
 
-    errors.py    Problem, DataFormatError, RowError
-    messages.py  checks of chat messages, prompts and answers
+    reader.py    one reader for .jsonl, .json, .csv, .parquet, .arrow and save_to_disk folders; where a problem is
+    messages.py  checks of chat messages, prompts and answers (`RowError` names the field at fault)
     pairs.py     preference shapes (explicit prompt, hh-rlhf, implicit prompt, PKU-SafeRLHF, ranked responses)
     chats.py     messages / ShareGPT / alpaca conversations, prompt/completion, unpaired (KTO) rows
     shapes.py    the table of shapes: detection and conversion per target (preference, unpaired, sft, prompt, ...)
-    reader.py    one reader for .jsonl, .json, .csv, .parquet, .arrow and save_to_disk folders
-    loader.py    read -> convert -> collect problems -> stop or drop; several files with ratios
-    split.py     the train/eval split
-    tokens.py    checks that need the tokenizer (chat template, lengths)
-    methods.py   the per-method loaders (preference_data, kto_data, sft_data, prompt_data, distillation_data)
+    loader.py    read -> convert -> collect problems -> stop or drop; several files with ratios; the train/eval split
+    methods.py   the per-method loaders (preference_data, kto_data, sft_data, prompt_data, distillation_data) and the
+                 checks that need the tokenizer (chat template, lengths)
 
-`--check` (utils/preflight.py) prints what a run would train on, rendered token by token.
-
-KTO's class weights live next to the KTO config (rlhf_args/kto_config.py); `kto_class_weights` is re-exported here.
+A new data shape is one `Shape` row in shapes.py. `--check` (utils/preflight.py) prints what a run would train on.
 """
 
-from utils.data.chats import alpaca_conversation, sharegpt_conversation
-from utils.data.errors import MAX_LISTED, DataFormatError, Problem, RowError
-from utils.data.loader import LoadedFile, load_file, load_sources, log_dropped, settle_problems, take_share
-from utils.data.messages import ROLES
-from utils.data.methods import (distillation_data, kto_data, load_distillation_file, load_preference_file,
-                                load_prompt_file, preference_data, prompt_data, sft_data)
+from utils.data.loader import load_splits, split_train_eval
+from utils.data.methods import (check_chat_template, count_too_long, distillation_data, kto_data,
+                                load_distillation_file, load_preference_file, load_prompt_file, preference_data,
+                                prompt_data, sft_data)
 from utils.data.pairs import split_hh_transcript
-from utils.data.reader import DataFile, read_file, read_jsonl
-from utils.data.shapes import (SHAPES, ShapeOptions, convert_row, detect_preference_format, prompt_of,
-                               to_distillation_row, to_preference_row, to_sft_rows, to_unpaired_rows)
-from utils.data.split import load_splits, split_train_eval
-from utils.data.tokens import ANSWER_PLACEHOLDER, check_chat_template, check_tokenized_rows, count_too_long
+from utils.data.reader import DataFormatError, read_file
+from utils.data.shapes import ShapeOptions, convert_row, detect_preference_format, to_sft_rows, to_unpaired_rows
 
-__all__ = ["alpaca_conversation", "sharegpt_conversation", "MAX_LISTED", "DataFormatError", "Problem", "RowError",
-           "LoadedFile", "load_file", "load_sources", "log_dropped", "settle_problems", "take_share", "ROLES",
-           "distillation_data", "kto_data", "load_distillation_file", "load_preference_file", "load_prompt_file",
-           "preference_data", "prompt_data", "sft_data", "split_hh_transcript", "DataFile", "read_file", "read_jsonl",
-           "SHAPES", "ShapeOptions", "convert_row", "detect_preference_format", "prompt_of", "to_distillation_row",
-           "to_preference_row", "to_sft_rows", "to_unpaired_rows", "load_splits", "split_train_eval",
-           "ANSWER_PLACEHOLDER", "check_chat_template", "check_tokenized_rows", "count_too_long", "kto_class_weights"]
-
-
-def __getattr__(name: str):
-    """`kto_class_weights` is imported from rlhf_args/kto_config.py on first use (that module imports TRL)."""
-    if name == "kto_class_weights":
-        from rlhf_args.kto_config import kto_class_weights
-
-        return kto_class_weights
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["load_splits", "split_train_eval", "check_chat_template", "count_too_long", "distillation_data", "kto_data",
+           "load_distillation_file", "load_preference_file", "load_prompt_file", "preference_data", "prompt_data",
+           "sft_data", "split_hh_transcript", "DataFormatError", "read_file", "ShapeOptions", "convert_row",
+           "detect_preference_format", "to_sft_rows", "to_unpaired_rows"]

@@ -1,13 +1,20 @@
 """Checks for chat messages, prompts and answers: the building blocks every row converter uses.
 
-All functions are pure: they return clean copies and raise `RowError` naming the field at fault.
+All functions are pure: they return clean copies and raise `RowError` naming the field at fault; the loader adds
+the file and the line.
 """
 
 from __future__ import annotations
 
-from utils.data.errors import RowError
-
 ROLES = ("system", "user", "assistant", "tool")
+
+
+class RowError(ValueError):
+    """A problem with one row; `field` names the field at fault. The loader adds the file and the line."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
 
 
 def describe(value) -> str:

@@ -17,8 +17,7 @@ from __future__ import annotations
 import itertools
 import re
 
-from utils.data.errors import RowError
-from utils.data.messages import as_answer, as_prompt, check_messages, describe, short_value
+from utils.data.messages import RowError, as_answer, as_prompt, check_messages, describe, short_value
 
 HH_TURN = re.compile(r"\n\n(Human|Assistant):")
 HH_ROLE = {"Human": "user", "Assistant": "assistant"}

@@ -24,14 +24,41 @@ from datasets import Dataset, DatasetDict, load_from_disk
 from datasets.exceptions import DatasetGenerationError
 from datasets.utils import are_progress_bars_disabled
 
-from utils.data.errors import DataFormatError, Problem
-from utils.errors import PathNotFoundError
+from utils.errors import PathNotFoundError, UserError
 
 COMPRESSED = ((b"\x1f\x8b", "gzip", "gunzip"), (b"PK\x03\x04", "zip", "unzip"), (b"(\xb5/\xfd", "zstd", "unzstd"),
               (b"BZh", "bzip2", "bunzip2"), (b"\xfd7zXZ", "xz", "unxz"))  # magic bytes, name, the command undoing it
 NOT_READ = (".tsv", ".xlsx", ".xls")  # table formats this reader does not parse
 TEXT_COLUMNS = {"prompt", "chosen", "rejected", "completion", "messages", "conversations", "instruction", "input",
                 "output", "system", "response_0", "response_1", "responses", "text"}  # CSV cells never read as numbers
+
+
+MAX_LISTED = 10  # problems listed in one error message
+
+
+@dataclass
+class Problem:
+    """One bad row: where it is and what is wrong with it."""
+
+    path: str
+    line: int  # 1-based line number in a text file, or the 0-based row index when `unit` is "row"
+    field: str  # the field at fault, or "(row)" for the whole row
+    message: str
+    unit: str = "line"  # "line": shown as FILE:LINE; "row": FILE:row N; "file": FILE (the whole file)
+
+    def __str__(self) -> str:
+        where = {"line": f":{self.line}", "row": f":row {self.line}"}.get(self.unit, "")
+        return f"{self.path}{where}: field '{self.field}': {self.message}"
+
+
+class DataFormatError(UserError, ValueError):
+    """Raised when a data file has problems; `.problems` lists all of them (the message shows the first 10)."""
+
+    def __init__(self, problems: list[Problem], hint: str = ""):
+        self.problems = problems
+        shown = "\n".join(f"  {p}" for p in problems[:MAX_LISTED])
+        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        super().__init__(f"{len(problems)} problem(s) in the data:\n{shown}{more}{hint}")
 
 
 @dataclass
@@ -77,12 +104,6 @@ def read_file(path: str) -> DataFile:
     if not out.rows and not out.problems:
         raise DataFormatError([Problem(path, 1, "(row)", "the file is empty")])
     return out
-
-
-def read_jsonl(path: str) -> tuple[list[tuple[int, dict]], list[Problem]]:
-    """`read_file(path)` as `(rows, problems)`; kept for callers that only need those two."""
-    out = read_file(path)
-    return out.rows, out.problems
 
 
 # ----------------------------------------------------------------------------------------------------------

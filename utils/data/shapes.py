@@ -20,8 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from utils.data import chats, pairs
-from utils.data.errors import RowError
-from utils.data.messages import as_answer, as_prompt, check_messages
+from utils.data.messages import RowError, as_answer, as_prompt, check_messages
 
 TARGETS = ("preference", "unpaired", "sft", "prompt", "distillation")
 
@@ -57,7 +56,6 @@ class Shape:
 
     name: str
     detect: Callable[[dict], bool]
-    example: str  # one row, for the README table
     preference: Converter | None = None  # -> pairs; a preference shape also serves sft, unpaired and prompt
     unpaired: Converter | None = None
     sft: Converter | None = None
@@ -90,7 +88,7 @@ def explicit_sft(row: dict, options: ShapeOptions) -> tuple[str, list]:
     return name, [{"prompt": as_prompt(row["prompt"]), "completion": as_answer(row["chosen"], "chosen")}]
 
 
-def chat_shape(name: str, conversation: Callable[[dict], list[dict]], field: str, example: str, note: str = "",
+def chat_shape(name: str, conversation: Callable[[dict], list[dict]], field: str, note: str = "",
                detect: Callable[[dict], bool] | None = None) -> Shape:
     """A shape whose rows are one conversation (`conversation(row) -> messages`), for SFT, prompts and GKD."""
     def sft(row, options):
@@ -107,7 +105,7 @@ def chat_shape(name: str, conversation: Callable[[dict], list[dict]], field: str
             return shape, [{"prompt": chats.conversation_prompts(messages, field)[0], "answer": None}]
         return shape, [chats.distillation_row(messages, field, given)]
 
-    return Shape(name, detect or (lambda row: field in row), example, sft=sft, prompt=prompt,
+    return Shape(name, detect or (lambda row: field in row), sft=sft, prompt=prompt,
                  distillation=distillation, note=note)
 
 
@@ -124,44 +122,33 @@ def prompt_only(row: dict, options: ShapeOptions) -> tuple[str, list]:
 
 
 SHAPES = (
-    Shape("PKU-SafeRLHF", pairs.is_pku, '{"prompt": "...", "response_0": "...", "response_1": "...", '
-                                        '"better_response_id": 1, "safer_response_id": 0}',
-          preference=pku, note="PKU-SafeRLHF rows: response_{id} -> chosen, the other -> rejected "
-                               "(--preference_key picks better_response_id or safer_response_id)"),
-    Shape("ranked responses", pairs.is_ranked, '{"prompt": "...", "responses": [{"text": "...", "score": 7}, '
-                                               '{"text": "...", "score": 2}]}',
+    Shape("PKU-SafeRLHF", pairs.is_pku, preference=pku,
+          note="PKU-SafeRLHF rows: response_{id} -> chosen, the other -> rejected "
+               "(--preference_key picks better_response_id or safer_response_id)"),
+    Shape("ranked responses", pairs.is_ranked,
           preference=lambda row, o: ("ranked responses", pairs.from_ranked(row, o.pairs)),
           note="ranked responses -> pairs (--pairs best_worst: best vs worst; all: every pair with different scores)"),
-    Shape("hh-rlhf", pairs.is_hh, '{"chosen": "\\n\\nHuman: ...\\n\\nAssistant: ...", "rejected": "..."}',
-          preference=named("hh-rlhf", pairs.from_hh),
+    Shape("hh-rlhf", pairs.is_hh, preference=named("hh-rlhf", pairs.from_hh),
           note="raw hh-rlhf transcripts were split: shared turns -> prompt, last assistant turn -> answer"),
-    Shape("implicit prompt", pairs.is_implicit, '{"chosen": [{"role": "user", ...}, {"role": "assistant", ...}], '
-                                                '"rejected": [...]}',
-          preference=named("implicit prompt", pairs.from_implicit),
+    Shape("implicit prompt", pairs.is_implicit, preference=named("implicit prompt", pairs.from_implicit),
           note="whole chosen/rejected conversations were split: shared turns -> prompt, last assistant turn -> answer"),
     Shape("plain strings", lambda row: isinstance(row.get("prompt"), str) and isinstance(row.get("chosen"), str),
-          '{"prompt": "Hi?", "chosen": "Hello!", "rejected": "Go away."}',
           preference=named("plain strings", pairs.from_explicit), sft=explicit_sft,
           note="plain-string prompts became one user turn"),
     Shape("conversational", lambda row: "chosen" in row or "rejected" in row,
-          '{"prompt": [{"role": "user", "content": "..."}], "chosen": [{"role": "assistant", ...}], "rejected": [...]}',
           preference=named("conversational", pairs.from_explicit), sft=explicit_sft),
     Shape("unpaired", lambda row: "completion" in row or "label" in row,
-          '{"prompt": "...", "completion": "...", "label": true}',
           unpaired=lambda row, o: ("unpaired (0/1 labels)" if o.number_labels else "unpaired",
                                    chats.from_unpaired(row, o.number_labels))),
-    chat_shape("messages", lambda row: check_messages(row["messages"], "messages"), "messages",
-               '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}'),
+    chat_shape("messages", lambda row: check_messages(row["messages"], "messages"), "messages"),
     chat_shape("ShareGPT", chats.sharegpt_conversation, "conversations",
-               '{"conversations": [{"from": "human", "value": "..."}, {"from": "gpt", "value": "..."}]}',
                note="ShareGPT conversations: human -> user, gpt -> assistant"),
     replace(chat_shape("alpaca", chats.alpaca_conversation, "messages",
-                       '{"instruction": "...", "input": "...", "output": "...", "system": "..."}',
                        note="alpaca rows: instruction (+ input) -> user turn, output -> answer",
                        detect=lambda row: "instruction" in row), sft=alpaca_sft),
-    Shape("prompt/completion", lambda row: "completion" in row, '{"prompt": "...", "completion": "..."}',
+    Shape("prompt/completion", lambda row: "completion" in row,
           sft=named("prompt/completion", chats.from_prompt_completion)),
-    Shape("prompt-only", lambda row: "prompt" in row, '{"prompt": "..."}', prompt=prompt_only,
+    Shape("prompt-only", lambda row: "prompt" in row, prompt=prompt_only,
           distillation=lambda row, o: ("prompt-only", [{"prompt": as_prompt(row["prompt"]), "answer": None}])),
 )
 SHAPE = {shape.name: shape for shape in SHAPES}
@@ -238,12 +225,6 @@ def detect_preference_format(row: dict) -> str:
     return next((name for name in PREFERENCE if SHAPE[name].detect(row)), "unknown")
 
 
-def to_preference_row(row: dict, options: ShapeOptions = ShapeOptions()) -> dict:
-    """Check one row and convert it to `{"prompt": [...], "chosen": [...], "rejected": [...]}` (the first pair for
-    ranked responses). Raises `RowError` naming the field at fault."""
-    return convert_row(row, "preference", replace(options, pairs="best_worst"))[1][0]
-
-
 def to_unpaired_rows(row: dict, options: ShapeOptions = ShapeOptions()) -> tuple[str, list[dict]]:
     """Check one KTO row; returns `(shape, rows)`: an unpaired row gives one, a pair gives a desirable (chosen) and
     an undesirable (rejected) row. Raises `RowError` naming the field."""
@@ -254,16 +235,3 @@ def to_sft_rows(row: dict, assistant_turns: str = "all", options: ShapeOptions =
     """Check one SFT row; returns `(shape, [{"prompt": [...], "completion": [answer]}, ...])`, one row per trained
     assistant turn (`assistant_turns` all or last). Raises `RowError` naming the field."""
     return convert_row(row, "sft", replace(options, assistant_turns=assistant_turns))
-
-
-def to_distillation_row(row: dict) -> dict:
-    """Check one distillation row; returns `{"prompt": [messages], "answer": [assistant message] | None}` (None: a
-    prompt-only row). Raises `RowError` naming the field."""
-    return convert_row(row, "distillation")[1][0]
-
-
-def prompt_of(row: dict) -> list[dict]:
-    """The prompt of any row this toolkit reads, as messages ending with a user turn; answers are ignored.
-
-    Raises `RowError` naming the field at fault."""
-    return convert_row(row, "prompt")[1][-1]
