@@ -36,12 +36,12 @@ from utils.args import parse_args
 from utils.data import (count_too_long, detect_preference_format, load_preference_file, load_prompt_file,
                         read_file)
 from utils.errors import ConfigError, run_cli
-from utils.generation import check_policy_path, generate_answers, load_policy
+from utils.log import info_rank0
+from utils.generation import generate_answers
 from utils.html_report import escape, image, table, write_page
-from utils.model import check_reward_model_path
-from utils.online import load_reward_function
+from utils.model import check_policy_path, check_reward_model_path, load_policy, load_reward_model
 from utils.outputs import prepare_output_dir
-from utils.reward import load_reward_model, reward_scorer
+from utils.reward import load_reward_function, reward_scorer
 from utils.rm_accuracy import accuracy_rows, format_accuracy, preference_accuracy
 
 
@@ -63,7 +63,7 @@ def main(argv=None) -> dict:
         policy, tokenizer = load_policy(path, trust_remote_code=args.trust_remote_code)
         answers[name] = generate_answers(policy, tokenizer, prompts, args.max_new_tokens, args.temperature,
                                          args.top_p, args.batch_size, args.max_prompt_length, args.seed)
-        print(f"[eval] {name}: {len(prompts)} answers from {path}")
+        info_rank0(f"[eval] {name}: {len(prompts)} answers from {path}")
         del policy
 
     # 3. Judge: score every answer; the reward model's own accuracy on the pairs when the file has them.
@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
     if pairs and judge.get("reward_model"):
         summary["reward_model_accuracy"] = preference_accuracy(judge["reward_model"], judge["rm_tokenizer"], pairs,
                                                                args.max_length)
-        print(format_accuracy(summary["reward_model_accuracy"], what=f"pairs of {args.eval_data_path}"))
+        info_rank0(format_accuracy(summary["reward_model_accuracy"], what=f"pairs of {args.eval_data_path}"))
     summary["judge_cut"] = count_judge_cut(judge, prompts, answers, args.max_length)
 
     # 4. Numbers per model and against the baseline; files.
@@ -298,11 +298,11 @@ def print_summary(summary: dict, output_dir: str) -> None:
         widths = [12, 10, 30, 26, 12, 8, 8, 10]
         line = lambda cells: "  ".join(  # noqa: E731
             (f"{c:.3f}" if isinstance(c, float) else str(c)).ljust(w) for c, w in zip(cells, widths))
-        print("[eval] " + line(SUMMARY_HEADERS[:3] + ["LC win rate", "mean length", "EOS rate", "empty",
+        info_rank0("[eval] " + line(SUMMARY_HEADERS[:3] + ["LC win rate", "mean length", "EOS rate", "empty",
                                                       "distinct-2"]))
         for row in summary_rows(summary):
-            print("[eval] " + line(row))
-    print(f"[eval] wrote generations.jsonl, summary.json, arena.png and report.html to {output_dir}")
+            info_rank0("[eval] " + line(row))
+    info_rank0(f"[eval] wrote generations.jsonl, summary.json, arena.png and report.html to {output_dir}")
 
 
 if __name__ == "__main__":

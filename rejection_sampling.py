@@ -24,41 +24,58 @@ import json
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 from types import SimpleNamespace
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from transformers import set_seed
 
 from common_args import DEMO_MODEL
 from utils.args import parse_args
 from utils.data import load_prompt_file
 from utils.errors import ConfigError, run_cli
-from utils.generation import generate_answers, load_policy
-from utils.model import check_model_path, check_reward_model_path, load_tokenizer, resolve_checkpoint
+from utils.log import info_rank0
+from utils.generation import generate_answers
+from utils.model import (check_model_path, check_reward_model_path, load_policy, load_reward_model, load_tokenizer,
+                         resolve_checkpoint)
 from utils.outputs import prepare_output_dir
 from utils.preflight import preflight
-from utils.reward import load_reward_model, reward_scorer
+from utils.reward import reward_scorer
 
 
 @dataclass
 class RejectionSamplingArgs:
-    policy_name_or_path: str = DEMO_MODEL  # the model that writes answers: a checkpoint dir or a LoRA adapter dir
-    reward_model_path: str = "output/reward_model"  # a reward model saved by reward_model.py (full or LoRA)
-    prompts_path: str = "data_example/data.jsonl"  # 'prompt' / 'messages' / hh-rlhf rows; their answers are ignored
-    output_dir: str = "output/rejection_sampling"  # where the SFT file, the pairs and the summary go
-    num_samples: int = 4  # N answers per prompt (best-of-N); more gives better best answers but costs N x time
-    max_prompts: int | None = None  # use only the first N prompts of the file (None: all)
-    max_new_tokens: int = 128  # longest answer, in tokens; longer answers are cut (counted in the summary)
-    temperature: float = 0.8  # sampling temperature (Llama 2: the best value shifts with the model; try 0.7-1.2)
-    top_p: float = 1.0  # nucleus sampling: keep the smallest token set with this much probability (1.0: off)
-    batch_size: int = 8  # prompts per generate call (each gives num_samples answers)
-    min_score_gap: float = 0.0  # write a pair only if best - worst score >= this (reward-model units)
-    drop_bad_rows: bool = False  # False: stop on bad rows in prompts_path; True: skip them and count them
-    prompt_turns: Literal["last", "all"] = "last"  # chats as prompts: the last user turn, or each one
-    check: bool = False  # preflight: tokenizer and prompts only, print them, exit 0 (no weights, no output)
-    seed: int = 42  # sampling seed
-    trust_remote_code: bool = False  # allow custom model code from the checkpoint dirs
+    policy_name_or_path: str = field(default=DEMO_MODEL, metadata={"help": "the model that writes answers: a checkpoint "
+        "dir or a LoRA adapter dir"})
+    reward_model_path: str = field(default="output/reward_model", metadata={"help": "a reward model saved by "
+        "reward_model.py (full or LoRA)"})
+    prompts_path: str = field(default="data_example/data.jsonl", metadata={"help": "'prompt' / 'messages' / hh-rlhf "
+        "rows; their answers are ignored"})
+    output_dir: str = field(default="output/rejection_sampling", metadata={"help": "where the SFT file, the pairs and "
+        "the summary go"})
+    num_samples: int = field(default=4, metadata={"help": "N answers per prompt (best-of-N); more gives better best "
+        "answers but costs N x time"})
+    max_prompts: int | None = field(default=None, metadata={"help": "use only the first N prompts of the file (None: "
+        "all)"})
+    max_new_tokens: int = field(default=128, metadata={"help": "longest answer, in tokens; longer answers are cut "
+        "(counted in the summary)"})
+    temperature: float = field(default=0.8, metadata={"help": "sampling temperature (Llama 2: the best value shifts "
+        "with the model; try 0.7-1.2)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling: keep the smallest token set with this much "
+        "probability (1.0: off)"})
+    batch_size: int = field(default=8, metadata={"help": "prompts per generate call (each gives num_samples answers)"})
+    min_score_gap: float = field(default=0.0, metadata={"help": "write a pair only if best - worst score >= this "
+        "(reward-model units)"})
+    drop_bad_rows: bool = field(default=False, metadata={"help": "False: stop on bad rows in prompts_path; True: skip "
+        "them and count them"})
+    prompt_turns: Literal["last", "all"] = field(default="last", metadata={"help": "chats as prompts: the last user "
+        "turn, or each one"})
+    check: bool = field(default=False, metadata={"help": "preflight: tokenizer and prompts only, print them, exit 0 (no "
+        "weights, no output)"})
+    seed: int = field(default=42, metadata={"help": "sampling seed"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "allow custom model code from the checkpoint dirs"})
 
     def __post_init__(self):
         if self.temperature <= 0:
@@ -99,12 +116,9 @@ def score_statistics(values: list[float]) -> dict:
 
 def plot_scores(groups: dict[str, list[float]], path: str) -> None:
     """Histogram of the scores of all answers, the best and the worst answer of each prompt."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     for name, values in groups.items():
         if values:
             ax.hist(values, bins=20, alpha=0.5, label=f"{name} (mean {statistics.fmean(values):.2f})")
@@ -113,7 +127,6 @@ def plot_scores(groups: dict[str, list[float]], path: str) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def write_jsonl(path: str, rows: list[dict]) -> None:
@@ -199,15 +212,15 @@ def main(argv=None):
                 os.path.join(args.output_dir, "score_distribution.png"))
 
     s = summary["scores"]
-    print(f"[rejection sampling] {len(prompts)} prompts x {args.num_samples} answers: sampling "
+    info_rank0(f"[rejection sampling] {len(prompts)} prompts x {args.num_samples} answers: sampling "
           f"{summary['seconds']['sampling']} s, scoring {summary['seconds']['scoring']} s; {empty} empty answers "
           f"dropped, {cut} cut at max_new_tokens={args.max_new_tokens}")
     if flat_scores:
-        print(f"[rejection sampling] scores: all answers mean {s['all_answers']['mean']:.3f} "
+        info_rank0(f"[rejection sampling] scores: all answers mean {s['all_answers']['mean']:.3f} "
               f"(std {s['all_answers']['std']:.3f}); best per prompt mean {s['best_per_prompt']['mean']:.3f}; "
               + (f"worst per prompt mean {s['worst_per_prompt']['mean']:.3f}; mean gap "
                  f"{s['best_minus_worst']['mean']:.3f}" if gaps else "no prompt had two different answers"))
-    print(f"[rejection sampling] wrote {len(sft)} SFT rows (best_of_n.jsonl) and {len(pairs)} pairs (pairs.jsonl; "
+    info_rank0(f"[rejection sampling] wrote {len(sft)} SFT rows (best_of_n.jsonl) and {len(pairs)} pairs (pairs.jsonl; "
           f"{identical} prompts skipped: best and worst answers identical, {small_gap} below min_score_gap) "
           f"to {args.output_dir}")
     return summary

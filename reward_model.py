@@ -27,12 +27,14 @@ from utils.args import parse_args
 from utils.checkpoint import NonFiniteLossGuard
 from utils.data import preference_data
 from utils.errors import run_cli
+from utils.log import info_rank0
 from utils.model import (check_lora_targets, check_model_path, check_train_mode, load_model, load_tokenizer,
                          lora_config, match_trainable_dtype)
 from utils.outputs import prepare_output_dir, save_outputs
 from utils.preflight import preflight
 from utils.rm_accuracy import accuracy_after_training
 from utils.rm_probe import augment_with_degenerate_negatives, parse_variant_weights, probe_after_training
+from utils.run_health import run_health
 
 
 def main(argv=None):
@@ -75,17 +77,21 @@ def main(argv=None):
         metrics = trainer.evaluate()
         if trainer.is_world_process_zero():
             n = len(trainer.eval_dataset)  # TRL drops pairs longer than max_length
-            print(f"[reward model] TRL's eval accuracy {metrics['eval_accuracy']:.3f} on {n} held-out pairs"
+            info_rank0(f"[reward model] TRL's eval accuracy {metrics['eval_accuracy']:.3f} on {n} held-out pairs"
                   + (f" ({len(eval_rows) - n} longer than max_length={config.max_length} left out)"
                      if n < len(eval_rows) else ""))
         # Every held-out pair (long ones cut at max_length), split by answer length, beside the length rule.
         accuracy_after_training(trainer, tokenizer, eval_rows, config.max_length)
     save_outputs(trainer, {"model": model_args, "training": config})
     if trainer.is_world_process_zero():
-        print(f"[reward model] saved to {config.output_dir} (curves: {config.output_dir}/training_curves.png)")
+        info_rank0(f"[reward model] saved to {config.output_dir} (curves: {config.output_dir}/training_curves.png)")
 
     # 5. Probe: how often does a degenerate answer score above the chosen one? (rm_probe.json / rm_probe.png)
     probe_after_training(trainer, tokenizer, eval_rows, train_rows, model_args.probe_prompts)
+
+    # 6. Run health: what looks wrong in the log, the accuracy and the probe, in plain English (also report.html).
+    if trainer.is_world_process_zero():
+        run_health(config.output_dir)
     return trainer
 
 

@@ -35,9 +35,10 @@ from utils.data import distillation_data
 from utils.errors import ConfigError, run_cli
 from utils.log import info_rank0, show_dataset_progress
 from utils.model import (check_lora_targets, check_model_path, check_train_mode, deepspeed_zero_stage, is_adapter_dir,
-                         load_frozen_model, load_model, load_tokenizer, lora_config, match_trainable_dtype)
+                         load_model, load_teacher, load_tokenizer, lora_config, match_trainable_dtype)
 from utils.outputs import prepare_output_dir, save_outputs
 from utils.preflight import preflight
+from utils.run_health import run_health
 
 TOKENIZER_ADVICE = ("GKD compares the teacher's and the student's next-token distributions token by token, so both "
                     "models must share one tokenizer: pick a teacher and a student of the same model family")
@@ -102,7 +103,7 @@ def text_vocab_size(path: str, trust_remote_code: bool = False) -> int | None:
 
 
 def check_teacher_student(student_path: str, teacher_path: str, tokenizer, trust_remote_code: bool = False,
-                          log=print) -> None:
+                          log=info_rank0) -> None:
     """Stop if teacher and student cannot be distilled into each other; warn if the student is the larger one.
 
     Reads only tokenizer files, config.json files and safetensors headers. Raises `ValueError` listing every
@@ -132,17 +133,6 @@ def check_teacher_settings(config) -> None:
     if config.teacher_quantization != "none" and deepspeed_zero_stage(config) == 3:
         raise ConfigError("--teacher_quantization 4bit/8bit does not work with DeepSpeed ZeRO-3, which shards the "
                          "quantized weights; use ds_config/deepspeed_zero2.yaml, or --teacher_quantization none")
-
-
-def load_teacher(config, tokenizer):
-    """Load the frozen teacher in the run's compute dtype, or in 4-bit NF4 / 8-bit with bitsandbytes
-    (`--teacher_quantization`, `utils.model.quantization_config`).
-
-    4-bit (Dettmers et al. 2023) keeps about a quarter of the bf16 memory, 8-bit (LLM.int8, Dettmers et al. 2022)
-    about half; both also run on CPU. Returns the model in eval mode with gradients off.
-    """
-    return load_frozen_model(config.teacher_model_name_or_path, config, task_type="CAUSAL_LM", tokenizer=tokenizer,
-                             quantization=config.teacher_quantization)
 
 
 def describe(config) -> str:
@@ -205,10 +195,13 @@ def main(argv=None):
     if trainer.is_world_process_zero():
         if after is not None:
             change = f"{before:.4g} before training -> {after:.4g}" if before is not None else f"{after:.4g}"
-            print(f"[GKD] divergence to the teacher on {len(eval_rows)} held-out answers (eval_loss, per token): "
+            info_rank0(f"[GKD] divergence to the teacher on {len(eval_rows)} held-out answers (eval_loss, per token): "
                   f"{change}")
         what = "model" if args.train_mode == "full" else "LoRA adapter"
-        print(f"[GKD] student {what} saved to {config.output_dir} (curves: {config.output_dir}/training_curves.png)")
+        info_rank0(f"[GKD] student {what} saved to {config.output_dir} (curves: {config.output_dir}/training_curves.png)")
+
+        # 6. Run health: what looks wrong in the log, in plain English (also output_dir/report.html).
+        run_health(config.output_dir)
     return trainer
 
 

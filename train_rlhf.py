@@ -6,73 +6,76 @@
     accelerate launch --config_file ds_config/deepspeed_zero3.yaml train_rlhf.py --rlhf_type DPO
 
 Each method is one row of METHODS: its config class in rlhf_args/ (TRL's config with this toolkit's defaults),
-its trainer, the loader for the data it needs, and any extra trainer arguments (e.g. a reward model).
+its trainer, the loader for the data it needs and, for the online methods, what they use besides the policy (reward
+functions, reward / value / reference models). The row names them as "module:name" and only the chosen method's
+modules are imported, so a DPO run loads no PPO code.
 With LoRA / QLoRA the reference model is the policy with its adapter switched off (no second copy in memory);
 with full fine-tuning TRL loads a frozen reference from the same checkpoint.
 """
 
 import utils.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
 import argparse
+import importlib
 import sys
 from dataclasses import dataclass
-from typing import Callable
 
 from datasets import Dataset
 from transformers import AutoModelForCausalLM
-from trl import DPOTrainer, KTOTrainer, SFTTrainer
-from trl.experimental.cpo import CPOTrainer
-from trl.experimental.orpo import ORPOTrainer
 
 from common_args import CommonArgs
-from rlhf_args.cpo_config import CPOConfig
-from rlhf_args.cposimpo_config import CPOSimPOConfig
-from rlhf_args.dpo_config import DPOConfig
-from rlhf_args.grpo_config import GRPOConfig
-from rlhf_args.kto_config import KTOConfig
-from rlhf_args.orpo_config import ORPOConfig
-from rlhf_args.ppo_config import PPOConfig
-from rlhf_args.rloo_config import RLOOConfig
-from rlhf_args.sft_config import SFTConfig
-from rlhf_args.simpo_config import SimPOConfig
 from utils.args import parse_args, read_config_file
 from utils.checkpoint import NonFiniteLossGuard
-from utils.data import kto_data, preference_data, prompt_data, sft_data
 from utils.errors import ConfigError, run_cli
 from utils.generation import compare_on_held_out_prompt
-from utils.log import show_dataset_progress
+from utils.log import info_rank0, show_dataset_progress
 from utils.model import (check_lora_targets, check_model_path, check_train_mode, load_model, load_tokenizer,
                          lora_config, match_trainable_dtype)
-from utils.online import GRPOTrainer, RLOOTrainer, check_online_settings, ppo_extra, ppo_prompt_data, rloo_extra
 from utils.outputs import prepare_output_dir, save_outputs
-from utils.ppo_trainer import PPOTrainer
 from utils.preflight import preflight
+from utils.run_health import run_health
 
 
 @dataclass(frozen=True)
 class Method:
-    config: type  # the config dataclass in rlhf_args/
-    trainer: type  # the trainer class
-    data: Callable  # (args, config, tokenizer, too_long) -> (train_rows, eval_rows), from utils/data/methods.py
+    config: str  # the config dataclass in rlhf_args/
+    trainer: str  # the trainer class
+    data: str  # (args, config, tokenizer, too_long) -> (train_rows, eval_rows), see utils/data/methods.py
     too_long: str  # what the trainer does with rows longer than max_length (printed with their count)
-    extra: Callable | None = None  # (args, config, tokenizer) -> extra trainer kwargs, e.g. reward models
-    check: Callable | None = None  # (args, config) -> None: raises on settings it can refute before weights load
+    inputs: str | None = None  # (args, config, tokenizer) -> dict: checked before any weights load (online methods)
+    models: str | None = None  # (args, config, tokenizer, **inputs) -> extra trainer kwargs: reward, value models
 
 
+CUTS_ANSWER = "cuts the answer, keeping the prompt"
 METHODS = {
-    "DPO": Method(DPOConfig, DPOTrainer, preference_data, "DPOTrainer cuts them at the end (keep_start)"),
-    "CPO": Method(CPOConfig, CPOTrainer, preference_data, "CPOTrainer cuts the answer, keeping the prompt"),
-    "SimPO": Method(SimPOConfig, CPOTrainer, preference_data, "CPOTrainer cuts the answer, keeping the prompt"),
-    "CPOSimPO": Method(CPOSimPOConfig, CPOTrainer, preference_data, "CPOTrainer cuts the answer, keeping the prompt"),
-    "ORPO": Method(ORPOConfig, ORPOTrainer, preference_data, "ORPOTrainer cuts the answer, keeping the prompt"),
-    "KTO": Method(KTOConfig, KTOTrainer, kto_data, "KTOTrainer cuts them at the end (a too-long prompt is dropped)"),
-    "SFT": Method(SFTConfig, SFTTrainer, sft_data, "SFTTrainer cuts them at the end (keep_start)"),
-    "PPO": Method(PPOConfig, PPOTrainer, ppo_prompt_data, "PPOTrainer keeps their last tokens", ppo_extra,
-                  check_online_settings),
-    "RLOO": Method(RLOOConfig, RLOOTrainer, prompt_data, "RLOOTrainer keeps their last tokens", rloo_extra,
-                   check_online_settings),
-    "GRPO": Method(GRPOConfig, GRPOTrainer, prompt_data, "GRPOTrainer keeps their last tokens", rloo_extra,
-                   check_online_settings),
+    "DPO": Method("rlhf_args.dpo_config:DPOConfig", "trl:DPOTrainer", "utils.data:preference_data",
+                  "DPOTrainer cuts them at the end (keep_start)"),
+    "CPO": Method("rlhf_args.cpo_config:CPOConfig", "trl.experimental.cpo:CPOTrainer", "utils.data:preference_data",
+                  f"CPOTrainer {CUTS_ANSWER}"),
+    "SimPO": Method("rlhf_args.simpo_config:SimPOConfig", "trl.experimental.cpo:CPOTrainer",
+                    "utils.data:preference_data", f"CPOTrainer {CUTS_ANSWER}"),
+    "CPOSimPO": Method("rlhf_args.cposimpo_config:CPOSimPOConfig", "trl.experimental.cpo:CPOTrainer",
+                       "utils.data:preference_data", f"CPOTrainer {CUTS_ANSWER}"),
+    "ORPO": Method("rlhf_args.orpo_config:ORPOConfig", "trl.experimental.orpo:ORPOTrainer",
+                   "utils.data:preference_data", f"ORPOTrainer {CUTS_ANSWER}"),
+    "KTO": Method("rlhf_args.kto_config:KTOConfig", "trl:KTOTrainer", "utils.data:kto_data",
+                  "KTOTrainer cuts them at the end (a too-long prompt is dropped)"),
+    "SFT": Method("rlhf_args.sft_config:SFTConfig", "trl:SFTTrainer", "utils.data:sft_data",
+                  "SFTTrainer cuts them at the end (keep_start)"),
+    "PPO": Method("rlhf_args.ppo_config:PPOConfig", "utils.ppo_trainer:PPOTrainer", "utils.online:ppo_prompt_data",
+                  "PPOTrainer keeps their last tokens", "utils.online:online_inputs", "utils.online:ppo_models"),
+    "RLOO": Method("rlhf_args.rloo_config:RLOOConfig", "utils.trl_online:RLOOTrainer", "utils.data:prompt_data",
+                   "RLOOTrainer keeps their last tokens", "utils.online:online_inputs", "utils.online:rloo_models"),
+    "GRPO": Method("rlhf_args.grpo_config:GRPOConfig", "utils.trl_online:GRPOTrainer", "utils.data:prompt_data",
+                   "GRPOTrainer keeps their last tokens", "utils.online:online_inputs", "utils.online:rloo_models"),
 }
+
+
+def load(spec: str | None):
+    """The object a METHODS entry names, `"module:name"`, imported now (None for None)."""
+    if spec is None:
+        return None
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def pick_method(argv: list[str]) -> str:
@@ -105,20 +108,19 @@ def build_trainer(argv: list[str]) -> Run | None:
     trainer. With `--check`, stops after the data step, prints the preflight report and returns None.
     Raises a `UserError` for bad input before any weights load. Tests and benchmarks start runs here."""
     method = METHODS[pick_method(argv)]
-    args, config = parse_args((CommonArgs, method.config), argv)
+    args, config = parse_args((CommonArgs, load(method.config)), argv)
 
-    # 0. Settings: output folder, paths, LoRA targets and the method's own checks; no weights yet.
+    # 0. Settings: output folder, model path, LoRA targets; no weights yet.
     resume = prepare_output_dir(config)
     check_train_mode(args, config)
     check_model_path(args.model_name_or_path)
     if args.train_mode != "full":
         check_lora_targets(args.model_name_or_path, args.lora_target_modules)
-    if method.check:
-        method.check(args, config)
 
-    # 1. Data: every row is checked before any model is loaded.
+    # 1. Data: every row is checked before any model is loaded; online methods also check their reward sources.
     tokenizer = load_tokenizer(args.model_name_or_path, config.trust_remote_code)
-    train_rows, eval_rows = method.data(args, config, tokenizer, method.too_long)
+    train_rows, eval_rows = load(method.data)(args, config, tokenizer, method.too_long)
+    inputs = load(method.inputs)(args, config, tokenizer) if method.inputs else {}
     if args.check:  # --check: show what would be trained, load no weights
         return preflight(tokenizer, train_rows, eval_rows, args.model_name_or_path, args.rlhf_type)
     show_dataset_progress(len(train_rows))  # progress bars for tokenizing only when it takes long
@@ -126,10 +128,10 @@ def build_trainer(argv: list[str]) -> Run | None:
     # 2. Models: the policy (LoRA: the reference is the policy with its adapter off), then the method's extra models
     # (PPO: reward, value and, for full fine-tuning, reference; RLOO/GRPO: the reward model).
     model = load_model(AutoModelForCausalLM, args, config, tokenizer)
-    extra = method.extra(args, config, tokenizer) if method.extra else {}
+    extra = load(method.models)(args, config, tokenizer, **inputs) if method.models else {}
 
     # 3. Trainer.
-    trainer = method.trainer(
+    trainer = load(method.trainer)(
         model=model,
         args=config,
         train_dataset=Dataset.from_list(train_rows),
@@ -156,12 +158,15 @@ def main(argv=None):
     if run.eval_rows:
         trainer.evaluate()
     save_outputs(trainer, {"common": args, "training": config})
-    if trainer.is_world_process_zero():
-        what = "model" if args.train_mode == "full" else "LoRA adapter"
-        print(f"[{args.rlhf_type}] {what} saved to {config.output_dir} "
-              f"(curves: {config.output_dir}/training_curves.png)")
+    what = "model" if args.train_mode == "full" else "LoRA adapter"
+    info_rank0(f"[{args.rlhf_type}] {what} saved to {config.output_dir} (curves: {config.output_dir}/"
+               f"training_curves.png)")
 
-    # 6. Did it change anything? One held-out prompt, answered by the starting model and by the saved one.
+    # 6. Run health: what looks wrong in the log, in plain English (also output_dir/report.html).
+    if trainer.is_world_process_zero():
+        run_health(config.output_dir)
+
+    # 7. Did it change anything? One held-out prompt, answered by the starting model and by the saved one.
     if run.eval_rows and trainer.is_world_process_zero() and trainer.args.world_size == 1:
         compare_on_held_out_prompt(args, config, run.eval_rows)
     return trainer

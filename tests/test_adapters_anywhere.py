@@ -206,7 +206,7 @@ def test_value_model_trains_every_weight_with_value_train_mode_full(runs, tmp_pa
     from rlhf_args.ppo_config import PPOConfig
     from utils.args import parse_args
     from utils.model import load_tokenizer
-    from utils.online import load_value_model
+    from utils.model import load_value_model
 
     args, config = parse_args((CommonArgs, PPOConfig), base_flags(runs["base"], "unused.jsonl", tmp_path / "o",
                                                                    "--rlhf_type", "PPO", "--value_train_mode", "full"))

@@ -16,6 +16,7 @@ from conftest import ROOT, base_flags, write_jsonl
 from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import DPOTrainer
 
 import reward_model
 import train_gkd
@@ -25,6 +26,7 @@ from utils.checkpoint import (NonFiniteLossGuard, checkpoint_problem, list_check
 from utils.errors import ConfigError, OutputExistsError, PathNotFoundError, TrainingDivergedError
 from utils.outputs import prepare_output_dir
 from utils.ppo_trainer import STATE_FILE, TRAINABLE_FILE, PPOTrainer
+from utils.trl_online import GRPOTrainer, RLOOTrainer
 
 REWARD_FILE = ("def length(prompts, completions, completion_ids, **kwargs):\n"
                "    return [float(len(c)) for c in completion_ids]\n")
@@ -192,7 +194,7 @@ def test_dpo_resumed_past_a_torn_checkpoint_logs_the_losses_of_an_uninterrupted_
     out = copy_checkpoints(dpo_run.out, tmp_path / "out", [1, 2, 3])
     cut(out / "checkpoint-3" / "adapter_model.safetensors")  # killed while writing checkpoint-3
     os.remove(out / "checkpoint-3" / "trainer_state.json")
-    steps_run = count_training_steps(monkeypatch, train_rlhf.DPOTrainer)
+    steps_run = count_training_steps(monkeypatch, DPOTrainer)
     trainer = train_rlhf.main(base_flags(tiny_model_dir, easy_data[0], out, *DPO_FLAGS, "--max_steps", "4",
                                          "--resume_from_checkpoint", "true"))
     said = capsys.readouterr().out
@@ -230,9 +232,9 @@ FAMILIES = {  # script, trainer class, extra flags, the file cut in checkpoint-2
                                               "--num_ppo_epochs", "1"), TRAINABLE_FILE),
     "PPO adapters": (train_rlhf, PPOTrainer, ("--rlhf_type", "PPO", "--model_mode", "adapters", *ONLINE,
                                               "--response_length", "4", "--num_ppo_epochs", "1"), "optimizer.pt"),
-    "GRPO": (train_rlhf, train_rlhf.GRPOTrainer, ("--rlhf_type", "GRPO", *ONLINE, "--max_completion_length", "4",
+    "GRPO": (train_rlhf, GRPOTrainer, ("--rlhf_type", "GRPO", *ONLINE, "--max_completion_length", "4",
                                                   "--num_generations", "2"), None),
-    "RLOO": (train_rlhf, train_rlhf.RLOOTrainer, ("--rlhf_type", "RLOO", *ONLINE, "--max_completion_length", "4",
+    "RLOO": (train_rlhf, RLOOTrainer, ("--rlhf_type", "RLOO", *ONLINE, "--max_completion_length", "4",
                                                   "--num_generations", "2"), "rng_state.pth"),
     "GKD": (train_gkd, train_gkd.GKDTrainer, ("--lmbda", "0", "--per_device_train_batch_size", "2"), "scheduler.pt"),
 }
@@ -313,7 +315,7 @@ def test_sigkill_while_a_checkpoint_is_written_resumes_from_the_one_before_with_
     assert scan_checkpoints(str(out)) == (str(out / "checkpoint-2"), [
         (str(out / "checkpoint-3"), "optimizer.pt is cut short (not a complete zip archive)")])
 
-    steps_run = count_training_steps(monkeypatch, train_rlhf.DPOTrainer)
+    steps_run = count_training_steps(monkeypatch, DPOTrainer)
     trainer = train_rlhf.main(flags + ["--resume_from_checkpoint", "true"])
     assert f"[resume] skipping {out / 'checkpoint-3'}: optimizer.pt is cut short" in capsys.readouterr().out
     assert trainer.state.global_step == 4 and len(steps_run) == 2  # steps 3 and 4, from checkpoint-2
@@ -342,7 +344,7 @@ def test_sigkill_from_outside_once_the_second_checkpoint_appears(tiny_model_dir,
     assert scan.newest in (str(out / "checkpoint-1"), str(out / "checkpoint-2"))
     start = int(scan.newest.rsplit("-", 1)[1])
 
-    steps_run = count_training_steps(monkeypatch, train_rlhf.DPOTrainer)
+    steps_run = count_training_steps(monkeypatch, DPOTrainer)
     trainer = train_rlhf.main(flags + ["--resume_from_checkpoint", "true"])
     assert trainer.state.global_step == 6 and len(steps_run) == 6 - start
     assert sorted(loss_steps(trainer)) == [1, 2, 3, 4, 5, 6]
@@ -377,7 +379,7 @@ def poison_loss_from_step(monkeypatch, trainer_class, step):
 def test_nan_loss_stops_dpo_before_it_is_saved_and_names_the_last_good_checkpoint(
         tiny_model_dir, easy_data, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    poison_loss_from_step(monkeypatch, train_rlhf.DPOTrainer, 3)
+    poison_loss_from_step(monkeypatch, DPOTrainer, 3)
     # logging_steps 10 > save_steps 1: the guard logs each saved step itself, so step 3 is caught before its save
     flags = base_flags(tiny_model_dir, easy_data[0], out, *DPO_FLAGS, "--max_steps", "5", "--logging_steps", "10")
     with pytest.raises(TrainingDivergedError, match=r"training diverged at step 3: loss = nan, grad_norm = nan; "

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import base_flags
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import DPOTrainer
 
 import train_rlhf
 from utils.outputs import plot_log_history
@@ -99,8 +100,8 @@ def test_killed_run_resumes_and_continues_the_step_count(tiny_model_dir, easy_da
     with pytest.raises(FileExistsError, match="is not empty; nothing is overwritten"):
         train_rlhf.main(flags + ["--max_steps", "4"])
     steps_run = []
-    original = train_rlhf.DPOTrainer.training_step
-    monkeypatch.setattr(train_rlhf.DPOTrainer, "training_step",
+    original = DPOTrainer.training_step
+    monkeypatch.setattr(DPOTrainer, "training_step",
                         lambda self, *a, **k: steps_run.append(1) or original(self, *a, **k))
     trainer = train_rlhf.main(flags + ["--max_steps", "4", "--resume_from_checkpoint", "true"])
     assert trainer.state.global_step == 4 and len(steps_run) == 2  # steps 1-2 came from the checkpoint

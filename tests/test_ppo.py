@@ -182,7 +182,8 @@ def test_checkpoint_generation_config_does_not_leak_into_sampling(toy, tmp_path)
 
 def test_adapters_layout_one_base_both_adapters_and_value_head_get_gradients(toy, tmp_path):
     from utils.ppo_models import AdapterRewardModel
-    from utils.reward import load_reward_model, reward_scorer
+    from utils.model import load_reward_model
+    from utils.reward import reward_scorer
 
     rm = make_lora_reward_model(toy["model"], str(tmp_path / "rm"))
     trainer = build_trainer(toy, tmp_path / "o", *LAYOUTS["adapters"], "--reward_model_path", rm,
@@ -268,7 +269,8 @@ def count_layer_calls(model):
 def test_shared_layout_one_backbone_pass_and_both_losses_move_the_adapter(toy, tmp_path):
     from utils.ppo_core import ppo_policy_loss, ppo_value_loss
     from utils.ppo_models import AdapterRewardModel
-    from utils.reward import load_reward_model, reward_scorer
+    from utils.model import load_reward_model
+    from utils.reward import reward_scorer
 
     rm = make_lora_reward_model(toy["model"], str(tmp_path / "rm"))
     trainer = build_trainer(toy, tmp_path / "o", *LAYOUTS["shared"], "--reward_model_path", rm, "--kl_coef", "0.1")
@@ -573,7 +575,8 @@ def test_ppo_two_steps_with_a_full_reward_model_on_the_tiny_model(tiny_model_dir
 def test_reward_model_with_another_tokenizer_scores_the_decoded_text(toy, tiny_rm, tmp_path):
     """Toy policy (64-word vocabulary) + a reward model with the 49k-token demo tokenizer: answers are decoded and
     re-tokenised for the reward model, and the value model starts from the policy checkpoint instead."""
-    from utils.reward import load_reward_model, reward_scorer
+    from utils.model import load_reward_model
+    from utils.reward import reward_scorer
 
     trainer = build_trainer(toy, tmp_path / "o", *LAYOUTS["separate-lora"], "--reward_model_path", tiny_rm,
                             "--reward_function", "none", "--per_device_train_batch_size", "4")
@@ -628,7 +631,7 @@ def test_prompt_data_reads_prompt_only_and_preference_files_and_names_bad_lines(
 
 def test_settings_errors_name_the_fix(toy, tmp_path):
     from rlhf_args.ppo_config import PPOConfig
-    from utils.online import load_reward_function
+    from utils.reward import load_reward_function
 
     with pytest.raises(ValueError, match="--reward_model_path"):
         PPOConfig(output_dir="x", reward_model_path=None)

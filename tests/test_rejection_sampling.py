@@ -11,7 +11,8 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassificat
 import rejection_sampling
 import train_rlhf
 from utils.data import load_distillation_file, load_preference_file
-from utils.reward import load_reward_model, reward_scorer
+from utils.model import load_reward_model
+from utils.reward import reward_scorer
 
 
 @pytest.fixture(scope="module")

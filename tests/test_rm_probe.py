@@ -12,7 +12,8 @@ from conftest import base_flags, demo_tokenizer, write_jsonl
 
 import reward_model
 from utils import rm_probe
-from utils.reward import load_reward_model, reward_scorer
+from utils.model import load_reward_model
+from utils.reward import reward_scorer
 from utils.rm_probe import (
     VARIANTS,
     augment_with_degenerate_negatives,

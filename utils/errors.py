@@ -43,6 +43,23 @@ class OutputExistsError(UserError, FileExistsError):
     """`output_dir` already holds files and the run would overwrite them."""
 
 
+class TrainingDivergedError(UserError, FloatingPointError):
+    """The loss became NaN or inf (usually a learning rate too high); the message names the step and the last good
+    checkpoint to resume from."""
+
+
+def read_json(path: str):
+    """The JSON value in the file at `path`. Raises `PathNotFoundError` (no such file) or `ConfigError` naming the
+    file when it cannot be read or parsed (cut short, not UTF-8, not JSON)."""
+    if not os.path.isfile(path):
+        raise PathNotFoundError(f"no such file: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path} is not readable JSON (cut short?): {error}") from None
+
+
 class ToolParser(argparse.ArgumentParser):
     """`argparse.ArgumentParser` for the `python -m utils.<tool>` commands: no prefix matching, and usage errors
     become `ConfigError` (one `error:` line, exit status 2) like every other bad input."""
@@ -97,8 +114,3 @@ def run_cli(main: Callable, argv: list[str] | None = None) -> None:
         report_user_error(error)
         sys.exit(EXIT_USER_ERROR)
     sys.exit(0)
-
-
-class TrainingDivergedError(UserError, FloatingPointError):
-    """The loss became NaN or inf (usually a learning rate too high); the message names the step and the last good
-    checkpoint to resume from."""

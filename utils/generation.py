@@ -1,46 +1,16 @@
-"""Answers from a saved policy for evaluation: load a checkpoint or LoRA adapter folder, generate in batches.
+"""Answers from a policy for evaluation, generated in batches (the policy comes from `utils.model.load_policy`).
 
-Used by evaluate.py and by train_rlhf.py's closing base-vs-tuned print. Greedy by default; with a temperature > 0,
+Used by evaluate.py, rejection_sampling.py and train_rlhf.py's closing base-vs-tuned print. Greedy by default; with a temperature > 0,
 sampled (seeded). Each answer comes with its length in tokens and whether it ended (a stop token before the cap).
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 from transformers import GenerationConfig, set_seed
 
-from utils.errors import ConfigError, PathNotFoundError
-from utils.model import load_frozen_model, load_tokenizer, resolve_checkpoint
-
-def check_policy_path(path: str, flag: str = "--models") -> str:
-    """Check, before any weights load, that `path` is a causal-LM checkpoint or a LoRA adapter on an existing base.
-
-    Returns "adapter" or "full". Raises `PathNotFoundError` (missing folder or base) or `ConfigError` (a reward /
-    sequence-classification model, which writes no answers)."""
-    if not os.path.isdir(path):
-        raise PathNotFoundError(f"{flag}: no such folder {path}")
-    checkpoint = resolve_checkpoint(path)
-    if checkpoint.task_type == "SEQ_CLS":
-        raise ConfigError(f"{flag}: {path} is a reward model; it scores answers but writes none")
-    return "adapter" if checkpoint.adapter else "full"
-
-
-def load_policy(path: str, device: str | None = None, trust_remote_code: bool = False):
-    """Load a policy that only generates: a full checkpoint, or a LoRA adapter merged into its recorded base
-    (`utils.model.load_frozen_model`: bf16 on GPUs that support it, else fp32).
-
-    Returns `(model, tokenizer)`: the model in eval mode on `device` (default: CUDA if available, else CPU), the
-    tokenizer (the adapter folder's own if it has one, else the base's) padding on the left.
-    """
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    has_tokenizer = any(os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer_config.json"))
-    tokenizer = load_tokenizer(path if has_tokenizer else resolve_checkpoint(path).base, trust_remote_code)
-    tokenizer.padding_side = "left"
-    model = load_frozen_model(path, task_type="CAUSAL_LM", tokenizer=tokenizer, device=device,
-                              trust_remote_code=trust_remote_code)
-    return model, tokenizer
+from utils.log import info_rank0
+from utils.model import load_policy
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
@@ -98,7 +68,7 @@ def generate_answers(model, tokenizer, prompts: list[list[dict]], max_new_tokens
 
 
 def show_base_vs_tuned(base_path: str, tuned_path: str, prompt: list[dict], max_new_tokens: int = 64,
-                       log=print) -> dict[str, str]:
+                       log=info_rank0) -> dict[str, str]:
     """Print the base model's and the tuned model's greedy answers to one prompt, one above the other.
 
     `base_path` / `tuned_path` are checkpoint or LoRA adapter folders (the tuned one is usually the run's
@@ -119,7 +89,7 @@ def show_base_vs_tuned(base_path: str, tuned_path: str, prompt: list[dict], max_
 
 
 def compare_on_held_out_prompt(args, config, eval_rows: list[dict], max_new_tokens: int = 48,
-                               log=print) -> dict[str, str] | None:
+                               log=info_rank0) -> dict[str, str] | None:
     """End of train_rlhf.py: `show_base_vs_tuned` for the run's first held-out prompt (`eval_rows[0]["prompt"]`, the
     rows the method's data loader held out), the starting checkpoint (`args.model_name_or_path`) against what the
     run saved in `config.output_dir`. Informative only: a failure is printed as one line, not raised. Returns the two

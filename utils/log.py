@@ -38,12 +38,6 @@ def info_rank0(message: str) -> None:
         print(message, flush=True)
 
 
-def warning_rank0(message: str) -> None:
-    """Print a warning line on rank 0 only, unless `--log_level` is error or higher."""
-    if _level <= logging.WARNING and is_main_process():
-        print(message, flush=True)
-
-
 class _DropMessages(logging.Filter):
     """A logging filter that drops records whose message starts with one of `prefixes`."""
 

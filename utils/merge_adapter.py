@@ -24,6 +24,7 @@ import torch
 from transformers import AutoTokenizer
 
 from utils.errors import ConfigError, OutputExistsError, PathNotFoundError, ToolParser, run_cli
+from utils.log import info_rank0
 from utils.model import is_adapter_dir, load_checkpoint, resolve_checkpoint
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -69,7 +70,7 @@ def check_outputs(model, inputs: list[torch.Tensor], expected: list[torch.Tensor
     difference = max((g - e).abs().max().item() for g, e in zip(model_outputs(model, inputs), expected))
     tolerance = TOLERANCE[dtype] * max(1.0, max(e.abs().max().item() for e in expected))
     verdict = "ok" if difference <= tolerance else "FAILED"
-    print(f"[merge] check: max |{what} difference| {difference:.1e} on {len(inputs)} examples "
+    info_rank0(f"[merge] check: max |{what} difference| {difference:.1e} on {len(inputs)} examples "
           f"(tolerance {tolerance:.0e}, {dtype}): {verdict}")
     if verdict != "ok":
         raise ConfigError(f"the merged model's {what}s differ from the adapter model's by {difference:.3g} (more "
@@ -135,7 +136,7 @@ def merge_adapter(adapter_dir: str, output_dir: str, dtype: str = "fp32", base_m
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    print(f"[merge] {adapter_dir} + {checkpoint.base} -> {output_dir} ({dtype})")
+    info_rank0(f"[merge] {adapter_dir} + {checkpoint.base} -> {output_dir} ({dtype})")
     return output_dir
 
 

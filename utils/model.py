@@ -1,15 +1,17 @@
-"""Load tokenizers and models the same way in every script: full fine-tuning, LoRA or QLoRA.
+"""Every model loader of the toolkit, and the checks of model folders that run before any weights load.
 
-* Model folders: `resolve_model_paths` makes the model paths of a parsed config absolute (so saved adapters record
-  where their base really is); `resolve_checkpoint` turns any model folder (full model or LoRA adapter) into a
-  `Checkpoint(base, adapter, task_type)`; `check_lora_targets` checks `--lora_target_modules` against the weight names.
-* Models that train: `load_model` (full / LoRA / QLoRA base) and `lora_config`.
-* Models that are only run (teacher, reward model, sampling policy, PPO reference): `load_frozen_model`, with
-  precision from the run's config (`inference_dtype`) and `quantization_config` for 4/8-bit weights.
+* Model folders: `check_model_path`, `check_reward_model_path`, `check_policy_path`, `check_lora_targets` (reads the
+  safetensors headers only); `resolve_model_paths` makes a config's model paths absolute (so saved adapters record
+  where their base really is); `resolve_checkpoint` turns a full model or LoRA adapter folder into a `Checkpoint`.
+* Models that train: `load_model` (the policy or a new reward model: full / LoRA / QLoRA base), `lora_config`,
+  `load_value_model` (PPO's critic).
+* Models that are only run: `load_frozen_model` (a reference, a teacher: `load_teacher`), `load_reward_model`,
+  `load_policy` (a policy that generates for evaluation), in the run's precision, optionally 4/8-bit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import struct
@@ -17,11 +19,12 @@ from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
-from peft import LoraConfig, PeftConfig, PeftModel
+from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
 
 from common_args import DEMO_MODEL
-from utils.errors import ConfigError, PathNotFoundError
+from utils.errors import ConfigError, PathNotFoundError, read_json
 from utils.log import score_head_from_elsewhere
 
 
@@ -58,8 +61,7 @@ def deepspeed_zero_stage(config) -> int | None:
     """The DeepSpeed ZeRO stage this run will use (from `--deepspeed` or `accelerate launch`), or None."""
     ds = config.deepspeed
     if isinstance(ds, str) and os.path.isfile(ds):
-        with open(ds) as f:
-            ds = json.load(f)
+        ds = read_json(ds)
     if isinstance(ds, dict):
         return int(ds.get("zero_optimization", {}).get("stage", 0))
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
@@ -166,8 +168,7 @@ def is_adapter_dir(path: str) -> bool:
 
 
 def _task_type_of_model(path: str) -> str:
-    with open(os.path.join(path, "config.json")) as f:
-        architectures = json.load(f).get("architectures") or []
+    architectures = read_json(os.path.join(path, "config.json")).get("architectures") or []
     return "SEQ_CLS" if any(a.endswith("ForSequenceClassification") for a in architectures) else "CAUSAL_LM"
 
 
@@ -194,8 +195,7 @@ def resolve_checkpoint(path: str, base_model_path: str | None = None) -> Checkpo
     names the adapter, the recorded path and the command that points the adapter at the base's new place).
     """
     if is_adapter_dir(path):
-        with open(os.path.join(path, ADAPTER_CONFIG)) as f:
-            adapter_config = json.load(f)
+        adapter_config = read_json(os.path.join(path, ADAPTER_CONFIG))
         if base_model_path:
             if not os.path.isfile(os.path.join(base_model_path, "config.json")):
                 raise PathNotFoundError(f"--base_model_path {base_model_path}: not a model folder (no config.json)")
@@ -218,13 +218,29 @@ def resolve_checkpoint(path: str, base_model_path: str | None = None) -> Checkpo
     raise PathNotFoundError(f"model folder not found: {path} (no config.json or adapter_config.json)")
 
 
-def check_reward_model_path(path: str) -> None:
-    """Fail early, saying how to make one, if the reward model folder is missing, or if it is a LoRA adapter whose
-    base model folder is gone (`resolve_checkpoint`). Reads no weights. Raises `PathNotFoundError`."""
+def check_reward_model_path(path: str, flag: str = "--reward_model_path") -> None:
+    """Fail early, saying how to make one, if a reward (or value) model folder is missing, or if it is a LoRA adapter
+    whose base model folder is gone (`resolve_checkpoint`). Reads no weights. Raises `PathNotFoundError`."""
     if not (os.path.isfile(os.path.join(path, "config.json")) or is_adapter_dir(path)):
+        if flag == "--value_model_path":
+            raise PathNotFoundError(f"--value_model_path {path}: no model there (no config.json / adapter_config"
+                                    f".json); leave it unset to start the value model from the reward model")
         raise PathNotFoundError(f"reward model not found: {path}; train one first with `python reward_model.py "
                                 f"--output_dir {path}` (the folder needs config.json or adapter_config.json)")
     resolve_checkpoint(path)
+
+
+def check_policy_path(path: str, flag: str = "--models") -> str:
+    """Check, before any weights load, that `path` is a causal-LM checkpoint or a LoRA adapter on an existing base.
+
+    Returns "adapter" or "full". Raises `PathNotFoundError` (missing folder or base) or `ConfigError` (a reward /
+    sequence-classification model, which writes no answers)."""
+    if not os.path.isdir(path):
+        raise PathNotFoundError(f"{flag}: no such folder {path}")
+    checkpoint = resolve_checkpoint(path)
+    if checkpoint.task_type == "SEQ_CLS":
+        raise ConfigError(f"{flag}: {path} is a reward model; it scores answers but writes none")
+    return "adapter" if checkpoint.adapter else "full"
 
 
 def safetensors_weight_shapes(path: str) -> dict[str, list[int]]:
@@ -236,15 +252,18 @@ def safetensors_weight_shapes(path: str) -> dict[str, list[int]]:
     """
     index = os.path.join(path, "model.safetensors.index.json")
     if os.path.isfile(index):
-        with open(index) as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
+        files = sorted(set(read_json(index)["weight_map"].values()))
     else:
         files = sorted(name for name in os.listdir(path) if name.endswith(".safetensors"))
     shapes = {}
     for name in files:
-        with open(os.path.join(path, name), "rb") as f:
-            (length,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(length))
+        try:
+            with open(os.path.join(path, name), "rb") as f:
+                (length,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(length))
+        except (OSError, struct.error, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ConfigError(f"{os.path.join(path, name)}: no readable safetensors header (cut short?): {error}") \
+                from None
         shapes.update({k: v["shape"] for k, v in header.items() if k != "__metadata__"})
     return shapes
 
@@ -345,8 +364,6 @@ def load_checkpoint(checkpoint: Checkpoint, dtype: torch.dtype = torch.float32, 
     peft_config = PeftConfig.from_pretrained(checkpoint.adapter)
     value_head = os.path.join(checkpoint.adapter, VALUE_HEAD_FILE)
     if os.path.isfile(value_head):  # a causal-LM adapter + a linear head: a sequence scorer with `score` = the head
-        from safetensors.torch import load_file
-
         with torch.no_grad():
             model.score.weight.copy_(load_file(value_head)["weight"])
         peft_config.task_type = None  # a plain PeftModel: the head is the base's own `score`, not a saved module
@@ -394,3 +411,61 @@ def load_frozen_model(path: str, config=None, *, task_type: str | None = None, t
     if device is not None and quantized is None:
         model = model.to(device)
     return model.eval().requires_grad_(False)
+
+
+def load_reward_model(path: str, device: str | None = None, config=None, merge: bool = False,
+                      base_model_path: str | None = None):
+    """A reward model saved by reward_model.py (full, or a LoRA adapter with its score head) and its tokenizer,
+    frozen, for scoring: `(model, tokenizer)`, on `device` (default: CUDA if available, else CPU), the tokenizer's EOS
+    as pad token if it has none. `config` gives the precision (`inference_dtype`); `merge` folds an adapter into the
+    weights (a merged model's `config._name_or_path` is `path`: TRL names the reward `rewards/<dir name>`).
+    Raises `PathNotFoundError` as `resolve_checkpoint` does."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_frozen_model(path, config, task_type="SEQ_CLS", tokenizer=tokenizer, device=device, merge=merge,
+                              base_model_path=base_model_path)
+    return model, tokenizer
+
+
+def load_value_model(path: str, args, config, tokenizer, train_mode: str):
+    """PPO's value model: a `*ForSequenceClassification(num_labels=1)` from `path`, trainable in `train_mode`.
+
+    `path` is a full checkpoint (a reward model, or a causal LM that gets a fresh score head) or a LoRA reward model
+    from reward_model.py. LoRA / QLoRA: a LoRA reward adapter keeps training as the value adapter (with its score
+    head); a full checkpoint gets a new LoRA adapter (the policy's LoRA settings) plus a trainable head.
+    Full: every weight trains (a LoRA reward adapter is merged first)."""
+    base_args = dataclasses.replace(args, model_name_or_path=resolve_checkpoint(path).base, train_mode=train_mode)
+    base = load_model(AutoModelForSequenceClassification, base_args, config, tokenizer, num_labels=1)
+    if train_mode == "qlora":
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+    if is_adapter_dir(path):
+        model = PeftModel.from_pretrained(base, path, is_trainable=train_mode != "full")
+        if train_mode == "full":  # PEFT froze the base weights; the merged model trains as a whole
+            return model.merge_and_unload().requires_grad_(True)
+        return model
+    if train_mode == "full":
+        return base
+    return get_peft_model(base, lora_config(base_args, "SEQ_CLS"))
+
+
+def load_policy(path: str, device: str | None = None, trust_remote_code: bool = False):
+    """A policy that only generates (evaluation, rejection sampling, the demo print): a full checkpoint, or a LoRA
+    adapter merged into its recorded base, in `inference_dtype()`. Returns `(model, tokenizer)`: the model in eval mode
+    on `device` (default: CUDA if available, else CPU), the tokenizer (the adapter folder's own if it has one, else
+    the base's) padding on the left."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    has_tokenizer = any(os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer_config.json"))
+    tokenizer = load_tokenizer(path if has_tokenizer else resolve_checkpoint(path).base, trust_remote_code)
+    tokenizer.padding_side = "left"
+    model = load_frozen_model(path, task_type="CAUSAL_LM", tokenizer=tokenizer, device=device,
+                              trust_remote_code=trust_remote_code)
+    return model, tokenizer
+
+
+def load_teacher(config, tokenizer):
+    """GKD's frozen teacher (`config.teacher_model_name_or_path`) in the run's compute dtype, or in 4-bit NF4 / 8-bit
+    with bitsandbytes (`--teacher_quantization`: about a quarter / half of the bf16 memory; also on CPU)."""
+    return load_frozen_model(config.teacher_model_name_or_path, config, task_type="CAUSAL_LM", tokenizer=tokenizer,
+                             quantization=config.teacher_quantization)

@@ -4,7 +4,7 @@
     adapter_model.safetensors + adapter_config.json   (LoRA / QLoRA), or model.safetensors + config.json (full)
     tokenizer files, run_config.json (every resolved setting), trainer_state.json (the log history),
     training_curves.png (one panel per logged metric), checkpoint-N/ (for --resume_from_checkpoint),
-    report.html (run health: plain-English findings on the log, the curves, the latest samples; utils/run_health.py)
+    and, written by the run-health step that follows, report.html (utils/run_health.py)
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from utils.args import run_config
 from utils.checkpoint import checkpoint_problem, checkpoint_step, scan_checkpoints
 from utils.errors import ConfigError, OutputExistsError, PathNotFoundError
 from utils.log import info_rank0
-from utils.run_health import run_health
 
 # Log-history keys that are run summaries or counters, not curves worth a panel.
 NOT_CURVES = {"epoch", "step", "total_flos", "train_loss", "train_runtime", "train_samples_per_second",
@@ -36,6 +35,9 @@ def prepare_output_dir(config) -> str | None:
     `ConfigError` if the checkpoint named by `--resume_from_checkpoint PATH` is torn.
     """
     out, resume = config.output_dir, config.resume_from_checkpoint
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise OutputExistsError(f"--output_dir {out} is a file, not a folder; nothing is overwritten. Use another "
+                                f"--output_dir")
     if resume in ("true", "True", "last"):
         scan = scan_checkpoints(out)
         if scan.newest is None and not scan.torn:
@@ -76,10 +78,6 @@ def save_outputs(trainer, arg_objects: dict) -> None:
     with open(os.path.join(out, "run_config.json"), "w") as f:  # `--config` this file to repeat the run
         json.dump(run_config(arg_objects, trainer.args.world_size), f, indent=2, default=str)
     plot_log_history(trainer.state.log_history, os.path.join(out, "training_curves.png"))
-    try:  # findings in plain English + report.html; informative only, never fails a finished run
-        run_health(out)
-    except Exception as error:  # noqa: BLE001
-        print(f"[run health] could not check {out}: {error}")
 
 
 def plot_log_history(log_history: list[dict], path: str, title: str | None = None) -> list[str]:
@@ -89,10 +87,8 @@ def plot_log_history(log_history: list[dict], path: str, title: str | None = Non
     carry an `eval_` prefix and share a panel with their train twin. Returns the panel names, in order
     (nothing is written if there is nothing to plot).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib loads only when a plot is drawn
+    from matplotlib.figure import Figure
 
     series: dict[str, dict[str, list]] = {}
     for entry in log_history:
@@ -107,7 +103,9 @@ def plot_log_history(log_history: list[dict], path: str, title: str | None = Non
         return []
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3 * rows), squeeze=False)
+    fig = Figure(figsize=(4.5 * cols, 3 * rows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, name in zip(axes.flat, names):
         for split, points in series[name].items():
             steps, values = zip(*points)
@@ -123,5 +121,4 @@ def plot_log_history(log_history: list[dict], path: str, title: str | None = Non
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return names

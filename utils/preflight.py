@@ -9,6 +9,8 @@ written: the run ends with exit status 0 and `output_dir` is not created.
 
 from __future__ import annotations
 
+from utils.log import info_rank0
+
 SHOWN_TOKENS = 120  # tokens of one segment printed before eliding the middle
 LOSS_OPEN, LOSS_CLOSE = "[[", "]]"  # marks around the tokens the loss covers
 
@@ -102,7 +104,7 @@ def special_token_report(tokenizer, prompt_ids: list[int], answers: list[list[in
 
 
 def preflight(tokenizer, train_rows: list[dict], eval_rows: list[dict], model_path: str, trainer: str,
-              log=print) -> None:
+              log=info_rank0) -> None:
     """Print the preflight report for a run about to train `trainer` (e.g. "DPO", "reward model") on `train_rows`.
 
     Shows the split sizes, the first training row rendered through the chat template with token boundaries and the

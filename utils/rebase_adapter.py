@@ -17,15 +17,15 @@ import json
 import os
 import shutil
 
-from utils.errors import PathNotFoundError, ToolParser, run_cli
+from utils.errors import PathNotFoundError, ToolParser, read_json, run_cli
+from utils.log import info_rank0
 from utils.model import ADAPTER_CONFIG, is_adapter_dir
 
 BACKUP_SUFFIX = ".bak"
 
 
 def _rewrite(config_path: str, new_base: str) -> None:
-    with open(config_path) as f:
-        config = json.load(f)
+    config = read_json(config_path)
     backup = config_path + BACKUP_SUFFIX
     if not os.path.exists(backup):
         shutil.copy2(config_path, backup)
@@ -50,15 +50,13 @@ def rebase_adapter(adapter_dir: str, new_base: str) -> list[str]:
                                 f"the adapter was trained on")
     new_base = os.path.abspath(new_base)
     top = os.path.join(adapter_dir, ADAPTER_CONFIG)
-    with open(top) as f:
-        old_base = json.load(f).get("base_model_name_or_path")
+    old_base = read_json(top).get("base_model_name_or_path")
     rewritten = [top]
     for name in sorted(os.listdir(adapter_dir)):
         sub = os.path.join(adapter_dir, name, ADAPTER_CONFIG)
         if os.path.isfile(sub):
-            with open(sub) as f:
-                if json.load(f).get("base_model_name_or_path") == old_base:
-                    rewritten.append(sub)
+            if read_json(sub).get("base_model_name_or_path") == old_base:
+                rewritten.append(sub)
     for path in rewritten:
         _rewrite(path, new_base)
     return rewritten
@@ -73,7 +71,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     args = parser.parse_args(argv)
     rewritten = rebase_adapter(args.adapter_dir, args.new_base)
     for path in rewritten:
-        print(f"[rebase] {path}: base_model_name_or_path -> {os.path.abspath(args.new_base)} (original kept in "
+        info_rank0(f"[rebase] {path}: base_model_name_or_path -> {os.path.abspath(args.new_base)} (original kept in "
               f"{ADAPTER_CONFIG}{BACKUP_SUFFIX})")
     return rewritten
 

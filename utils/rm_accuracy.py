@@ -18,6 +18,7 @@ import os
 
 from utils.arena import length_split_accuracy, read_length_split
 from utils.data import count_too_long
+from utils.log import info_rank0
 from utils.reward import ScoreFn, reward_scorer
 
 ACCURACY_FILE = "rm_accuracy.json"
@@ -92,6 +93,6 @@ def accuracy_after_training(trainer, tokenizer, eval_rows: list[dict], max_lengt
                              max_length=max_length or 10 ** 6)
     result = preference_accuracy(score_fn, tokenizer, eval_rows, max_length)
     if trainer.is_world_process_zero():
-        print(format_accuracy(result))
+        info_rank0(format_accuracy(result))
         save_accuracy(result, trainer.args.output_dir)
     return result

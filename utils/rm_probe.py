@@ -26,9 +26,10 @@ import random
 import re
 
 from utils.data import count_too_long, load_preference_file
-from utils.errors import ConfigError, ToolParser, run_cli
-from utils.model import check_reward_model_path
-from utils.reward import ScoreFn, load_reward_model, reward_scorer
+from utils.errors import ConfigError, ToolParser, read_json, run_cli
+from utils.log import info_rank0
+from utils.model import check_reward_model_path, load_reward_model
+from utils.reward import ScoreFn, reward_scorer
 
 VARIANTS = ("empty", "filler", "truncated", "repeated", "off_topic")
 DESCRIPTIONS = {
@@ -120,7 +121,7 @@ def parse_variant_weights(spec: str) -> dict[str, float]:
 
 
 def augment_with_degenerate_negatives(rows: list[dict], ratio: float, seed: int = 0, variants=VARIANTS,
-                                      tokenizer=None, max_length: int | None = None, log=print) -> list[dict]:
+                                      tokenizer=None, max_length: int | None = None, log=info_rank0) -> list[dict]:
     """`rows` followed by `round(ratio * len(rows))` pairs `(prompt, chosen, rejected=degenerate(chosen))`.
 
     Pass the TRAINING rows only: the degenerate answers (off-topic ones included) come from `rows`, so nothing
@@ -260,7 +261,7 @@ def save_probe_report(result: dict, output_dir: str) -> tuple[str, str]:
     return path_json, path_png
 
 
-def print_saved_probe(reward_model_path: str, log=print) -> str | None:
+def print_saved_probe(reward_model_path: str, log=info_rank0) -> str | None:
     """Print the probe table saved with a reward model (`RM_DIR/rm_probe.json`), for PPO/RLOO/GRPO to call first.
 
     Returns the printed table (it contains "WARNING:" lines if a degenerate answer wins too often), or None,
@@ -269,8 +270,7 @@ def print_saved_probe(reward_model_path: str, log=print) -> str | None:
     path = os.path.join(str(reward_model_path), PROBE_FILE)
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        table = format_probe_table(json.load(f))
+    table = format_probe_table(read_json(path))
     log(f"[reward model] degenerate-answer probe saved with {reward_model_path}:\n{table}")
     return table
 
@@ -290,12 +290,12 @@ def probe_after_training(trainer, tokenizer, eval_rows: list[dict], train_rows: 
     if not eval_rows:
         rows, max_prompts = train_rows, min(max_prompts, 100)
         if main_process:
-            print(f"[reward model] no held-out rows: probing {min(len(rows), max_prompts)} TRAINING prompts "
+            info_rank0(f"[reward model] no held-out rows: probing {min(len(rows), max_prompts)} TRAINING prompts "
                   f"(answers the model has seen; the numbers flatter it)")
     score_fn = reward_scorer(trainer.model, tokenizer, batch_size=trainer.args.per_device_eval_batch_size)
     result = run_probe(score_fn, rows, max_prompts=max_prompts, seed=trainer.args.seed)
     if main_process:
-        print(format_probe_table(result))
+        info_rank0(format_probe_table(result))
         save_probe_report(result, trainer.args.output_dir)
     return result
 
@@ -325,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer = load_reward_model(args.rm_dir)
     score_fn = reward_scorer(model, tokenizer, batch_size=args.batch_size, max_length=args.max_length)
     result = run_probe(score_fn, rows, max_prompts=args.max_prompts, seed=args.seed)
-    print(format_probe_table(result))
-    print("wrote {} and {}".format(*save_probe_report(result, args.output_dir or args.rm_dir)))
+    info_rank0(format_probe_table(result))
+    info_rank0("wrote {} and {}".format(*save_probe_report(result, args.output_dir or args.rm_dir)))
     return 0
 
 

@@ -5,7 +5,7 @@
 Reads `OUTPUT_DIR/trainer_state.json` (the log history), `run_config.json` (which method, its beta),
 `samples.jsonl` (online methods' sampled answers), `rm_probe.json` and `rm_accuracy.json` (reward models) when
 present; prints one line per finding and writes `OUTPUT_DIR/report.html` (findings, curves, latest samples), a
-self-contained page. Every run calls it at the end (`utils.outputs.save_outputs`).
+self-contained page. Every training script runs it as the step after saving.
 
 Each rule is a small function `(history, run, thresholds) -> Finding | None` over the log history; its threshold is
 a field of `HealthThresholds`. Trends compare the mean of the first and of the last `window` share of the logged
@@ -15,14 +15,15 @@ points, so one noisy batch does not fire a rule.
 from __future__ import annotations
 
 import utils.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
-import json
 import math
 import os
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
-from utils.errors import PathNotFoundError
+from utils.args import parse_args
+from utils.errors import PathNotFoundError, read_json, run_cli
 from utils.html_report import escape, image, table, write_page
+from utils.log import info_rank0
 from utils.samples import read_samples
 
 REPORT_FILE = "report.html"
@@ -31,25 +32,38 @@ ONLINE = ("PPO", "RLOO", "GRPO")
 
 @dataclass
 class HealthThresholds:
-    min_points: int = 3  # logged points a trend rule needs before it says anything
-    window: float = 0.25  # share of the logged points averaged at each end of a trend (at least one point)
-    rm_accuracy_band: float = 0.05  # reward model: eval accuracy within 0.5 +- this is "stuck near chance"
-    dpo_logratio_drop: float = 5.0  # DPO: chosen and rejected log pi - log ref both below -this (nats) = displacement
-    dpo_margin_min_gain: float = 0.1  # DPO: margin rising by less than this (nats of log-ratio) = flat margins
-    kl_max_per_answer: float = 20.0  # PPO: objective/kl (nats summed over an answer) above this = KL running away
-    kl_max_per_token: float = 0.5  # RLOO/GRPO: kl (mean nats per token) above this = KL running away
-    min_mean_length: float = 2.0  # online: mean answer length at or below this many tokens = collapsed to empty
-    length_drop_ratio: float = 0.3  # online: last / first mean answer length below this = length collapsing
-    cut_share_max: float = 0.9  # online: share of answers cut at the length cap above this = pinned at the cap
-    eos_rate_drop: float = 0.3  # online: EOS rate falling by more than this (absolute share) = EOS rate falling
-    score_change_min: float = 0.05  # online: train score up and eval score down, each by more than this (reward units)
-    entropy_drop_ratio: float = 0.2  # online: last / first entropy below this = entropy collapsing
-    sft_loss_rise: float = 0.05  # SFT: last loss above the first by more than this share of it = loss rising
+    min_points: int = field(default=3, metadata={"help": "logged points a trend rule needs before it says anything"})
+    window: float = field(default=0.25, metadata={"help": "share of the logged points averaged at each end of a trend "
+        "(at least one point)"})
+    rm_accuracy_band: float = field(default=0.05, metadata={"help": "reward model: eval accuracy within 0.5 +- this is "
+        "\"stuck near chance\""})
+    dpo_logratio_drop: float = field(default=5.0, metadata={"help": "DPO: chosen and rejected log pi - log ref both "
+        "below -this (nats) = displacement"})
+    dpo_margin_min_gain: float = field(default=0.1, metadata={"help": "DPO: margin rising by less than this (nats of "
+        "log-ratio) = flat margins"})
+    kl_max_per_answer: float = field(default=20.0, metadata={"help": "PPO: objective/kl (nats summed over an answer) "
+        "above this = KL running away"})
+    kl_max_per_token: float = field(default=0.5, metadata={"help": "RLOO/GRPO: kl (mean nats per token) above this = KL "
+        "running away"})
+    min_mean_length: float = field(default=2.0, metadata={"help": "online: mean answer length at or below this many "
+        "tokens = collapsed to empty"})
+    length_drop_ratio: float = field(default=0.3, metadata={"help": "online: last / first mean answer length below this "
+        "= length collapsing"})
+    cut_share_max: float = field(default=0.9, metadata={"help": "online: share of answers cut at the length cap above "
+        "this = pinned at the cap"})
+    eos_rate_drop: float = field(default=0.3, metadata={"help": "online: EOS rate falling by more than this (absolute "
+        "share) = EOS rate falling"})
+    score_change_min: float = field(default=0.05, metadata={"help": "online: train score up and eval score down, each "
+        "by more than this (reward units)"})
+    entropy_drop_ratio: float = field(default=0.2, metadata={"help": "online: last / first entropy below this = entropy "
+        "collapsing"})
+    sft_loss_rise: float = field(default=0.05, metadata={"help": "SFT: last loss above the first by more than this "
+        "share of it = loss rising"})
 
 
 @dataclass
 class HealthArgs(HealthThresholds):
-    output_dir: str = ""  # the run's output_dir (also the first positional argument)
+    output_dir: str = field(default="", metadata={"help": "the run's output_dir (also the first positional argument)"})
 
 
 @dataclass
@@ -291,7 +305,7 @@ def rule_probe_degenerate(history, run, t) -> Finding | None:
     """Reward model: a degenerate answer beats the chosen one on more than 10% of the probe's prompts."""
     if not run.probe:
         return None
-    from utils.rm_probe import DESCRIPTIONS, WARN_ABOVE
+    from utils.rm_probe import DESCRIPTIONS, WARN_ABOVE  # here: a policy run loads no reward-model code
 
     bad = [(v, s["win_rate"]) for v, s in run.probe.get("variants", {}).items()
            if s.get("win_rate") is not None and s["win_rate"] > WARN_ABOVE]
@@ -322,10 +336,8 @@ def check_history(history: list[dict], run: RunInfo | None = None,
 
 
 def _read_json(path: str) -> dict | None:
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    """The JSON in `path`, None if there is no such file; a cut or unreadable file is a `ConfigError` naming it."""
+    return read_json(path) if os.path.isfile(path) else None
 
 
 def run_info(output_dir: str, history: list[dict]) -> RunInfo:
@@ -373,7 +385,7 @@ def write_report(output_dir: str, findings: list[Finding], run: RunInfo, history
     sections += [image(os.path.join(output_dir, name), name) for name in
                  ("training_curves.png", "online_curves.png", "rm_probe.png")]
     if run.rm_accuracy:
-        from utils.rm_accuracy import accuracy_rows
+        from utils.rm_accuracy import accuracy_rows  # here: a policy run loads no reward-model code
 
         sections += ["<h2>Reward-model accuracy</h2>", table(["measure", "value", "pairs"],
                                                              accuracy_rows(run.rm_accuracy), numeric={1, 2}),
@@ -391,7 +403,7 @@ def write_report(output_dir: str, findings: list[Finding], run: RunInfo, history
                       sections)
 
 
-def run_health(output_dir: str, thresholds: HealthThresholds | None = None, log=print) -> list[Finding]:
+def run_health(output_dir: str, thresholds: HealthThresholds | None = None, log=info_rank0) -> list[Finding]:
     """Check a run folder, print the findings (or that none were found) and write `report.html`.
 
     Returns the findings. Raises `PathNotFoundError` as `check_run` does."""
@@ -406,8 +418,6 @@ def run_health(output_dir: str, thresholds: HealthThresholds | None = None, log=
 
 def main(argv: list[str] | None = None) -> list[Finding]:
     """`python -m utils.run_health OUTPUT_DIR [--THRESHOLD value ...]` (thresholds: the `HealthThresholds` fields)."""
-    from utils.args import parse_args
-
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and not argv[0].startswith("--"):
         argv = ["--output_dir", argv[0], *argv[1:]]
@@ -419,6 +429,4 @@ def main(argv: list[str] | None = None) -> list[Finding]:
 
 
 if __name__ == "__main__":
-    from utils.errors import run_cli
-
     run_cli(main)
