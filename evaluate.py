@@ -84,6 +84,7 @@ def main(argv=None) -> dict:
                                                         [a["length"] for a in answers[name]],
                                                         [a["length"] for a in answers[baseline]], seed=args.seed)
                               for name in models if name != baseline}
+    summary["length_warnings"] = length_warnings(summary)
     write_outputs(args.output_dir, prompts, answers, summary)
     print_summary(summary, args.output_dir)
     return summary
@@ -241,6 +242,26 @@ def plot_arena(summary: dict, path: str) -> None:
     fig.savefig(path, dpi=100)
 
 
+LENGTH_BAND = (0.7, 1.5)  # a model whose mean answer length leaves this band x the baseline's gets a warning
+
+
+def length_warnings(summary: dict) -> list[str]:
+    """One line per model whose mean answer length is outside `LENGTH_BAND` x the baseline's: its raw win rate then
+    mostly measures length, and the length-controlled win rate is the one to read."""
+    models, baseline = summary["models"], summary["baseline"]
+    base = models[baseline]["mean_length"] if baseline else None
+    warnings = []
+    for name, m in models.items():
+        if name == baseline or not base or m["mean_length"] is None:
+            continue
+        ratio = m["mean_length"] / base
+        if not LENGTH_BAND[0] <= ratio <= LENGTH_BAND[1]:
+            warnings.append(f"{name}'s mean answer length {m['mean_length']:.1f} tokens is {ratio:.2f}x the baseline's "
+                            f"{base:.1f} (outside {LENGTH_BAND[0]:g}x-{LENGTH_BAND[1]:g}x): its raw win rate mostly "
+                            f"measures length; read the length-controlled win rate")
+    return warnings
+
+
 def summary_rows(summary: dict) -> list[list]:
     """One row per model for the summary table (report.html and the printout)."""
     rows = []
@@ -272,12 +293,13 @@ def write_report(output_dir: str, prompts: list, answers: dict[str, list[dict]],
                 "EOS rate: share of answers that ended before the token cap. Distinct-2: unique word pairs / word "
                 "pairs per answer (1 = no repetition).</p>"]
     if summary["models"]:
-        sections += ["<h2>Summary</h2>", table(SUMMARY_HEADERS, summary_rows(summary), numeric={1, 4, 5, 6, 7}),
-                     image(os.path.join(output_dir, "arena.png"), "win rates and lengths")]
+        sections += ["<h2>Summary</h2>", table(SUMMARY_HEADERS, summary_rows(summary), numeric={1, 4, 5, 6, 7})]
+        sections += [f'<div class="finding">{escape(w)}</div>' for w in summary["length_warnings"]]
+        sections.append(image(os.path.join(output_dir, "arena.png"), "win rates and lengths"))
     accuracy = summary.get("reward_model_accuracy")
     if accuracy:
         sections += ["<h2>The judge's own accuracy on the preference pairs</h2>",
-                     table(["measure", "value", "pairs"], accuracy_rows(accuracy), numeric={1, 2}),
+                     table(["measure", "value", "n (pairs or answers)"], accuracy_rows(accuracy), numeric={1, 2}),
                      f"<p>{escape(accuracy['reading'])}</p>"]
     if answers:
         sections.append("<h2>Answers side by side</h2>")
@@ -299,9 +321,11 @@ def print_summary(summary: dict, output_dir: str) -> None:
         line = lambda cells: "  ".join(  # noqa: E731
             (f"{c:.3f}" if isinstance(c, float) else str(c)).ljust(w) for c, w in zip(cells, widths))
         info_rank0("[eval] " + line(SUMMARY_HEADERS[:3] + ["LC win rate", "mean length", "EOS rate", "empty",
-                                                      "distinct-2"]))
+                                                           "distinct-2"]))
         for row in summary_rows(summary):
             info_rank0("[eval] " + line(row))
+        for warning in summary["length_warnings"]:
+            info_rank0(f"[eval] WARNING: {warning}")
     info_rank0(f"[eval] wrote generations.jsonl, summary.json, arena.png and report.html to {output_dir}")
 
 

@@ -47,36 +47,41 @@ from utils.reward import reward_scorer
 
 @dataclass
 class RejectionSamplingArgs:
-    policy_name_or_path: str = field(default=DEMO_MODEL, metadata={"help": "the model that writes answers: a checkpoint "
-        "dir or a LoRA adapter dir"})
-    reward_model_path: str = field(default="output/reward_model", metadata={"help": "a reward model saved by "
-        "reward_model.py (full or LoRA)"})
-    prompts_path: str = field(default="data_example/data.jsonl", metadata={"help": "'prompt' / 'messages' / hh-rlhf "
-        "rows; their answers are ignored"})
-    output_dir: str = field(default="output/rejection_sampling", metadata={"help": "where the SFT file, the pairs and "
-        "the summary go"})
-    num_samples: int = field(default=4, metadata={"help": "N answers per prompt (best-of-N); more gives better best "
-        "answers but costs N x time"})
-    max_prompts: int | None = field(default=None, metadata={"help": "use only the first N prompts of the file (None: "
-        "all)"})
-    max_new_tokens: int = field(default=128, metadata={"help": "longest answer, in tokens; longer answers are cut "
-        "(counted in the summary)"})
-    temperature: float = field(default=0.8, metadata={"help": "sampling temperature (Llama 2: the best value shifts "
-        "with the model; try 0.7-1.2)"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling: keep the smallest token set with this much "
-        "probability (1.0: off)"})
+    policy_name_or_path: str = field(
+        default=DEMO_MODEL, metadata={"help": "the model that writes answers: a checkpoint dir or a LoRA adapter dir"})
+    reward_model_path: str = field(
+        default="output/reward_model", metadata={"help": "a reward model saved by reward_model.py (full or LoRA)"})
+    prompts_path: str = field(
+        default="data_example/data.jsonl", metadata={"help": "'prompt' / 'messages' / hh-rlhf rows; their answers are "
+                                                             "ignored"})
+    output_dir: str = field(
+        default="output/rejection_sampling", metadata={"help": "where the SFT file, the pairs and the summary go"})
+    num_samples: int = field(
+        default=4, metadata={"help": "N answers per prompt (best-of-N); more gives better best answers but costs N x "
+                                     "time"})
+    max_prompts: int | None = field(
+        default=None, metadata={"help": "use only the first N prompts of the file (None: all)"})
+    max_new_tokens: int = field(
+        default=128, metadata={"help": "longest answer, in tokens; longer answers are cut (counted in the summary)"})
+    temperature: float = field(
+        default=0.8, metadata={"help": "sampling temperature (Llama 2: the best value shifts with the model; try "
+                                       "0.7-1.2)"})
+    top_p: float = field(
+        default=1.0, metadata={"help": "nucleus sampling: keep the smallest token set with this much probability (1.0: "
+                                       "off)"})
     batch_size: int = field(default=8, metadata={"help": "prompts per generate call (each gives num_samples answers)"})
-    min_score_gap: float = field(default=0.0, metadata={"help": "write a pair only if best - worst score >= this "
-        "(reward-model units)"})
-    drop_bad_rows: bool = field(default=False, metadata={"help": "False: stop on bad rows in prompts_path; True: skip "
-        "them and count them"})
-    prompt_turns: Literal["last", "all"] = field(default="last", metadata={"help": "chats as prompts: the last user "
-        "turn, or each one"})
-    check: bool = field(default=False, metadata={"help": "preflight: tokenizer and prompts only, print them, exit 0 (no "
-        "weights, no output)"})
+    min_score_gap: float = field(
+        default=0.0, metadata={"help": "write a pair only if best - worst score >= this (reward-model units)"})
+    drop_bad_rows: bool = field(
+        default=False, metadata={"help": "False: stop on bad rows in prompts_path; True: skip them and count them"})
+    prompt_turns: Literal["last", "all"] = field(
+        default="last", metadata={"help": "chats as prompts: the last user turn, or each one"})
+    check: bool = field(
+        default=False, metadata={"help": "preflight: tokenizer and prompts only, print them, exit 0 (no weights, no "
+                                         "output)"})
     seed: int = field(default=42, metadata={"help": "sampling seed"})
-    trust_remote_code: bool = field(default=False, metadata={"help": "allow custom model code from the checkpoint dirs"})
-
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "allow custom model code from the checkpoint dirs"})
     def __post_init__(self):
         if self.temperature <= 0:
             raise ConfigError(f"--temperature must be > 0 (best-of-N samples its answers), got {self.temperature}")

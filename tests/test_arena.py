@@ -88,6 +88,28 @@ def test_reading_of_the_length_split():
     assert "too few pairs" in read_length_split(length_split_accuracy([1], [0], [1], [2]))
 
 
+def test_a_gap_within_noise_is_too_few_pairs_not_no_better_than_length():
+    # 60 pairs, the model right on 35.5 (0.592), the best length rule on 30.5 (0.508): a gap of 0.083 with a standard
+    # error of 0.063, so the pairs cannot tell; 4 p (1 - p) / gap^2 = 4 * 0.592 * 0.408 / 0.0833^2 = 139.2 -> 140
+    chosen_len = [10] * 30 + [30] * 29 + [20]  # chosen shorter in 30 pairs, longer in 29, equal in 1
+    rejected_len = [30] * 30 + [10] * 29 + [20]
+    right = [1] * 20 + [0] * 10 + [1] * 15 + [0] * 14 + [0.5]  # 35.5 right (ties count half)
+    chosen = [float(r) for r in right]
+    rejected = [1 - c if c != 0.5 else 0.5 for c in chosen]
+    result = length_split_accuracy(chosen, rejected, chosen_len, rejected_len)
+    assert result["accuracy"] == pytest.approx(35.5 / 60) and result["shorter_wins_accuracy"] == pytest.approx(30.5 / 60)
+    reading = read_length_split(result)
+    assert "too few pairs (60)" in reading and "about 140 pairs" in reading and "no better" not in reading
+
+
+def test_length_correlation_of_a_length_scorer_is_one():
+    lengths_c, lengths_r = [5, 8, 20, 30], [10, 12, 4, 9]
+    result = length_split_accuracy([2 * x + 1 for x in lengths_c], [2 * x + 1 for x in lengths_r], lengths_c, lengths_r)
+    assert result["length_correlation"] == pytest.approx(1.0)
+    constant = length_split_accuracy([1.0] * 4, [1.0] * 4, lengths_c, lengths_r)
+    assert constant["length_correlation"] is None
+
+
 def test_distinct_n():
     assert distinct_n("the cat sat on the mat") == 1.0
     assert distinct_n("go go go go go") == pytest.approx(1 / 4)

@@ -221,3 +221,12 @@ def test_dpo_run_ends_with_base_and_tuned_answers(tiny_model_dir, easy_data, tmp
     lines = demo.splitlines()
     assert lines[1].startswith("  prompt: Tell me about") and lines[2].startswith(f"  base  ({tiny_model_dir}):")
     assert lines[3].startswith(f"  tuned ({out}):") and "python evaluate.py --models" in demo
+
+
+def test_a_model_whose_answers_leave_the_length_band_gets_a_warning():
+    summary = {"baseline": "base", "models": {"base": {"mean_length": 55.6}, "ppo": {"mean_length": 14.7},
+                                              "dpo": {"mean_length": 54.4}, "long": {"mean_length": 90.0}}}
+    warnings = evaluate.length_warnings(summary)
+    assert len(warnings) == 2  # dpo is within 0.7x-1.5x of the baseline; ppo (0.26x) and long (1.62x) are not
+    assert warnings[0].startswith("ppo's mean answer length 14.7 tokens is 0.26x the baseline's 55.6")
+    assert "1.62x" in warnings[1] and "length-controlled win rate" in warnings[1]

@@ -42,6 +42,9 @@ BROKEN = [
     ("KL running away", "PPO", log(12, objective__kl=lambda i: 5.0 * i)),
     ("KL running away", "GRPO", log(12, kl=lambda i: 0.2 * i)),
     ("answer length collapsing", "PPO", log(12, completions__mean_length=lambda i: max(40 - 5 * i, 1))),
+    ("answers getting shorter", "PPO", log(12, completions__mean_length=lambda i: 40 - 1.5 * i)),  # 0.47x its start
+    ("answers getting longer", "RLOO", log(12, completions__mean_length=lambda i: 20 + 2 * i)),  # 1.9x its start
+    ("reward tracks length", "PPO", log(12, completions__score_length_corr=lambda i: -0.2 - 0.05 * i)),
     ("length pinned at the cap", "GRPO", log(12, completions__mean_length=256, completions__clipped_ratio=0.97)),
     ("EOS rate falling", "PPO", log(12, completions__eos_rate=lambda i: 0.9 - 0.07 * i)),
     ("training score up, eval score down", "PPO", log(12, objective__scores=lambda i: 0.1 * i)
@@ -70,6 +73,23 @@ def test_thresholds_are_config_fields():
     loose = HealthThresholds(kl_max_per_answer=10.0)
     assert [f.rule for f in check_history(history, RunInfo(method="PPO"), loose)] == ["KL running away"]
     assert check_history(log(2, loss=lambda i: 1 + i), RunInfo(method="SFT")) == []  # too few points for a trend
+
+
+def test_length_rules_have_their_own_bands():
+    ratios = {"collapse": lambda i: max(40 - 5 * i, 1), "0.47x": lambda i: 40 - 1.5 * i, "0.77x": lambda i: 40 - i}
+    fired = {name: [f.rule for f in check_history(log(12, completions__mean_length=curve), RunInfo(method="PPO"))]
+             for name, curve in ratios.items()}
+    assert fired == {"collapse": ["answer length collapsing"], "0.47x": ["answers getting shorter"], "0.77x": []}
+    wide = HealthThresholds(length_ratio_min=0.4)
+    assert check_history(log(12, completions__mean_length=ratios["0.47x"]), RunInfo(method="PPO"), wide) == []
+
+
+def test_a_cut_json_file_is_one_error_naming_it(tmp_path):
+    from utils.errors import ConfigError
+
+    (tmp_path / "trainer_state.json").write_text('{"log_history": [{"step": 1, "loss": 0.')
+    with pytest.raises(ConfigError, match="trainer_state.json is not readable JSON"):
+        run_health.main([str(tmp_path)])
 
 
 def test_probe_rule_reads_rm_probe_json():

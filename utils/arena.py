@@ -142,6 +142,8 @@ def length_split_accuracy(chosen_scores: Sequence[float], rejected_scores: Seque
             length points either way; 0.5 for any pure length rule);
         shorter_wins_accuracy: accuracy of the rule "the shorter answer wins" on all n pairs (equal lengths: 0.5);
         picks_shorter: share of pairs of different lengths where the scorer ranks the shorter answer higher.
+        length_correlation: Pearson correlation of the score with the answer length over all 2n answers (None when
+            the scores or the lengths are constant): how much of what the scorer says is length.
     A split with no pairs has accuracy None (and the balanced accuracy is None). Raises `ValueError` if the inputs
     differ in length or are empty.
     """
@@ -161,25 +163,41 @@ def length_split_accuracy(chosen_scores: Sequence[float], rejected_scores: Seque
             "n_equal_length": int((~differ).sum()),
             "length_balanced_accuracy": None if acc_longer is None or acc_shorter is None
             else (acc_longer + acc_shorter) / 2,
-            "shorter_wins_accuracy": float(rule.mean()), "picks_shorter": mean_or_none(picks_shorter)}
+            "shorter_wins_accuracy": float(rule.mean()), "picks_shorter": mean_or_none(picks_shorter),
+            "length_correlation": pearson(np.concatenate([chosen_scores, rejected_scores]),
+                                          np.concatenate([chosen_len, rejected_len]))}
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson correlation of two equally long sequences, or None when either is constant (or has < 2 values)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 2 or not x.std() > 0 or not y.std() > 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
 
 
 def read_length_split(result: dict) -> str:
     """One plain-English line on a `length_split_accuracy` result: is the scorer better than answer length?
 
     Compares the accuracy with the better of the two length rules ("shorter wins", "longer wins") and the
-    length-balanced accuracy with chance, each against twice the binomial standard error sqrt(p (1 - p) / n).
+    length-balanced accuracy with chance, each against twice the binomial standard error sqrt(p (1 - p) / n). A gap
+    within that noise is reported as too few pairs to tell, with the number of pairs that would tell a gap that size.
     """
     n, acc = result["n"], result["accuracy"]
     if n < 20:
         return f"too few pairs ({n}) to tell the model from answer length; evaluate on at least a few hundred"
     rule = max(result["shorter_wins_accuracy"], 1 - result["shorter_wins_accuracy"])
     which = "shorter" if result["shorter_wins_accuracy"] >= 0.5 else "longer"
-    se = math.sqrt(max(acc * (1 - acc), 1e-9) / n)
-    balanced = result["length_balanced_accuracy"]
-    if acc <= rule + 2 * se:
+    variance = max(acc * (1 - acc), 1e-9)
+    if acc <= rule:
         return (f"the model is no better than answer length: the rule 'the {which} answer wins' scores {rule:.3f} "
                 f"against its {acc:.3f}")
+    if acc - rule <= 2 * math.sqrt(variance / n):
+        needed = math.ceil(4 * variance / (acc - rule) ** 2)
+        return (f"too few pairs ({n}) to tell the model from answer length: it scores {acc:.3f} against {rule:.3f} "
+                f"for the rule 'the {which} answer wins', a gap within noise; about {needed} pairs would tell a gap "
+                f"that size")
+    balanced = result["length_balanced_accuracy"]
     if balanced is not None:
         n_split = min(result["n_chosen_longer"], result["n_chosen_shorter"])
         se_balanced = math.sqrt(0.25 / max(n_split, 1))

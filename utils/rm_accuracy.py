@@ -3,8 +3,8 @@
 A reward model's accuracy says little on its own: on hh-rlhf harmless the rule "the shorter answer wins" scores
 0.657, above every reward model trained with this toolkit. So next to the accuracy this reports the accuracy on
 the pairs whose chosen answer is longer and on those whose chosen answer is shorter, their mean (length-balanced
-accuracy: 0.5 for any rule that looks at length only), the length rule's accuracy on the same pairs, and a one-line
-reading. Pairs longer than `max_length` tokens are scored cut at the end (the reward model then reads a cut answer)
+accuracy: 0.5 for any rule that looks at length only), the length rule's accuracy on the same pairs, the Pearson
+correlation of the score with answer length, and a one-line reading. Pairs longer than `max_length` tokens are scored cut at the end (the reward model then reads a cut answer)
 and counted, not dropped. The maths is `utils.arena.length_split_accuracy`.
 
 Used at the end of reward_model.py (`accuracy_after_training`, saved as rm_accuracy.json) and by
@@ -55,7 +55,8 @@ def accuracy_rows(result: dict) -> list[list]:
              result["n_chosen_longer"] + result["n_chosen_shorter"]],
             ['rule "the shorter answer wins" (same pairs)', result["shorter_wins_accuracy"], result["n"]],
             ["model picks the shorter answer (share)", result["picks_shorter"],
-             result["n_chosen_longer"] + result["n_chosen_shorter"]]]
+             result["n_chosen_longer"] + result["n_chosen_shorter"]],
+            ["correlation of the score with answer length", result.get("length_correlation"), 2 * result["n"]]]
 
 
 def format_accuracy(result: dict, what: str = "held-out pairs") -> str:
@@ -65,7 +66,8 @@ def format_accuracy(result: dict, what: str = "held-out pairs") -> str:
     lines = [f"[reward model] accuracy on all {result['n']} {what} (ties count half; {result['n_equal_length']} "
              f"pairs of equal length are in neither split{cut}):"]
     for name, value, n in accuracy_rows(result):
-        lines.append(f"  {name:<46} {'n/a' if value is None else f'{value:.3f}':>6}  ({n} pairs)")
+        unit = "answers" if name.startswith("correlation") else "pairs"
+        lines.append(f"  {name:<46} {'n/a' if value is None else f'{value:.3f}':>6}  ({n} {unit})")
     lines.append(f"  reading: {result['reading']}")
     return "\n".join(lines)
 

@@ -33,38 +33,47 @@ ONLINE = ("PPO", "RLOO", "GRPO")
 @dataclass
 class HealthThresholds:
     min_points: int = field(default=3, metadata={"help": "logged points a trend rule needs before it says anything"})
-    window: float = field(default=0.25, metadata={"help": "share of the logged points averaged at each end of a trend "
-        "(at least one point)"})
-    rm_accuracy_band: float = field(default=0.05, metadata={"help": "reward model: eval accuracy within 0.5 +- this is "
-        "\"stuck near chance\""})
-    dpo_logratio_drop: float = field(default=5.0, metadata={"help": "DPO: chosen and rejected log pi - log ref both "
-        "below -this (nats) = displacement"})
-    dpo_margin_min_gain: float = field(default=0.1, metadata={"help": "DPO: margin rising by less than this (nats of "
-        "log-ratio) = flat margins"})
-    kl_max_per_answer: float = field(default=20.0, metadata={"help": "PPO: objective/kl (nats summed over an answer) "
-        "above this = KL running away"})
-    kl_max_per_token: float = field(default=0.5, metadata={"help": "RLOO/GRPO: kl (mean nats per token) above this = KL "
-        "running away"})
-    min_mean_length: float = field(default=2.0, metadata={"help": "online: mean answer length at or below this many "
-        "tokens = collapsed to empty"})
-    length_drop_ratio: float = field(default=0.3, metadata={"help": "online: last / first mean answer length below this "
-        "= length collapsing"})
-    cut_share_max: float = field(default=0.9, metadata={"help": "online: share of answers cut at the length cap above "
-        "this = pinned at the cap"})
-    eos_rate_drop: float = field(default=0.3, metadata={"help": "online: EOS rate falling by more than this (absolute "
-        "share) = EOS rate falling"})
-    score_change_min: float = field(default=0.05, metadata={"help": "online: train score up and eval score down, each "
-        "by more than this (reward units)"})
-    entropy_drop_ratio: float = field(default=0.2, metadata={"help": "online: last / first entropy below this = entropy "
-        "collapsing"})
-    sft_loss_rise: float = field(default=0.05, metadata={"help": "SFT: last loss above the first by more than this "
-        "share of it = loss rising"})
-
+    window: float = field(
+        default=0.25, metadata={"help": "share of the logged points averaged at each end of a trend (at least one "
+                                        "point)"})
+    rm_accuracy_band: float = field(
+        default=0.05, metadata={"help": "reward model: eval accuracy within 0.5 +- this is \"stuck near chance\""})
+    dpo_logratio_drop: float = field(
+        default=5.0, metadata={"help": "DPO: chosen and rejected log pi - log ref both below -this (nats) = "
+                                       "displacement"})
+    dpo_margin_min_gain: float = field(
+        default=0.1, metadata={"help": "DPO: margin rising by less than this (nats of log-ratio) = flat margins"})
+    kl_max_per_answer: float = field(
+        default=20.0, metadata={"help": "PPO: objective/kl (nats summed over an answer) above this = KL running away"})
+    kl_max_per_token: float = field(
+        default=0.5, metadata={"help": "RLOO/GRPO: kl (mean nats per token) above this = KL running away"})
+    min_mean_length: float = field(
+        default=2.0, metadata={"help": "online: mean answer length at or below this many tokens = collapsed to empty"})
+    length_drop_ratio: float = field(
+        default=0.3, metadata={"help": "online: last / first mean answer length below this = length collapsing"})
+    length_ratio_min: float = field(
+        default=0.7, metadata={"help": "online: last / first mean answer length below this = answers getting shorter"})
+    length_ratio_max: float = field(
+        default=1.5, metadata={"help": "online: last / first mean answer length above this = answers getting longer"})
+    score_length_corr_max: float = field(
+        default=0.5, metadata={"help": "online: |correlation of the score with answer length| in a rollout above this "
+                                       "= the reward tracks length"})
+    cut_share_max: float = field(
+        default=0.9, metadata={"help": "online: share of answers cut at the length cap above this = pinned at the cap"})
+    eos_rate_drop: float = field(
+        default=0.3, metadata={"help": "online: EOS rate falling by more than this (absolute share) = EOS rate "
+                                       "falling"})
+    score_change_min: float = field(
+        default=0.05, metadata={"help": "online: train score up and eval score down, each by more than this (reward "
+                                        "units)"})
+    entropy_drop_ratio: float = field(
+        default=0.2, metadata={"help": "online: last / first entropy below this = entropy collapsing"})
+    sft_loss_rise: float = field(
+        default=0.05, metadata={"help": "SFT: last loss above the first by more than this share of it = loss rising"})
 
 @dataclass
 class HealthArgs(HealthThresholds):
     output_dir: str = field(default="", metadata={"help": "the run's output_dir (also the first positional argument)"})
-
 
 @dataclass
 class Finding:
@@ -227,6 +236,38 @@ def rule_length_collapse(history, run, t) -> Finding | None:
                    "with --degenerate_negatives_ratio, keep --min_new_tokens >= 1.")
 
 
+def rule_length_drift(history, run, t) -> Finding | None:
+    """Online: mean answer length leaves `length_ratio_min`-`length_ratio_max` x its start (collapse is its own rule)."""
+    length = _lengths(history, t)
+    if not length or length[0] <= 0:
+        return None
+    first, last = length
+    ratio = last / first
+    if t.length_ratio_min <= ratio <= t.length_ratio_max or ratio < t.length_drop_ratio or last <= t.min_mean_length:
+        return None
+    way = "shorter" if ratio < 1 else "longer"
+    return Finding(f"answers getting {way}",
+                   f"mean answer length went from {first:.1f} to {last:.1f} tokens ({ratio:.2f}x its start, outside "
+                   f"{t.length_ratio_min:g}x-{t.length_ratio_max:g}x): a score that rises with it may be buying length, "
+                   f"not quality.",
+                   "compare with a judge at equal length (evaluate.py's length-controlled win rate), train with "
+                   "--length_control batch, or use a reward model trained with --length_debias odin.")
+
+
+def rule_score_tracks_length(history, run, t) -> Finding | None:
+    """Online: the rollouts' score correlates with answer length beyond `score_length_corr_max` (either sign)."""
+    values = trend(history, "completions/score_length_corr", t)
+    if not values or abs(values[1]) <= t.score_length_corr_max:
+        return None
+    way = "longer" if values[1] > 0 else "shorter"
+    return Finding("reward tracks length",
+                   f"the correlation of the score with answer length is {values[1]:+.2f} in the last rollouts (first "
+                   f"{values[0]:+.2f}; limit {t.score_length_corr_max:g}): the reward favours {way} answers, and "
+                   f"the policy can raise it by length alone.",
+                   "train with --length_control batch (removes each rollout's linear trend of score on length), or "
+                   "retrain the reward model with --length_debias odin.")
+
+
 def _cut_shares(history, run, t):
     """First/last share of answers cut at the length cap: PPO logs 1 - completions/eos_rate, TRL clipped_ratio."""
     if first_key(history, "completions/clipped_ratio"):
@@ -320,7 +361,8 @@ def rule_probe_degenerate(history, run, t) -> Finding | None:
 
 
 RULES = (rule_nonfinite_loss, rule_rm_accuracy_near_chance, rule_dpo_likelihood_displacement, rule_dpo_margins_flat,
-         rule_kl_runaway, rule_length_collapse, rule_length_pinned_at_cap, rule_eos_rate_falling,
+         rule_kl_runaway, rule_length_collapse, rule_length_drift, rule_score_tracks_length, rule_length_pinned_at_cap,
+         rule_eos_rate_falling,
          rule_train_up_eval_down, rule_entropy_collapse, rule_sft_loss_rising, rule_probe_degenerate)
 
 
@@ -387,7 +429,7 @@ def write_report(output_dir: str, findings: list[Finding], run: RunInfo, history
     if run.rm_accuracy:
         from utils.rm_accuracy import accuracy_rows  # here: a policy run loads no reward-model code
 
-        sections += ["<h2>Reward-model accuracy</h2>", table(["measure", "value", "pairs"],
+        sections += ["<h2>Reward-model accuracy</h2>", table(["measure", "value", "n (pairs or answers)"],
                                                              accuracy_rows(run.rm_accuracy), numeric={1, 2}),
                      f"<p>{escape(run.rm_accuracy.get('reading', ''))}</p>"]
     samples = read_samples(output_dir)
