@@ -4,6 +4,10 @@ Edit the defaults below, or override any field on the command line: `python trai
 `--trust_remote_code` (default False) and `--max_length` live in the training config (TRL's), not here.
 """
 
+import dataclasses
+import functools
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -14,24 +18,64 @@ DEMO_DATA = "data_example/data.jsonl"
 PreferenceKey = Literal["better_response_id", "safer_response_id"]  # PKU-SafeRLHF's two preference labels
 
 
+@functools.cache
+def literal_choices(cls) -> dict[str, tuple]:
+    """`{field: allowed values}` for the dataclass fields of `cls` typed `Literal[...]` or `Literal[...] | None`
+    (None is then one of the values)."""
+    hints = typing.get_type_hints(cls)
+    choices = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        literals = [m for m in members if typing.get_origin(m) is Literal]
+        if literals and len(literals) + (type(None) in members) == len(members):
+            none = (None,) if type(None) in members else ()
+            choices[f.name] = tuple(v for m in literals for v in typing.get_args(m)) + none
+    return choices
+
+
+def check_choices(settings) -> None:
+    """Refuse a `Literal` field of a settings dataclass whose value is not one of its choices. The parser already
+    refuses these on the command line and in `--config` files; this covers settings built in Python (tests, scripts,
+    `dataclasses.replace`). Raises `ConfigError`: `--pairs must be one of best_worst, all, got 'some'`."""
+    for name, choices in literal_choices(type(settings)).items():
+        value = getattr(settings, name)
+        if value not in choices:
+            allowed = ", ".join(str(c) for c in choices if c is not None)
+            raise ConfigError(f"--{name} must be one of {allowed}, got {value!r}")
+
+
 @dataclass
 class ModelArgs:
-    model_name_or_path: str = DEMO_MODEL  # a local checkpoint directory (config.json + safetensors + tokenizer)
-    train_mode: Literal["full", "lora", "qlora"] = "lora"  # qlora = 4-bit NF4 base + LoRA (not with ZeRO-3)
-    train_data_path: list[str] = field(default_factory=lambda: [DEMO_DATA])  # one or more files; README "Data format"
-    train_data_ratios: list[float] | None = None  # share of each train file to use, in (0, 1], one per file; None: all
-    eval_data_path: str | None = None  # a separate eval file; if None, eval_split_size rows are held out
-    eval_split_size: float = 0.1  # held-out eval rows: a fraction if < 1, a count if >= 1, 0 for none
-    drop_bad_rows: bool = False  # False: stop on bad rows and list them; True: skip them and count them
-    preference_key: PreferenceKey = "better_response_id"  # PKU-SafeRLHF: helpfulness, or safer_response_id
-    pairs: Literal["best_worst", "all"] = "best_worst"  # ranked responses: best vs worst, or every scored pair
-    prompt_turns: Literal["last", "all"] = "last"  # chats as prompts (online RL): the last user turn, or each one
-    check: bool = False  # preflight: tokenizer and data only, print what would be trained, exit 0 (no weights)
-    lora_r: int = 16  # LoRA rank
-    lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
-    lora_dropout: float = 0.05  # dropout on the LoRA branch
-    lora_target_modules: str = "all-linear"  # "all-linear" or comma-separated names, e.g. "q_proj,v_proj"
-    use_dora: bool = False  # DoRA (weight-decomposed LoRA, Liu et al. 2024): a bit better, a bit slower
+    model_name_or_path: str = field(
+        default=DEMO_MODEL, metadata={"help": "a local checkpoint directory (config.json + safetensors + tokenizer)"})
+    train_mode: Literal["full", "lora", "qlora"] = field(
+        default="lora", metadata={"help": "qlora = 4-bit NF4 base + LoRA (not with ZeRO-3)"})
+    train_data_path: list[str] | str = field(
+        default_factory=lambda: [DEMO_DATA], metadata={"help": 'one or more files; README "Data format"'})
+    train_data_ratios: list[float] | None = field(
+        default=None, metadata={"help": "share of each train file to use, in (0, 1], one per file; None: all"})
+    eval_data_path: str | None = field(
+        default=None, metadata={"help": "a separate eval file; if None, eval_split_size rows are held out"})
+    eval_split_size: float = field(
+        default=0.1, metadata={"help": "held-out eval rows: a fraction if < 1, a count if >= 1, 0 for none"})
+    drop_bad_rows: bool = field(
+        default=False, metadata={"help": "False: stop on bad rows and list them; True: skip them and count them"})
+    preference_key: PreferenceKey = field(
+        default="better_response_id", metadata={"help": "PKU-SafeRLHF: helpfulness, or safer_response_id"})
+    pairs: Literal["best_worst", "all"] = field(
+        default="best_worst", metadata={"help": "ranked responses: best vs worst, or every scored pair"})
+    prompt_turns: Literal["last", "all"] = field(
+        default="last", metadata={"help": "chats as prompts (online RL): the last user turn, or each one"})
+    check: bool = field(default=False, metadata={"help": "preflight: tokenizer and data only, print what would be "
+                                                         "trained, exit 0 (no weights)"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA branch"})
+    lora_target_modules: str = field(
+        default="all-linear", metadata={"help": '"all-linear" or comma-separated names, e.g. "q_proj,v_proj"'})
+    use_dora: bool = field(
+        default=False, metadata={"help": "DoRA (weight-decomposed LoRA, Liu et al. 2024): a bit better, a bit slower"})
 
     def __post_init__(self):
         """Refuse data, LoRA and split settings that cannot work, while the flags are parsed. Raises `ConfigError`.
@@ -54,7 +98,8 @@ class ModelArgs:
             raise ConfigError('--lora_target_modules is empty; use "all-linear" or names such as "q_proj,v_proj"')
 
     def check_data_flags(self):
-        """Check the data fields (`__post_init__`); raises `ConfigError` naming the flag."""
+        """Check the data fields and the choices (`__post_init__`); raises `ConfigError` naming the flag."""
+        check_choices(self)
         paths = [self.train_data_path] if isinstance(self.train_data_path, str) else list(self.train_data_path)
         if not paths:
             raise ConfigError("--train_data_path: give at least one data file")
@@ -68,13 +113,9 @@ class ModelArgs:
             if bad:
                 raise ConfigError(f"--train_data_ratios: each ratio is the share of its file to use, in (0, 1]; "
                                   f"got {bad[0]:g}")
-        choices = {"preference_key": ("better_response_id", "safer_response_id"), "pairs": ("best_worst", "all"),
-                   "prompt_turns": ("last", "all")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 
 
 @dataclass
 class CommonArgs(ModelArgs):
-    rlhf_type: str = "DPO"  # the method; train_rlhf.py's METHODS table lists the choices
+    rlhf_type: str = field(
+        default="DPO", metadata={"help": "the method; train_rlhf.py's METHODS table lists the choices"})

@@ -10,6 +10,9 @@ score for the last token of prompt + answer. Trained with TRL's RewardTrainer on
 The held-out accuracy (share of pairs where r_chosen > r_rejected) is printed at the end, on every held-out pair,
 split by answer length and beside the rule "the shorter answer wins" (utils/rm_accuracy.py, saved as rm_accuracy.json).
 
+Length (`--length_debias odin`): the score layer gets a second output trained to carry answer length (ODIN, Chen et
+al. 2024, utils/odin.py); only the quality output is saved, so the folder loads and scores as any reward model.
+
 Reward hacking guard: human pairs never show an empty, "Ok.", truncated, repeated or off-topic answer, so a reward
 model may score them high and PPO/RLOO/GRPO then learn to produce them. Training adds pairs (chosen, degenerate
 version of chosen) (`--degenerate_negatives_ratio`, training rows only), and the end-of-training probe reports how
@@ -26,10 +29,11 @@ from reward_args.training_config import RewardConfig
 from utils.args import parse_args
 from utils.checkpoint import NonFiniteLossGuard
 from utils.data import preference_data
-from utils.errors import run_cli
+from utils.errors import ConfigError, run_cli
 from utils.log import info_rank0
-from utils.model import (check_lora_targets, check_model_path, check_train_mode, load_model, load_tokenizer,
-                         lora_config, match_trainable_dtype)
+from utils.model import (check_lora_targets, check_model_path, check_train_mode, deepspeed_zero_stage, load_model,
+                         load_tokenizer, lora_config, match_trainable_dtype)
+from utils.odin import ODINRewardTrainer, keep_quality_head
 from utils.outputs import prepare_output_dir, save_outputs
 from utils.preflight import preflight
 from utils.rm_accuracy import accuracy_after_training
@@ -44,6 +48,10 @@ def main(argv=None):
     check_model_path(model_args.model_name_or_path)
     if model_args.train_mode != "full":
         check_lora_targets(model_args.model_name_or_path, model_args.lora_target_modules)
+    odin = config.length_debias == "odin"
+    if odin and deepspeed_zero_stage(config) == 3:
+        raise ConfigError("--length_debias odin cuts the score layer to its quality head before saving, which ZeRO-3 "
+                          "shards; use ds_config/deepspeed_zero2.yaml")
 
     # 1. Data: every row is checked before any model is loaded.
     tokenizer = load_tokenizer(model_args.model_name_or_path, config.trust_remote_code)
@@ -56,11 +64,11 @@ def main(argv=None):
                                                        parse_variant_weights(model_args.degenerate_variant_weights),
                                                        tokenizer=tokenizer, max_length=config.max_length)
 
-    # 2. Model: a causal LM checkpoint gets a fresh 1-output score head.
-    model = load_model(AutoModelForSequenceClassification, model_args, config, tokenizer, num_labels=1)
+    # 2. Model: a causal LM checkpoint gets a fresh 1-output score head (ODIN: 2 outputs, quality and length).
+    model = load_model(AutoModelForSequenceClassification, model_args, config, tokenizer, num_labels=2 if odin else 1)
 
     # 3. Train.
-    trainer = RewardTrainer(
+    trainer = (ODINRewardTrainer if odin else RewardTrainer)(
         model=model,
         args=config,
         train_dataset=Dataset.from_list(augmented_rows),
@@ -82,6 +90,8 @@ def main(argv=None):
                      if n < len(eval_rows) else ""))
         # Every held-out pair (long ones cut at max_length), split by answer length, beside the length rule.
         accuracy_after_training(trainer, tokenizer, eval_rows, config.max_length)
+    if odin:  # the saved model scores with the quality head; the length head goes beside it
+        keep_quality_head(trainer.model, config.output_dir if trainer.is_world_process_zero() else None)
     save_outputs(trainer, {"model": model_args, "training": config})
     if trainer.is_world_process_zero():
         info_rank0(f"[reward model] saved to {config.output_dir} (curves: {config.output_dir}/training_curves.png)")

@@ -198,7 +198,8 @@ def main(argv=None):
             info_rank0(f"[GKD] divergence to the teacher on {len(eval_rows)} held-out answers (eval_loss, per token): "
                   f"{change}")
         what = "model" if args.train_mode == "full" else "LoRA adapter"
-        info_rank0(f"[GKD] student {what} saved to {config.output_dir} (curves: {config.output_dir}/training_curves.png)")
+        info_rank0(f"[GKD] student {what} saved to {config.output_dir} (curves: {config.output_dir}/"
+                   f"training_curves.png)")
 
         # 6. Run health: what looks wrong in the log, in plain English (also output_dir/report.html).
         run_health(config.output_dir)

@@ -31,7 +31,6 @@ from utils.log import info_rank0, show_dataset_progress
 from utils.model import (check_lora_targets, check_model_path, check_train_mode, load_model, load_tokenizer,
                          lora_config, match_trainable_dtype)
 from utils.outputs import prepare_output_dir, save_outputs
-from utils.preflight import preflight
 from utils.run_health import run_health
 
 
@@ -47,7 +46,7 @@ class Method:
 
 CUTS_ANSWER = "cuts the answer, keeping the prompt"
 METHODS = {
-    "DPO": Method("rlhf_args.dpo_config:DPOConfig", "trl:DPOTrainer", "utils.data:preference_data",
+    "DPO": Method("rlhf_args.dpo_config:DPOConfig", "utils.dpo:DPOTrainer", "utils.data:preference_data",
                   "DPOTrainer cuts them at the end (keep_start)"),
     "CPO": Method("rlhf_args.cpo_config:CPOConfig", "trl.experimental.cpo:CPOTrainer", "utils.data:preference_data",
                   f"CPOTrainer {CUTS_ANSWER}"),
@@ -117,11 +116,13 @@ def build_trainer(argv: list[str]) -> Run | None:
     if args.train_mode != "full":
         check_lora_targets(args.model_name_or_path, args.lora_target_modules)
 
-    # 1. Data: every row is checked before any model is loaded; online methods also check their reward sources.
+    # 1. Inputs: online methods' reward sources, then the data; every row is checked before any model is loaded.
     tokenizer = load_tokenizer(args.model_name_or_path, config.trust_remote_code)
-    train_rows, eval_rows = load(method.data)(args, config, tokenizer, method.too_long)
     inputs = load(method.inputs)(args, config, tokenizer) if method.inputs else {}
+    train_rows, eval_rows = load(method.data)(args, config, tokenizer, method.too_long)
     if args.check:  # --check: show what would be trained, load no weights
+        from utils.preflight import preflight  # here: a training run loads no preflight code
+
         return preflight(tokenizer, train_rows, eval_rows, args.model_name_or_path, args.rlhf_type)
     show_dataset_progress(len(train_rows))  # progress bars for tokenizing only when it takes long
 

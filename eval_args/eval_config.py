@@ -11,22 +11,37 @@ from utils.errors import ConfigError
 
 @dataclass
 class EvalArgs:
-    models: list[str] = field(default_factory=list)  # NAME=DIR ... (model or LoRA adapter folders); none: RM accuracy
-    reward_model_path: str | None = "output/reward_model"  # judge: reward_model.py output; "none": functions only
-    reward_function: str | None = None  # judge: "file.py:name" / "module:name" (TRL signature), added to the RM score
-    eval_data_path: str = "data_example/data.jsonl"  # prompts: prompt-only, preference, chat or raw hh-rlhf rows
-    output_dir: str = "output/eval"  # generations.jsonl, summary.json, arena.png, report.html (never overwritten)
-    baseline: str | None = None  # the model every other is compared with (default: the first of --models)
-    max_prompts: int | None = None  # use only the first N prompts (or pairs) of the file (None: all)
-    max_new_tokens: int = 256  # longest answer, in tokens; answers cut there count as not ended
-    temperature: float = 0.0  # 0: greedy (default); > 0: sampled at this temperature (with --seed)
-    top_p: float = 1.0  # nucleus sampling when --temperature > 0 (1.0: off)
-    batch_size: int = 8  # prompts per generate call and texts per reward-model forward pass
-    max_prompt_length: int | None = 512  # prompts are left-truncated to this many tokens before generating
-    max_length: int | None = 1024  # tokens of prompt + answer the reward model reads; longer texts are cut (counted)
-    drop_bad_rows: bool = False  # False: stop on bad rows in eval_data_path; True: skip them and count them
-    seed: int = 42  # sampling seed (with --temperature > 0) and bootstrap seed
-    trust_remote_code: bool = False  # allow custom model code from the checkpoint folders
+    models: list[str] = field(
+        default_factory=list, metadata={"help": "NAME=DIR ... (model or LoRA adapter folders); none: RM accuracy"})
+    reward_model_path: str | None = field(
+        default="output/reward_model", metadata={"help": 'judge: reward_model.py output; "none": functions only'})
+    reward_function: str | None = field(
+        default=None, metadata={"help": 'judge: "file.py:name" / "module:name" (TRL signature), added to the RM score'})
+    eval_data_path: str = field(
+        default="data_example/data.jsonl", metadata={"help": "prompts: prompt-only, preference, chat or raw hh-rlhf "
+                                                             "rows"})
+    output_dir: str = field(default="output/eval", metadata={"help": "generations.jsonl, summary.json, arena.png, "
+                                                                     "report.html (never overwritten)"})
+    baseline: str | None = field(
+        default=None, metadata={"help": "the model every other is compared with (default: the first of --models)"})
+    max_prompts: int | None = field(
+        default=None, metadata={"help": "use only the first N prompts (or pairs) of the file (None: all)"})
+    max_new_tokens: int = field(
+        default=256, metadata={"help": "longest answer, in tokens; answers cut there count as not ended"})
+    temperature: float = field(
+        default=0.0, metadata={"help": "0: greedy (default); > 0: sampled at this temperature (with --seed)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling when --temperature > 0 (1.0: off)"})
+    batch_size: int = field(
+        default=8, metadata={"help": "prompts per generate call and texts per reward-model forward pass"})
+    max_prompt_length: int | None = field(
+        default=512, metadata={"help": "prompts are left-truncated to this many tokens before generating"})
+    max_length: int | None = field(default=1024, metadata={"help": "tokens of prompt + answer the reward model "
+                                                                   "reads; longer texts are cut (counted)"})
+    drop_bad_rows: bool = field(
+        default=False, metadata={"help": "False: stop on bad rows in eval_data_path; True: skip them and count them"})
+    seed: int = field(default=42, metadata={"help": "sampling seed (with --temperature > 0) and bootstrap seed"})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "allow custom model code from the checkpoint folders"})
 
     def __post_init__(self):
         if self.reward_model_path in ("", "none", "None"):

@@ -10,14 +10,18 @@ rows only). Without them a reward model trained on hh-rlhf scored an empty answe
 of prompts.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from common_args import ModelArgs
 
 
 @dataclass
 class RewardModelArgs(ModelArgs):
-    eval_split_size: float = 0.1  # held-out pairs for the accuracy reported at the end
-    degenerate_negatives_ratio: float = 0.5  # extra (chosen, degenerate chosen) pairs per training pair; 0 = off
-    degenerate_variant_weights: str = "empty:1,filler:1,truncated:1,repeated:1,off_topic:1"  # relative shares; 0 = none
-    probe_prompts: int = 200  # held-out prompts the end-of-training degenerate-answer probe scores; 0 = no probe
+    eval_split_size: float = field(
+        default=0.1, metadata={"help": "held-out pairs for the accuracy reported at the end"})
+    degenerate_negatives_ratio: float = field(
+        default=0.5, metadata={"help": "extra (chosen, degenerate chosen) pairs per training pair; 0 = off"})
+    degenerate_variant_weights: str = field(
+        default="empty:1,filler:1,truncated:1,repeated:1,off_topic:1", metadata={"help": "relative shares; 0 = none"})
+    probe_prompts: int = field(default=200, metadata={"help": "held-out prompts the end-of-training "
+                                                              "degenerate-answer probe scores; 0 = no probe"})

@@ -4,7 +4,8 @@ Loss: -log sigmoid(r_chosen - r_rejected) (Bradley-Terry; Ouyang et al. 2022, eq
 training field can be overridden on the command line, e.g. `python reward_model.py --learning_rate 5e-5`.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 from trl import RewardConfig as TRLRewardConfig
 
@@ -13,8 +14,19 @@ from rlhf_args.base_config import BaseConfig
 
 @dataclass
 class RewardConfig(BaseConfig, TRLRewardConfig):
-    output_dir: str = "output/reward_model"  # where the model/adapter, curves and checkpoints go
-    learning_rate: float = 1e-4  # LoRA: 1e-4 to 3e-4; full fine-tuning: about 1e-5
-    max_length: int | None = 512  # pairs longer than this (prompt + answer, in tokens) are dropped by TRL
-    center_rewards_coefficient: float | None = None  # e.g. 0.01 keeps scores centred on 0 (Eisenstein et al. 2023)
-    eval_strategy: str = "no"  # the held-out accuracy is always computed once at the end
+    output_dir: str = field(
+        default="output/reward_model", metadata={"help": "where the model/adapter, curves and checkpoints go"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "LoRA: 1e-4 to 3e-4; full fine-tuning: about 1e-5"})
+    max_length: int | None = field(
+        default=512, metadata={"help": "pairs longer than this (prompt + answer, in tokens) are dropped by TRL"})
+    center_rewards_coefficient: float | None = field(
+        default=None, metadata={"help": "e.g. 0.01 keeps scores centred on 0 (Eisenstein et al. 2023)"})
+    eval_strategy: str = field(
+        default="no", metadata={"help": "the held-out accuracy is always computed once at the end"})
+    length_debias: Literal["none", "odin"] = field(
+        default="none", metadata={"help": "odin: a quality head and a length head (Chen et al. 2024, ODIN); the saved "
+                                          "model scores with the quality head only (utils/odin.py)"})
+    odin_length_weight: float = field(
+        default=1.0, metadata={"help": "ODIN: weight of |corr(quality, length)| - corr(length head, length)"})
+    odin_orthogonal_weight: float = field(
+        default=1.0, metadata={"help": "ODIN: weight of |w_quality . w_length|, the two heads kept orthogonal"})

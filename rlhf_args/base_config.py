@@ -6,38 +6,49 @@ these defaults on top. Every field can be changed here, in the method's file, or
 unchanged on a laptop CPU and on a GPU node.
 """
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
+from common_args import check_choices
 from utils.args import resolve_device_defaults
 from utils.errors import ConfigError
 
 # Fields that must be at least 1 when set (None means "not used" for the optional ones).
 AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                 "max_length", "max_prompt_length", "max_completion_length", "response_length", "max_new_tokens",
-                "num_generations", "num_ppo_epochs", "num_mini_batches")
+                "num_generations", "num_ppo_epochs", "num_mini_batches", "num_samples_per_prompt",
+                "local_rollout_forward_batch_size")
 
 
 @dataclass
 class BaseConfig:
-    bf16: bool | None = None  # None: bf16 on GPUs that support it, fp32 on CPU
-    fp16: bool | None = None  # None: fp16 only on GPUs without bf16 (e.g. V100, T4)
-    activation_checkpointing: bool | None = None  # None: on for GPUs (saves memory), off on CPU (30% faster)
-    gradient_checkpointing: bool | None = None  # old name of activation_checkpointing; leave at None
-    num_train_epochs: float = 1.0  # passes over the training data (max_steps > 0 overrides it)
-    per_device_train_batch_size: int = 4  # pairs per device per step
-    per_device_eval_batch_size: int = 4  # pairs per device per eval step
-    gradient_accumulation_steps: int = 1  # effective batch = this x per_device batch x number of processes
-    lr_scheduler_type: str = "cosine"  # learning-rate schedule after warm-up
-    warmup_steps: float = 0.1  # warm-up: a fraction of the steps if < 1, else a number of steps
-    logging_steps: float = 5  # log metrics (and curve points) every N steps
-    eval_strategy: str = "no"  # "steps" or "epoch" to evaluate during training (needs eval data)
-    save_strategy: str = "steps"  # when to write checkpoint-N/ for --resume_from_checkpoint
-    save_steps: float = 200  # checkpoint every N steps
-    save_total_limit: int | None = 2  # keep only the newest N checkpoints
-    logging_nan_inf_filter: bool = False  # False: a NaN / inf loss is logged as is, so the NaN guard sees it
-    report_to: None | str | list[str] = "tensorboard"  # "none", "tensorboard", "wandb", ...; PNG curves always written
-    seed: int = 42  # seed for data order, eval split and initialisation
+    bf16: bool | None = field(default=None, metadata={"help": "None: bf16 on GPUs that support it, fp32 on CPU"})
+    fp16: bool | None = field(default=None, metadata={"help": "None: fp16 only on GPUs without bf16 (e.g. V100, T4)"})
+    activation_checkpointing: bool | None = field(
+        default=None, metadata={"help": "None: on for GPUs (saves memory), off on CPU (30%% faster)"})
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "old name of activation_checkpointing; leave at None"})
+    num_train_epochs: float = field(
+        default=1.0, metadata={"help": "passes over the training data (max_steps > 0 overrides it)"})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "pairs per device per step"})
+    per_device_eval_batch_size: int = field(default=4, metadata={"help": "pairs per device per eval step"})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "effective batch = this x per_device batch x number of processes"})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "learning-rate schedule after warm-up"})
+    warmup_steps: float = field(
+        default=0.1, metadata={"help": "warm-up: a fraction of the steps if < 1, else a number of steps"})
+    logging_steps: float = field(default=5, metadata={"help": "log metrics (and curve points) every N steps"})
+    eval_strategy: str = field(
+        default="no", metadata={"help": '"steps" or "epoch" to evaluate during training (needs eval data)'})
+    save_strategy: str = field(
+        default="steps", metadata={"help": "when to write checkpoint-N/ for --resume_from_checkpoint"})
+    save_steps: float = field(default=200, metadata={"help": "checkpoint every N steps"})
+    save_total_limit: int | None = field(default=2, metadata={"help": "keep only the newest N checkpoints"})
+    logging_nan_inf_filter: bool = field(
+        default=False, metadata={"help": "False: a NaN / inf loss is logged as is, so the NaN guard sees it"})
+    report_to: None | str | list[str] = field(
+        default="tensorboard", metadata={"help": '"none", "tensorboard", "wandb", ...; PNG curves always written'})
+    seed: int = field(default=42, metadata={"help": "seed for data order, eval split and initialisation"})
 
     loss_types: ClassVar[tuple[str, ...]] = ()  # the `loss_type` values the method's TRL trainer accepts (() = none)
 
@@ -51,8 +62,8 @@ def check_training_values(config) -> None:
     """Refuse values no run can train with, while the flags are parsed (before any data or weights load).
 
     Checks the learning rate (>= 0), the sizes in `AT_LEAST_ONE` (>= 1), `num_train_epochs` (> 0 unless
-    `max_steps` > 0), `warmup_steps` (>= 0) and `loss_type` against the config's `loss_types`.
-    Raises `ConfigError` naming the flag.
+    `max_steps` > 0), `warmup_steps` (>= 0), each `Literal` field against its choices (`check_choices`) and
+    `loss_type` against the config's `loss_types`. Raises `ConfigError` naming the flag.
     """
     if config.learning_rate < 0:
         raise ConfigError(f"--learning_rate must be >= 0, got {config.learning_rate}")
@@ -64,6 +75,7 @@ def check_training_values(config) -> None:
         raise ConfigError(f"--num_train_epochs must be > 0 (or set --max_steps), got {config.num_train_epochs}")
     if config.warmup_steps < 0:
         raise ConfigError(f"--warmup_steps must be >= 0 (a fraction if < 1, else steps), got {config.warmup_steps}")
+    check_choices(config)
     if config.loss_types:
         given = [config.loss_type] if isinstance(config.loss_type, str) else list(config.loss_type)
         unknown = [t for t in given if t not in config.loss_types]
@@ -77,13 +89,23 @@ class OnlineConfig(BaseConfig):
     """What PPO, RLOO and GRPO share: where the reward comes from, how long a prompt may be, and the two guards
     against a reward model that loves degenerate answers (README "Reward hacking")."""
 
-    reward_model_path: str | None = "output/reward_model"  # reward_model.py output (full/LoRA); "none": functions only
-    reward_function: str | None = None  # "file.py:name" / "module:name", added to the score (script/example_reward.py)
-    max_prompt_length: int | None = 512  # prompts are left-truncated to this many tokens (toolkit; TRL: no limit)
-    min_new_tokens: int = 1  # no EOS in the first N tokens: 1 forbids empty answers, which weak RMs may love (toolkit)
-    missing_eos_penalty: float | None = None  # subtracted from the reward of answers cut at the length limit (TRL)
-    sample_every: int = 10  # prompts, answers, scores, KL to output_dir/samples.jsonl at rollout 1, 1+N, ...; 0: off
-    num_samples_logged: int = 4  # prompts (each with its answer) written per sampled rollout
+    reward_model_path: str | None = field(
+        default="output/reward_model", metadata={"help": 'reward_model.py output (full/LoRA); "none": functions only'})
+    reward_function: str | None = field(default=None, metadata={"help": '"file.py:name" / "module:name", added to '
+                                                                        'the score (script/example_reward.py)'})
+    max_prompt_length: int | None = field(
+        default=512, metadata={"help": "prompts are left-truncated to this many tokens (toolkit; TRL: no limit)"})
+    min_new_tokens: int = field(default=1, metadata={"help": "no EOS in the first N tokens: 1 forbids empty answers, "
+                                                             "which weak RMs may love (toolkit)"})
+    missing_eos_penalty: float | None = field(
+        default=None, metadata={"help": "subtracted from the reward of answers cut at the length limit (TRL)"})
+    sample_every: int = field(default=10, metadata={"help": "prompts, answers, scores, KL to "
+                                                            "output_dir/samples.jsonl at rollout 1, 1+N, ...; 0: off"})
+    num_samples_logged: int = field(
+        default=4, metadata={"help": "prompts (each with its answer) written per sampled rollout"})
+    length_control: Literal["none", "batch"] = field(
+        default="none", metadata={"help": "batch: remove each rollout's linear trend of score on answer length "
+                                          "before the advantages, so no answer earns anything by its length alone"})
 
     def __post_init__(self):
         if self.reward_model_path in ("", "none", "None"):  # --reward_model_path none: reward functions only
@@ -93,12 +115,13 @@ class OnlineConfig(BaseConfig):
         super().__post_init__()
         if not self.reward_model_path and not self.reward_function:
             method = type(self).__name__.removesuffix("Config")
-            raise ValueError(f"{method} needs a reward: set --reward_model_path (reward_model.py's output) and/or "
-                             "--reward_function file.py:name")
+            raise ConfigError(f"{method} needs a reward: set --reward_model_path (reward_model.py's output) and/or "
+                              "--reward_function file.py:name")
         if self.min_new_tokens < 0:
-            raise ValueError(f"min_new_tokens must be >= 0, got {self.min_new_tokens}")
-        if self.sample_every < 0 or self.num_samples_logged < 0:
-            raise ValueError(f"sample_every and num_samples_logged must be >= 0, got {self.sample_every} and "
-                             f"{self.num_samples_logged}")
+            raise ConfigError(f"--min_new_tokens must be >= 0, got {self.min_new_tokens}")
+        for name in ("sample_every", "num_samples_logged"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name} must be >= 0 (0: off), got {getattr(self, name)}")
         if self.missing_eos_penalty is not None and self.missing_eos_penalty < 0:
-            raise ValueError(f"missing_eos_penalty is subtracted, so it must be >= 0, got {self.missing_eos_penalty}")
+            raise ConfigError(f"--missing_eos_penalty is subtracted, so it must be >= 0, got "
+                              f"{self.missing_eos_penalty}")

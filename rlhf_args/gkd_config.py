@@ -26,19 +26,31 @@ from rlhf_args.base_config import BaseConfig
 class GKDModelArgs(ModelArgs):
     """The student (`model_name_or_path`, trained full / LoRA / QLoRA) and the data; see common_args.py."""
 
-    train_data_path: list[str] = field(default_factory=lambda: ["data_example/gkd_data.jsonl"])  # chats or prompts
+    train_data_path: list[str] | str = field(
+        default_factory=lambda: ["data_example/gkd_data.jsonl"], metadata={"help": "chats or prompts"})
 
 
 @dataclass
 class GKDConfig(BaseConfig, TRLGKDConfig):
-    output_dir: str = "output/gkd"  # where the student (model or adapter), curves and checkpoints go
-    teacher_model_name_or_path: str = DEMO_MODEL  # frozen teacher: a checkpoint dir, same tokenizer
-    teacher_quantization: Literal["none", "4bit", "8bit"] = "none"  # teacher weights in 4/8-bit (bitsandbytes)
-    lmbda: float = 1.0  # share of on-policy steps: 0 = supervised KD, 1 = GKD (paper: on-policy best; TRL 0.5)
-    beta: float = 0.5  # 0 forward KL, 1 reverse KL, between: JSD(beta) (TRL default; paper: task dependent)
-    seq_kd: bool = False  # True: off-policy steps use teacher samples, not the data (SeqKD)
-    temperature: float = 0.9  # sampling temperature (TRL default); the loss uses temperature 1
-    max_new_tokens: int = 128  # tokens sampled per answer in on-policy and SeqKD steps (TRL default)
-    max_length: int | None = 1024  # prompt + answer tokens per row (TRL's collator limit); see long_rows
-    long_rows: Literal["drop", "cut"] = "drop"  # longer rows: drop, or cut (keep the last max_length tokens)
-    learning_rate: float = 1e-4  # LoRA: 1e-4 to 2e-4; full: 1e-5 to 5e-5 (common practice; TRL 2e-5)
+    output_dir: str = field(
+        default="output/gkd", metadata={"help": "where the student (model or adapter), curves and checkpoints go"})
+    teacher_model_name_or_path: str = field(
+        default=DEMO_MODEL, metadata={"help": "frozen teacher: a checkpoint dir, same tokenizer"})
+    teacher_quantization: Literal["none", "4bit", "8bit"] = field(
+        default="none", metadata={"help": "teacher weights in 4/8-bit (bitsandbytes)"})
+    lmbda: float = field(default=1.0, metadata={"help": "share of on-policy steps: 0 = supervised KD, 1 = GKD "
+                                                        "(paper: on-policy best; TRL 0.5)"})
+    beta: float = field(default=0.5, metadata={"help": "0 forward KL, 1 reverse KL, between: JSD(beta) (TRL default; "
+                                                       "paper: task dependent)"})
+    seq_kd: bool = field(
+        default=False, metadata={"help": "True: off-policy steps use teacher samples, not the data (SeqKD)"})
+    temperature: float = field(
+        default=0.9, metadata={"help": "sampling temperature (TRL default); the loss uses temperature 1"})
+    max_new_tokens: int = field(
+        default=128, metadata={"help": "tokens sampled per answer in on-policy and SeqKD steps (TRL default)"})
+    max_length: int | None = field(
+        default=1024, metadata={"help": "prompt + answer tokens per row (TRL's collator limit); see long_rows"})
+    long_rows: Literal["drop", "cut"] = field(
+        default="drop", metadata={"help": "longer rows: drop, or cut (keep the last max_length tokens)"})
+    learning_rate: float = field(
+        default=1e-4, metadata={"help": "LoRA: 1e-4 to 2e-4; full: 1e-5 to 5e-5 (common practice; TRL 2e-5)"})

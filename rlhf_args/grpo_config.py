@@ -11,7 +11,7 @@ The reward fields shared with PPO and RLOO (`reward_model_path`, `reward_functio
 the command line as any other field.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trl import GRPOConfig as TRLGRPOConfig
 
@@ -20,11 +20,17 @@ from rlhf_args.base_config import OnlineConfig
 
 @dataclass
 class GRPOConfig(OnlineConfig, TRLGRPOConfig):
-    output_dir: str = "output/grpo"  # where the policy (model/adapter), curves and checkpoints go
-    num_generations: int | None = 4  # group size, >= 2, must divide the batch (TRL default 8; paper: 64)
-    max_completion_length: int | None = 256  # max new tokens per response (TRL default 512)
-    temperature: float = 1.0  # sampling temperature (TRL default 1.0)
-    beta: float = 0.0  # KL penalty; 0 loads no reference model (TRL default; paper: 0.04)
-    loss_type: str = "dapo"  # "dapo" (TRL default), "grpo" (paper), "dr_grpo", "bnpo", ...
+    output_dir: str = field(
+        default="output/grpo", metadata={"help": "where the policy (model/adapter), curves and checkpoints go"})
+    num_generations: int | None = field(
+        default=4, metadata={"help": "group size, >= 2, must divide the batch (TRL default 8; paper: 64)"})
+    max_completion_length: int | None = field(
+        default=256, metadata={"help": "max new tokens per response (TRL default 512)"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (TRL default 1.0)"})
+    beta: float = field(
+        default=0.0, metadata={"help": "KL penalty; 0 loads no reference model (TRL default; paper: 0.04)"})
+    loss_type: str = field(
+        default="dapo", metadata={"help": '"dapo" (TRL default), "grpo" (paper), "dr_grpo", "bnpo", ...'})
     loss_types = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")  # TRL 1.16 GRPOConfig help
-    learning_rate: float = 1e-5  # LoRA (toolkit); full fine-tuning: 1e-6 (TRL default)
+    learning_rate: float = field(
+        default=1e-5, metadata={"help": "LoRA (toolkit); full fine-tuning: 1e-6 (TRL default)"})

@@ -9,7 +9,7 @@ Loss (paper eq. 7), with r = log pi(y|x) - log ref(y|x) and z0 = the KL(pi || re
 z0 is estimated from mismatched (prompt, completion) pairs inside each batch, hence at least 2 rows per device.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trl import KTOConfig as TRLKTOConfig
 
@@ -42,14 +42,22 @@ def kto_class_weights(n_desirable: int, n_undesirable: int, desirable_weight: fl
 
 @dataclass
 class KTOConfig(BaseConfig, TRLKTOConfig):
-    output_dir: str = "output/kto"  # where the model/adapter, curves and checkpoints go
-    beta: float = 0.1  # KL strength, as in DPO (KTO paper; ContextualAI/HALOs config/loss/kto.yaml: 0.1)
-    desirable_weight: float | None = None  # None: auto, 1.0 unless desirable rows are the rarer class (HALOs: 1.0)
-    undesirable_weight: float | None = None  # None: auto, w_D*n_D / (w_U*n_U) in [1, 4/3] (KTO paper sec. 4)
-    per_device_train_batch_size: int = 8  # completions per device per step (= 4 pairs); >= 2: z0 is estimated per batch
-    learning_rate: float = 5e-5  # LoRA; full fine-tuning: 5e-7 to 5e-6 (HALOs README 5e-6; TRL default 1e-6)
-    max_length: int | None = 512  # prompt + completion tokens; longer rows are cut at the end
-    loss_type: str = "kto"  # "kto" (paper) or "apo_zero_unpaired" (APO-zero, D'Oosterlinck et al. 2024; no KL term)
+    output_dir: str = field(
+        default="output/kto", metadata={"help": "where the model/adapter, curves and checkpoints go"})
+    beta: float = field(default=0.1, metadata={"help": "KL strength, as in DPO (KTO paper; ContextualAI/HALOs "
+                                                       "config/loss/kto.yaml: 0.1)"})
+    desirable_weight: float | None = field(
+        default=None, metadata={"help": "None: auto, 1.0 unless desirable rows are the rarer class (HALOs: 1.0)"})
+    undesirable_weight: float | None = field(
+        default=None, metadata={"help": "None: auto, w_D*n_D / (w_U*n_U) in [1, 4/3] (KTO paper sec. 4)"})
+    per_device_train_batch_size: int = field(
+        default=8, metadata={"help": "completions per device per step (= 4 pairs); >= 2: z0 is estimated per batch"})
+    learning_rate: float = field(
+        default=5e-5, metadata={"help": "LoRA; full fine-tuning: 5e-7 to 5e-6 (HALOs README 5e-6; TRL default 1e-6)"})
+    max_length: int | None = field(
+        default=512, metadata={"help": "prompt + completion tokens; longer rows are cut at the end"})
+    loss_type: str = field(default="kto", metadata={"help": "\"kto\" (paper) or \"apo_zero_unpaired\" (APO-zero, "
+                                                            "D'Oosterlinck et al. 2024; no KL term)"})
     loss_types = ("kto", "apo_zero_unpaired")  # what TRL 1.16 KTOTrainer.kto_loss accepts
 
     def __post_init__(self):
@@ -57,8 +65,8 @@ class KTOConfig(BaseConfig, TRLKTOConfig):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"--{name} must be > 0 (it scales that class's loss), got {getattr(self, name)}")
         if self.loss_type == "kto" and self.per_device_train_batch_size < 2:
-            raise ValueError(
-                f"KTO needs per_device_train_batch_size >= 2 (got {self.per_device_train_batch_size}): it estimates "
+            raise ConfigError(
+                f"KTO needs --per_device_train_batch_size >= 2 (got {self.per_device_train_batch_size}): it estimates "
                 f"its KL reference point z0 from each row's prompt paired with another row's completion in the same "
                 f"batch; with one row per batch that pair is the row itself and z0 equals the row's own reward "
                 f"(KTO paper sec. 4: micro-batch >= 2, 8 to 128 in total). Use --per_device_train_batch_size 2 or "

@@ -6,7 +6,7 @@ Loss: NLL(y_w|x) - beta * log sigmoid(log odds(y_w|x) - log odds(y_l|x)), odds(y
 length-normalised (per-token mean) probability of the answer. `--beta` is the paper's lambda.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trl.experimental.orpo import ORPOConfig as TRLORPOConfig
 
@@ -15,7 +15,11 @@ from rlhf_args.base_config import BaseConfig
 
 @dataclass
 class ORPOConfig(BaseConfig, TRLORPOConfig):
-    output_dir: str = "output/orpo"  # where the model/adapter, curves and checkpoints go
-    beta: float = 0.1  # lambda, weight of the odds-ratio term (paper; xfactlab/orpo run_mistral_orpo_beta.sh: 0.1)
-    learning_rate: float = 5e-5  # LoRA; full fine-tuning: 5e-6 (Mistral-ORPO-beta, run_mistral_orpo_beta.sh)
-    max_length: int | None = 512  # prompt + answer tokens; longer answers are cut at the end, the prompt is kept
+    output_dir: str = field(
+        default="output/orpo", metadata={"help": "where the model/adapter, curves and checkpoints go"})
+    beta: float = field(default=0.1, metadata={"help": "lambda, weight of the odds-ratio term (paper; xfactlab/orpo "
+                                                       "run_mistral_orpo_beta.sh: 0.1)"})
+    learning_rate: float = field(
+        default=5e-5, metadata={"help": "LoRA; full fine-tuning: 5e-6 (Mistral-ORPO-beta, run_mistral_orpo_beta.sh)"})
+    max_length: int | None = field(
+        default=512, metadata={"help": "prompt + answer tokens; longer answers are cut at the end, the prompt is kept"})

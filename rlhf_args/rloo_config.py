@@ -11,7 +11,7 @@ The reward fields shared with PPO and GRPO (`reward_model_path`, `reward_functio
 the command line as any other field.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trl import RLOOConfig as TRLRLOOConfig
 
@@ -20,9 +20,14 @@ from rlhf_args.base_config import OnlineConfig
 
 @dataclass
 class RLOOConfig(OnlineConfig, TRLRLOOConfig):
-    output_dir: str = "output/rloo"  # where the policy (model/adapter), curves and checkpoints go
-    num_generations: int | None = 2  # responses per prompt, >= 2 (TRL default 2; Ahmadian et al. 2024: k = 2 or 4)
-    max_completion_length: int | None = 256  # max new tokens per response (TRL default 512)
-    temperature: float = 1.0  # sampling temperature (TRL default 1.0)
-    beta: float = 0.05  # KL penalty on the sequence reward (TRL default 0.05); 0 loads no reference model
-    learning_rate: float = 1e-5  # LoRA (toolkit); full fine-tuning: 1e-6 (TRL default)
+    output_dir: str = field(
+        default="output/rloo", metadata={"help": "where the policy (model/adapter), curves and checkpoints go"})
+    num_generations: int | None = field(
+        default=2, metadata={"help": "responses per prompt, >= 2 (TRL default 2; Ahmadian et al. 2024: k = 2 or 4)"})
+    max_completion_length: int | None = field(
+        default=256, metadata={"help": "max new tokens per response (TRL default 512)"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (TRL default 1.0)"})
+    beta: float = field(default=0.05, metadata={"help": "KL penalty on the sequence reward (TRL default 0.05); 0 "
+                                                        "loads no reference model"})
+    learning_rate: float = field(
+        default=1e-5, metadata={"help": "LoRA (toolkit); full fine-tuning: 1e-6 (TRL default)"})

@@ -44,7 +44,8 @@ def project_files(paths) -> list[str]:
     for path in paths:
         path = os.path.abspath(path)
         rel = os.path.relpath(path, ROOT)
-        if path.endswith(".py") and os.path.isfile(path) and not rel.startswith(("..", "tests" + os.sep, ".venv")) and path != __file__:
+        outside = rel.startswith(("..", "tests" + os.sep, ".venv"))
+        if path.endswith(".py") and os.path.isfile(path) and not outside and path != os.path.abspath(__file__):
             keep.append(path)
     return sorted(set(keep))
 

@@ -97,7 +97,8 @@ def test_a_gap_within_noise_is_too_few_pairs_not_no_better_than_length():
     chosen = [float(r) for r in right]
     rejected = [1 - c if c != 0.5 else 0.5 for c in chosen]
     result = length_split_accuracy(chosen, rejected, chosen_len, rejected_len)
-    assert result["accuracy"] == pytest.approx(35.5 / 60) and result["shorter_wins_accuracy"] == pytest.approx(30.5 / 60)
+    assert result["accuracy"] == pytest.approx(35.5 / 60)
+    assert result["shorter_wins_accuracy"] == pytest.approx(30.5 / 60)
     reading = read_length_split(result)
     assert "too few pairs (60)" in reading and "about 140 pairs" in reading and "no better" not in reading
 

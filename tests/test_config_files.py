@@ -89,7 +89,7 @@ def script_of(recipe: str):
     if name.startswith("gkd"):
         return train_gkd.main, (GKDModelArgs, GKDConfig)
     method = train_rlhf.METHODS[train_rlhf.pick_method(["--config", recipe])]
-    return train_rlhf.main, (CommonArgs, method.config)
+    return train_rlhf.main, (CommonArgs, train_rlhf.load(method.config))
 
 
 def test_there_is_a_recipe_per_stage():
@@ -148,3 +148,94 @@ def test_cpu_recipe_trains_one_step(recipe, tiny_model_dir, tmp_path):
     trainer = main(["--config", recipe, *tiny_overrides(recipe, tiny_model_dir, data, chats, str(out))])
     assert trainer.state.global_step == 1
     assert (out / "run_config.json").is_file()
+
+
+# Values of the wrong YAML type are refused by field type, before anything loads: one line naming file, key, type.
+@pytest.mark.parametrize("text, expected", [
+    ("lora_target_modules: [q_proj, v_proj]\n",
+     "lora_target_modules: expected a string, got a list ['q_proj', 'v_proj']"),
+    ("train_data_path: 0.5\n",
+     "train_data_path: expected a list (a YAML list, as TRL's own configs take) or a string, got float 0.5"),
+])
+def test_a_recipe_value_of_the_wrong_type_is_one_error_line(text, expected, tmp_path, monkeypatch, capsys):
+    import transformers
+
+    from utils.errors import run_cli
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: pytest.fail("weights were loaded")))
+    recipe = write(tmp_path / "r.yaml", text)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train_rlhf.main, ["--config", recipe, "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "Traceback" not in err
+    assert err == f"error: --config {recipe}: {expected}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_command_line_refuses_a_list_for_a_string_field(tmp_path):
+    import subprocess
+    import sys
+
+    recipe = write(tmp_path / "x.yaml", "rlhf_type: DPO\nlora_target_modules: [q_proj, v_proj]\n")
+    done = subprocess.run([sys.executable, "train_rlhf.py", "--config", recipe, "--output_dir", str(tmp_path / "o")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", RLHF_DEBUG="0"))
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (f"error: --config {recipe}: lora_target_modules: expected a "
+                                                    f"string, got a list ['q_proj', 'v_proj']")
+
+
+A_LIST = "a list (a YAML list, as TRL's own configs take)"
+
+
+@pytest.mark.parametrize("text, words", [
+    ("train_data_ratios: 0.5\n", f"train_data_ratios: expected {A_LIST} or null, got float 0.5"),
+    ("train_data_ratios: [0.5, x]\n", "train_data_ratios: expected a list of numbers or null, got a list [0.5, 'x']"),
+    ("loss_weights: 1.0\n", f"loss_weights: expected {A_LIST} or null, got float 1.0"),
+    ("loss_type: 3\n", f"loss_type: expected {A_LIST}, got int 3"),
+    ("loss_type: sigmoid\n", f"loss_type: expected {A_LIST}, got str 'sigmoid'"),
+    ("lora_r: true\n", "lora_r: expected an integer, got bool True"),
+    ("lora_r: 8.5\n", "lora_r: expected an integer, got float 8.5"),
+    ("beta: [0.1]\n", "beta: expected a number, got a list [0.1]"),
+    ("beta: high\n", "beta: expected a number, got str 'high'"),
+    ("use_dora: 1\n", "use_dora: expected a boolean (true or false), got int 1"),
+    ("model_name_or_path: null\n", "model_name_or_path: expected a string, got null"),
+    ("eval_data_path: {a: 1}\n", "eval_data_path: expected a string or null, got a mapping {'a': 1}"),
+])
+def test_recipe_values_are_checked_against_the_field_types(text, words, tmp_path):
+    recipe = write(tmp_path / "t.yaml", text)
+    with pytest.raises(ConfigError) as error:
+        parse_args((CommonArgs, DPOConfig), ["--config", recipe, "--output_dir", "x"])
+    assert str(error.value) == f"--config {recipe}: {words}"
+
+
+def test_recipe_values_that_the_command_line_would_take_are_kept(tmp_path):
+    recipe = write(tmp_path / "ok.yaml", "lora_r: 8\nlora_dropout: 0\nlearning_rate: 1e-4\nuse_dora: 'true'\n"
+                                         "train_data_path: [a.jsonl, b.jsonl]\ntrain_data_ratios: [1, 0.5]\n"
+                                         "eval_data_path: null\nloss_weights: null\nreport_to: [none]\n")
+    args, config = parse_args((CommonArgs, DPOConfig), ["--config", recipe, "--output_dir", "x"])
+    assert (args.lora_r, args.lora_dropout, config.learning_rate, args.use_dora) == (8, 0, 1e-4, True)
+    assert args.train_data_path == ["a.jsonl", "b.jsonl"] and args.train_data_ratios == [1, 0.5]
+    assert args.eval_data_path is None
+
+
+def test_help_comes_from_the_field_metadata(capsys):
+    with pytest.raises(SystemExit):
+        parse_args((CommonArgs, PPOConfig), ["--rlhf_type", "PPO", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--model_mode {separate,adapters,shared}" in text and "--kl_estimator {k1,k2,k3}" in text
+    assert "one adapter for policy and value, the value head on the policy's last hidden state" in text
+    assert "off on CPU (30% faster) (default: None)" in text
+
+
+def test_choices_are_checked_for_configs_built_in_python():
+    with pytest.raises(ConfigError, match=r"--kl_estimator must be one of k1, k2, k3, got 'k9'"):
+        PPOConfig(output_dir="x", kl_estimator="k9")
+    with pytest.raises(ConfigError, match=r"--value_train_mode must be one of full, lora, qlora, got 'half'"):
+        PPOConfig(output_dir="x", value_train_mode="half")
+    assert PPOConfig(output_dir="x", value_train_mode=None).value_train_mode is None
+    with pytest.raises(ConfigError, match=r"--stop_token must be one of eos, none \(invalid choice: 'never'\)"):
+        parse_args((CommonArgs, PPOConfig), ["--rlhf_type", "PPO", "--stop_token", "never"])

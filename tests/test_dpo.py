@@ -124,3 +124,28 @@ def test_raw_hh_rlhf_transcripts_train_dpo_and_the_reward_model_as_they_are(tiny
         text = trainer.processing_class.decode(first.get("prompt_ids") or first.get("chosen_ids") or
                                                first["chosen_input_ids"])
         assert "Name a fruit." in text and "Hello!" in text
+
+
+def test_rdpo_length_term_has_the_papers_sign(tiny_model_dir, tmp_path):
+    """At the first step the policy is the reference (a fresh LoRA adapter), so every log-ratio is 0 and the loss is
+    -log sigmoid(alpha * (|chosen| - |rejected|)) by hand: below log 2 when chosen answers are longer (R-DPO, eq. 9);
+    the opposite sign would give -log sigmoid(-alpha * D), above log 2."""
+    import math
+
+    from conftest import write_jsonl
+
+    rows = [{"prompt": [{"role": "user", "content": f"Question {i}?"}],
+             "chosen": [{"role": "assistant", "content": "Sure, here is a friendly and careful answer."}],
+             "rejected": [{"role": "assistant", "content": "No."}]} for i in range(8)]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    losses = {}
+    for alpha in ("0", "0.05"):
+        trainer = train_rlhf.main(base_flags(tiny_model_dir, data, tmp_path / alpha, "--rdpo_alpha", alpha,
+                                             "--max_steps", "1", "--learning_rate", "0", "--eval_split_size", "0"))
+        losses[alpha] = history(trainer, "loss")[0]
+        row = trainer.train_dataset[0]
+        difference = len(row["chosen_ids"]) - len(row["rejected_ids"])  # answer tokens, as TRL masks them
+    assert difference > 0
+    assert losses["0"] == pytest.approx(math.log(2), abs=1e-4)
+    expected = -math.log(1 / (1 + math.exp(-0.05 * difference)))
+    assert losses["0.05"] == pytest.approx(expected, abs=1e-4) and losses["0.05"] < math.log(2)

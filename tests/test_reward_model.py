@@ -126,3 +126,69 @@ def test_the_new_score_head_is_not_reported_as_a_loading_problem(tiny_model_dir)
     other = logging.LogRecord("t", logging.WARNING, "", 0, "X LOAD REPORT from: p\nKey | Status\n---+---\n"
                               "score.weight | MISSING\nmodel.norm.weight | MISSING\n", None, None)
     assert _OnlyMissingScoreHead().filter(other)  # a second missing weight is still reported
+
+
+def test_odin_loss_by_hand():
+    from utils.odin import answer_lengths, odin_loss
+
+    # two pairs: answers (chosen 1, chosen 2, rejected 1, rejected 2) of lengths 4, 2, 1, 1 tokens
+    scores = torch.tensor([[1.0, 0.5], [0.0, 0.2], [0.0, 0.1], [0.5, 0.1]])  # (r_Q, r_L) per answer
+    lengths = torch.tensor([4.0, 2.0, 1.0, 1.0])
+    heads = torch.tensor([[1.0, 0.0, 2.0], [0.5, 1.0, -0.5]])  # w_Q . w_L = 0.5 + 0 - 1 = -0.5
+    loss, stats = odin_loss(scores, lengths, heads, length_weight=1.0, orthogonal_weight=2.0)
+    ranking = -torch.nn.functional.logsigmoid(torch.tensor([1.5 - 0.1, 0.2 - 0.6])).mean()
+    corr = lambda x: float(torch.corrcoef(torch.stack([torch.tensor(x), lengths]))[0, 1])  # noqa: E731
+    expected = ranking + abs(corr([1.0, 0.0, 0.0, 0.5])) - corr([0.5, 0.2, 0.1, 0.1]) + 2.0 * 0.5
+    assert float(loss) == pytest.approx(float(expected), abs=1e-6)
+    assert stats["accuracy"] == 0.5 and stats["quality_accuracy"] == 0.5  # pair 1 right, pair 2 wrong (both)
+    assert float(stats["corr_length_length"]) == pytest.approx(corr([0.5, 0.2, 0.1, 0.1]), abs=1e-6)
+    # right-padded [chosen; rejected] ids sharing a 3-token prompt: answers of 2 and 1 tokens, pad 0
+    ids = torch.tensor([[7, 8, 9, 1, 2], [7, 8, 9, 3, 0]])
+    assert answer_lengths(ids, (ids != 0).long()).tolist() == [2.0, 1.0]
+
+
+def confounded_pairs(n, seed=0):
+    """Chosen answers say "Sure", rejected ones "No"; chosen answers are also longer on average (a length confound)."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        chosen = "Sure, " + " ".join(["really"] * rng.randint(2, 12)) + " glad to help."
+        rejected = "No, " + " ".join(["really"] * rng.randint(0, 8)) + " not now."
+        rows.append({"prompt": [{"role": "user", "content": f"Can you help with task {i}?"}],
+                     "chosen": [{"role": "assistant", "content": chosen}],
+                     "rejected": [{"role": "assistant", "content": rejected}]})
+    return rows
+
+
+def test_odin_quality_head_tracks_length_less_and_loads_as_a_plain_reward_model(tiny_model_dir, tmp_path):
+    from conftest import write_jsonl
+    from peft import AutoPeftModelForSequenceClassification
+    from safetensors.torch import load_file
+
+    from utils.data import load_preference_file
+    from utils.model import load_reward_model
+    from utils.reward import reward_scorer
+    from utils.rm_accuracy import preference_accuracy
+
+    pairs = confounded_pairs(80)
+    train = write_jsonl(tmp_path / "train.jsonl", pairs[:64])
+    held_out = write_jsonl(tmp_path / "eval.jsonl", pairs[64:])
+    correlation = {}
+    for name, extra in (("plain", []), ("odin", ["--length_debias", "odin"])):
+        out = tmp_path / name
+        trainer = reward_model.main(base_flags(tiny_model_dir, train, out, "--eval_data_path", held_out,
+                                               "--max_steps", "32", "--learning_rate", "3e-3", "--lora_r", "8",
+                                               "--degenerate_negatives_ratio", "0", "--probe_prompts", "0", *extra))
+        model, tokenizer = load_reward_model(str(out), device="cpu")
+        result = preference_accuracy(reward_scorer(model, tokenizer), tokenizer, load_preference_file(held_out), None)
+        correlation[name] = result["length_correlation"]
+        saved = json.load(open(out / "rm_accuracy.json"))
+        assert saved["length_correlation"] == pytest.approx(result["length_correlation"], abs=1e-4)
+    logged = [e for e in trainer.state.log_history if "odin/corr_length_length" in e]
+    assert logged and all(abs(e["odin/corr_quality_length"]) <= 1 for e in logged)
+    assert load_file(str(tmp_path / "odin" / "odin_length_head.safetensors"))["weight"].shape == (1, 64)
+    reloaded = AutoPeftModelForSequenceClassification.from_pretrained(str(tmp_path / "odin"), num_labels=1)
+    assert reloaded.score.modules_to_save["default"].weight.shape == (1, 64)  # the documented way: one output
+    assert abs(correlation["odin"]) < abs(correlation["plain"]), correlation

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import inspect
 import os
-import re
 import sys
+import types
+import typing
 
 import torch
 import yaml
@@ -45,6 +46,12 @@ class ToolkitArgumentParser(TrlParser):
 
     def __init__(self, dataclass_types, **kwargs):
         super().__init__(dataclass_types, allow_abbrev=False, **kwargs)
+
+    def _check_value(self, action, value):
+        """A value outside a `Literal` field's choices: `--name must be one of a, b (invalid choice: 'c')`."""
+        if action.choices is not None and value not in action.choices:
+            raise argparse.ArgumentError(None, f"{action.option_strings[0]} must be one of "
+                                               f"{', '.join(map(str, action.choices))} (invalid choice: {value!r})")
 
     def error(self, message: str):
         raise ConfigError(f"{message}  (see --help for the fields you can set)")
@@ -95,8 +102,9 @@ def apply_config_file(parser: ToolkitArgumentParser, argv: list[str]) -> list[st
     """Take `--config FILE` out of `argv` and make the file's settings the parser's defaults (flags still win).
 
     Uses TRL's `TrlParser.set_defaults_with_config`. Sets the file's `env:` variables. Returns `argv` without
-    `--config FILE`. Raises `ConfigError` naming the file and the key for a key that is no field of the script, or a
-    value outside a field's choices.
+    `--config FILE`. Raises `ConfigError` naming the file and the key for a key that is no field of the script, a
+    value outside a field's choices, or a value of the wrong type for its field (`value_fits`), e.g.
+    `--config r.yaml: lora_target_modules: expected a string, got a list ['q_proj', 'v_proj']`.
     """
     argv = list(argv)
     for i, flag in enumerate(argv):
@@ -112,14 +120,109 @@ def apply_config_file(parser: ToolkitArgumentParser, argv: list[str]) -> list[st
     for name, value in (settings.pop("env", None) or {}).items():
         os.environ[name] = str(value)
     actions = {a.dest: a for a in parser._actions}
+    fields = dataclass_field_types(parser.dataclass_types)
     for key, value in settings.items():
         action = actions.get(key)
         if action is None:
             raise ConfigError(f"--config {path}: unknown key {key!r} (see --help for the fields you can set)")
         if action.choices and value is not None and value not in action.choices:
             raise ConfigError(f"--config {path}: {key}: {value!r} is not one of {', '.join(map(str, action.choices))}")
+        if key in fields and value_fits(value, fields[key]) is False:
+            raise ConfigError(f"--config {path}: {key}: expected {expected_type(fields[key], value)}, got "
+                              f"{describe_value(value)}")
     parser.set_defaults_with_config(**settings)
     return argv
+
+
+def dataclass_field_types(dataclass_types) -> dict:
+    """`{field name: annotation}` for every init field of the dataclasses (TRL's and transformers' too).
+
+    Uses `typing.get_type_hints`, not `Field.type`, which `HfArgumentParser` rewrites (`int | None` becomes `int`).
+    """
+    fields = {}
+    for dtype in dataclass_types:
+        hints = typing.get_type_hints(dtype)
+        fields.update({f.name: hints[f.name] for f in dataclasses.fields(dtype) if f.init})
+    return fields
+
+
+def _members(hint) -> tuple:
+    """The types of a `Union` / `X | Y` annotation, or `(hint,)`."""
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
+def value_fits(value, hint) -> bool | None:
+    """Whether a `--config` file's value fits a field's annotation: True, False, or None when this cannot tell
+    (`dict`, `tuple`, enums, classes: the field's own parsing and checks then judge it).
+
+    The rules follow what the command line accepts: `list[X]` takes a YAML list of X (a single value is refused,
+    even a string for `list[str]`), `str` a string, `bool` a boolean or "true" / "false", `int` an integer (not a
+    boolean), `float` an integer or a float, and numbers written as strings (YAML reads `1e-4` as a string) where
+    argparse would convert them. Null fits only a type that allows None.
+    """
+    members = _members(hint)
+    if len(members) > 1:
+        verdicts = [value_fits(value, m) for m in members]
+        return True if True in verdicts else None if None in verdicts else False
+    origin = typing.get_origin(hint)
+    if hint is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is bool:
+        return isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false"))
+    if hint in (int, float):
+        if isinstance(value, bool):
+            return False
+        return isinstance(value, (int, hint)) or (isinstance(value, str) and _converts(hint, value))
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list:
+        if not isinstance(value, list):
+            return False
+        item = (typing.get_args(hint) or (typing.Any,))[0]
+        return all(value_fits(v, item) is not False for v in value)
+    return None
+
+
+def _converts(kind: type, text: str) -> bool:
+    try:
+        kind(text)
+    except ValueError:
+        return False
+    return True
+
+
+LIST_OF = {str: "strings", int: "integers", float: "numbers", bool: "booleans (true or false)"}
+A_TYPE = {str: "a string", int: "an integer", float: "a number", bool: "a boolean (true or false)"}
+
+
+def expected_type(hint, value) -> str:
+    """What a field takes, in words, for the error on a `--config` value that does not fit (`value_fits`)."""
+    words = []
+    for member in _members(hint):
+        if member is type(None):
+            continue
+        if typing.get_origin(member) is list:
+            item = (typing.get_args(member) or (typing.Any,))[0]
+            words.append(f"a list of {LIST_OF[item]}" if isinstance(value, list) and item in LIST_OF
+                         else "a list (a YAML list, as TRL's own configs take)")
+        elif typing.get_origin(member) is typing.Literal:
+            words.append("one of " + ", ".join(map(str, typing.get_args(member))))
+        else:
+            words.append(A_TYPE.get(member, getattr(member, "__name__", str(member))))
+    if type(None) in _members(hint):
+        words.append("null")
+    return " or ".join(words)
+
+
+def describe_value(value) -> str:
+    """A `--config` value as the error shows it: `a list ['q_proj', 'v_proj']`, `float 0.5`, `null`."""
+    if value is None:
+        return "null"
+    kind = {list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+    text = repr(value)
+    return f"{kind} {text if len(text) <= 100 else text[:97] + '...'}"
 
 
 def parse_args(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
@@ -132,10 +235,6 @@ def parse_args(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = ToolkitArgumentParser(dataclass_types)
-    comments = {name: text for t in dataclass_types for name, text in field_comments(t).items()}
-    for action in parser._actions:  # --help shows this toolkit's one-line comments
-        if action.dest in comments:
-            action.help = comments[action.dest].replace("%", "%%")
     argv = apply_config_file(parser, argv)
     try:
         *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True,
@@ -151,22 +250,3 @@ def parse_args(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
         if hasattr(settings, "log_level"):  # TrainingArguments' --log_level also sets the toolkit's own lines
             set_log_level(settings.log_level)
     return tuple(parsed)
-
-
-FIELD_COMMENT = re.compile(r"^\s+(\w+)\s*:[^\n#]*#\s*(.+)$", re.MULTILINE)
-
-
-def field_comments(cls) -> dict[str, str]:
-    """Map each field of a config dataclass to the one-line comment written after it in this toolkit's files.
-
-    Classes installed as packages (TRL, transformers) are skipped: their fields keep their own help.
-    """
-    comments = {}
-    for klass in reversed(cls.__mro__):
-        try:
-            if "site-packages" in inspect.getfile(klass):
-                continue
-            comments.update(FIELD_COMMENT.findall(inspect.getsource(klass)))
-        except (OSError, TypeError):
-            continue
-    return comments

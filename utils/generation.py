@@ -1,7 +1,8 @@
 """Answers from a policy for evaluation, generated in batches (the policy comes from `utils.model.load_policy`).
 
-Used by evaluate.py, rejection_sampling.py and train_rlhf.py's closing base-vs-tuned print. Greedy by default; with a temperature > 0,
-sampled (seeded). Each answer comes with its length in tokens and whether it ended (a stop token before the cap).
+Used by evaluate.py, rejection_sampling.py and train_rlhf.py's closing base-vs-tuned print. Greedy by default; with a
+temperature > 0, sampled (seeded). Each answer comes with its length in tokens and whether it ended (a stop token
+before the cap).
 """
 
 from __future__ import annotations

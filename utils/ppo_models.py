@@ -1,28 +1,16 @@
-"""Model composition for PPO: the policy and the value model as one trainable module, in three layouts.
-
-* "separate" (`build_separate_model`): the policy is a causal LM (full, or PEFT LoRA/QLoRA) and the value model a
-  `AutoModelForSequenceClassification(num_labels=1)` (full or LoRA), normally initialised from the reward model (the
-  "critic from RM" convention of Huang et al. 2024, "The N+ Implementation Details of RLHF with PPO",
-  arXiv:2403.17031). The reference and reward models live outside this module. Cost: two backbone passes per
-  forward, three copies of the base weights (policy, value, reward).
-* "adapters" (`build_adapters_model`): ONE base causal LM carries a trainable policy LoRA adapter ("default"), a
-  trainable value LoRA adapter ("value") with an fp32 `value_head`, and optionally a frozen reward adapter ("reward")
-  with its `reward_head`, loaded from reward_model.py's LoRA output. The reference is the base with all adapters
-  off. Memory: about one copy of the base weights; cost: two backbone passes (policy, value) per forward.
-* "shared" (`build_shared_model`): as "adapters", but without a value adapter: the fp32 `value_head` reads the
-  policy's own last hidden state, so each forward is ONE backbone pass that gives both logits and values (the
-  parameter-sharing actor-critic with a combined loss, Schulman et al. 2017, eq. 9). The value loss then trains the
-  policy adapter too; Stiennon et al. 2020 (arXiv:2009.01325, appendix) kept the critic separate so that value
-  updates cannot damage the pretrained policy early in training, hence a small `vf_coef` in this layout.
-
-Without a critic (`--advantage_estimator reinforce_pp`) the builders leave the value parts out (`with_value=False`).
-
-All go to `transformers.Trainer` as one module with one optimizer, so DDP / DeepSpeed wrap a single engine and
-`forward` returns `(policy logits, per-token values)`, as TRL's PolicyAndValueWrapper did.
-
-PEFT detail: `PeftModel.set_adapter(x)` sets `requires_grad=False` on every other adapter, which would silently drop
-the policy adapter's gradients once the value adapter is activated in the same forward. `PolicyAndValue.use_adapter`
-re-enables the trainable parameters after every switch.
+"""PPO's policy and value model as one trainable module, `PolicyAndValue`: one optimizer for `transformers.Trainer`,
+`forward` returning `(policy logits, per-token values)` (TRL's PolicyAndValueWrapper). Three layouts; a critic-free
+estimator (`with_value=False`) leaves the value parts out:
+- "separate" (`build_separate_model`): a causal LM policy (full, LoRA, QLoRA) beside a `*ForSequenceClassification`
+  value model, usually a reward model copy ("critic from RM", Huang et al. 2024, arXiv:2403.17031); reference and
+  reward models live outside. Two backbone passes per forward, three copies of the base weights.
+- "adapters" (`build_adapters_model`): ONE PEFT base with trainable policy ("default") and value ("value") adapters,
+  an fp32 `value_head`, optionally reward_model.py's LoRA as the frozen "reward" adapter + `reward_head`; reference:
+  the base with all adapters off. One copy of the base weights, two backbone passes per forward.
+- "shared" (`build_shared_model`): no value adapter, the value head reads the policy's last hidden state: one pass
+  (Schulman et al. 2017, eq. 9). The value loss trains the policy adapter too (Stiennon et al. 2020, arXiv:2009.01325,
+  kept them apart), hence a small `vf_coef`.
+`PeftModel.set_adapter` freezes the other adapters; `PolicyAndValue.use_adapter` re-enables the trainable ones.
 """
 
 from __future__ import annotations
@@ -33,6 +21,8 @@ from contextlib import contextmanager, nullcontext
 from types import SimpleNamespace
 
 import torch
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from utils.errors import ConfigError
@@ -50,16 +40,13 @@ def base_of(model):
 
 
 def backbone_of(model):
-    """The decoder stack without LM/score head, e.g. `LlamaModel`: called directly, PEFT's injected LoRA layers
-    (the active adapter) still apply. Returns a module whose output has `.last_hidden_state` of shape (B, L, H)."""
+    """The decoder stack without head (e.g. `LlamaModel`, active adapter applied): `.last_hidden_state` (B, L, H)."""
     base = base_of(model)
     return getattr(base, base.base_model_prefix)
 
 
 def score_head_of(model) -> nn.Module:
-    """The `score` head of a sequence-classification model (a PEFT `modules_to_save` copy if LoRA-wrapped).
-
-    Raises `ValueError` if the architecture has no `score` head (e.g. BERT's `classifier`)."""
+    """The `score` head of a sequence classifier (PEFT's `modules_to_save` copy if any); ValueError if it has none."""
     base = base_of(model)
     head = getattr(base, "score", None)
     if head is None:
@@ -69,23 +56,15 @@ def score_head_of(model) -> nn.Module:
 
 
 class PolicyAndValue(nn.Module):
-    """The trainable part of PPO: policy + value model in one of the layouts "separate", "adapters", "shared".
-
-    `forward(input_ids, attention_mask, position_ids, logits_to_keep, part)` returns `(logits, values)`:
-    logits (B, logits_to_keep or L, V) from the policy, values (B, L) fp32 from the value model (one value per
-    position = the value of the state after reading that token). `part="policy"` or `"value"` runs only that model
-    and returns None for the other (in "shared" one pass gives both anyway). `config` is the policy's config.
-    Without a value model (`has_value` False, a critic-free estimator) values are None.
-    """
+    """Policy + value model in the layout "separate", "adapters" or "shared"; `config` is the policy's. `forward`
+    returns logits (B, logits_to_keep or L, V) and fp32 values (B, L) of the state after each token (None without a
+    critic); `part="policy"` / `"value"` runs only that model, None for the other ("shared" gives both anyway)."""
 
     accepts_loss_kwargs = False  # PPOTrainer computes its own loss
 
     def __init__(self, policy, value_model=None, value_head: nn.Module | None = None, layout: str = "separate"):
         super().__init__()
-        self.policy = policy
-        self.value_model = value_model  # "separate"
-        self.value_head = value_head  # "adapters", "shared"
-        self.layout = layout
+        self.policy, self.value_model, self.value_head, self.layout = policy, value_model, value_head, layout
         self.adapters = layout != "separate"  # named adapters on one PEFT base
         self.has_value = value_model is not None or value_head is not None
         if self.adapters and not _is_peft(policy):
@@ -97,28 +76,22 @@ class PolicyAndValue(nn.Module):
         self.config = policy.config
         self._trainable = [p for p in self.parameters() if p.requires_grad]
 
-    # --- adapters
     def use_adapter(self, name: str) -> None:
-        """Activate one adapter of the shared base (adapters / shared layouts) and keep the trainable set
-        trainable."""
+        """Activate one adapter of the PEFT base, keeping the trainable set trainable."""
         if self.policy.active_adapter != name:
             self.policy.set_adapter(name, inference_mode=name == REWARD)
             for p in self._trainable:
                 p.requires_grad_(True)
 
     def reference(self):
-        """Context manager for the reference model when the policy is PEFT: every adapter switched off."""
+        """Context manager: the reference model of a PEFT policy, every adapter off."""
         return self.policy.disable_adapter()
 
     def value_parameter_names(self) -> list[str]:
-        """Names of the trainable value-model parameters (the critic), e.g. for their own optimizer settings."""
-        def is_value(name: str) -> bool:
-            return name.startswith(("value_model.", "value_head.")) or (self.layout == "adapters"
-                                                                       and f".{VALUE}." in name)
+        """Names of the trainable critic parameters, e.g. for their own optimizer settings."""
+        return [n for n, p in self.named_parameters() if p.requires_grad and (
+            n.startswith(("value_model.", "value_head.")) or (self.layout == "adapters" and f".{VALUE}." in n))]
 
-        return [n for n, p in self.named_parameters() if p.requires_grad and is_value(n)]
-
-    # --- forward
     def forward(self, input_ids, attention_mask, position_ids, logits_to_keep: int = 0, part: str = "both"):
         kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
         want_value = part != "policy" and self.has_value
@@ -130,17 +103,16 @@ class PolicyAndValue(nn.Module):
             logits = out.logits
             if want_value:
                 values = self.value_head(out.hidden_states[-1].to(self.value_head.weight.dtype))
-            return logits, None if values is None else values.squeeze(-1).float()
-        if part != "value":
-            logits = self.policy(**kwargs, logits_to_keep=logits_to_keep).logits
-        if want_value and self.adapters:
-            self.use_adapter(VALUE)
-            hidden = backbone_of(self.policy)(**kwargs).last_hidden_state
-            values = self.value_head(hidden.to(self.value_head.weight.dtype))
-            self.use_adapter(POLICY)
-        elif want_value:
-            hidden = backbone_of(self.value_model)(**kwargs).last_hidden_state
-            values = score_head_of(self.value_model)(hidden)
+        else:
+            if part != "value":
+                logits = self.policy(**kwargs, logits_to_keep=logits_to_keep).logits
+            if want_value and self.adapters:
+                self.use_adapter(VALUE)
+                hidden = backbone_of(self.policy)(**kwargs).last_hidden_state
+                values = self.value_head(hidden.to(self.value_head.weight.dtype))
+                self.use_adapter(POLICY)
+            elif want_value:
+                values = score_head_of(self.value_model)(backbone_of(self.value_model)(**kwargs).last_hidden_state)
         return logits, None if values is None else values.squeeze(-1).float()
 
     def generate(self, **kwargs):
@@ -153,9 +125,7 @@ class PolicyAndValue(nn.Module):
         return [self.policy] + ([self.value_model] if self.value_model is not None else [])
 
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs):
-        """Checkpoint the decoder layers of every model inside (non-reentrant). Adapters layouts: the backward pass
-        recomputes a layer with the adapter that was active when the layer ran forward (policy or value), not
-        with whatever adapter is active at backward time."""
+        """Checkpoint every inner model's decoder layers (non-reentrant), recomputing with the forward's adapter."""
         kwargs = {"use_reentrant": False, **(activation_checkpointing_kwargs or {})}
         if self.adapters:
             kwargs["context_fn"] = self._recompute_with_same_adapter
@@ -194,59 +164,39 @@ class PolicyAndValue(nn.Module):
 
     # --- saving
     def policy_state_dict(self, state_dict: dict) -> dict:
-        """The policy's entries of a state dict of this module, keys relative to the policy."""
+        """The policy's entries of this module's state dict, keys relative to the policy."""
         return {k[len("policy."):]: v for k, v in state_dict.items() if k.startswith("policy.")}
 
     def save_policy(self, path: str, state_dict: dict | None = None) -> None:
-        """Write the policy as `from_pretrained` loads it: the full model, or the policy adapter only (LoRA).
-
-        `state_dict` (optional) is this module's state dict, e.g. gathered under ZeRO-3."""
+        """Write the policy (full model or LoRA adapter) from this module's `state_dict` (e.g. ZeRO-3 gathered)."""
         sd = self.policy_state_dict(state_dict if state_dict is not None else self.state_dict())
-        if _is_peft(self.policy):
-            self.policy.save_pretrained(path, state_dict=sd, selected_adapters=[POLICY])
-        else:
-            self.policy.save_pretrained(path, state_dict=sd)
+        extra = {"selected_adapters": [POLICY]} if _is_peft(self.policy) else {}
+        self.policy.save_pretrained(path, state_dict=sd, **extra)
 
     def save_value(self, output_dir: str, state_dict: dict | None = None) -> str:
-        """Write the value model to `output_dir/value/` and return that path: a sequence-classification model or
-        adapter (separate layout; loads with `AutoModelForSequenceClassification` / PEFT), the value LoRA adapter
-        of the causal LM plus `value_head.safetensors` (adapters layout), or `value_head.safetensors` alone (shared
-        layout: the head reads the policy's last hidden state). Raises `ValueError` without a value model."""
-        from safetensors.torch import save_file
-
+        """Write the critic to `output_dir/value/` (returned): a sequence classifier or adapter (separate), the value
+        adapter + `value_head.safetensors` (adapters) or the head alone (shared). ValueError without a critic."""
         if not self.has_value:
             raise ValueError("this run has no value model to save (critic-free advantage estimator)")
         path = os.path.join(output_dir, VALUE)
         state_dict = state_dict if state_dict is not None else self.state_dict()
-        if self.adapters:
-            if self.layout == "adapters":  # PEFT writes the value adapter to output_dir/value/
-                self.policy.save_pretrained(output_dir, state_dict=self.policy_state_dict(state_dict),
-                                            selected_adapters=[VALUE])
-            os.makedirs(path, exist_ok=True)
-            save_file({"weight": state_dict["value_head.weight"].detach().float().cpu().contiguous()},
-                      os.path.join(path, "value_head.safetensors"))
+        if not self.adapters:
+            sd = {k[len("value_model."):]: v for k, v in state_dict.items() if k.startswith("value_model.")}
+            self.value_model.save_pretrained(path, state_dict=sd)
             return path
-        sd = {k[len("value_model."):]: v for k, v in state_dict.items() if k.startswith("value_model.")}
-        self.value_model.save_pretrained(path, state_dict=sd)
+        if self.layout == "adapters":  # PEFT writes the value adapter to output_dir/value/
+            self.policy.save_pretrained(output_dir, state_dict=self.policy_state_dict(state_dict),
+                                        selected_adapters=[VALUE])
+        os.makedirs(path, exist_ok=True)
+        save_file({"weight": state_dict["value_head.weight"].detach().float().cpu().contiguous()},
+                  os.path.join(path, "value_head.safetensors"))
         return path
 
 
 def build_separate_model(policy, peft_config=None, value_model=None) -> PolicyAndValue:
-    """Build the separate layout: the policy (LoRA-wrapped with `peft_config` if given, QLoRA prepared) beside its
-    own value model.
-
-    Args:
-        policy: a causal LM (`PreTrainedModel`, possibly 4-bit), not yet PEFT-wrapped.
-        peft_config: the policy's `LoraConfig` (task CAUSAL_LM), or None for full fine-tuning.
-        value_model: a `*ForSequenceClassification(num_labels=1)` model (full or PEFT), e.g. from
-            `utils.online.load_value_model`; None for a critic-free estimator.
-
-    Returns:
-        A `PolicyAndValue` with `layout="separate"`.
-    """
+    """The separate layout: `policy` (a causal LM, possibly 4-bit; LoRA-wrapped with `peft_config` if given, QLoRA
+    prepared) beside `value_model` (`*ForSequenceClassification(num_labels=1)`, full or PEFT; None: critic-free)."""
     if peft_config is not None:
-        from peft import get_peft_model, prepare_model_for_kbit_training
-
         if getattr(policy, "is_loaded_in_4bit", False):
             policy = prepare_model_for_kbit_training(policy, use_gradient_checkpointing=False)
         policy = get_peft_model(policy, peft_config)
@@ -254,145 +204,89 @@ def build_separate_model(policy, peft_config=None, value_model=None) -> PolicyAn
 
 
 def _small_head(hidden: int, device) -> nn.Linear:
-    """An fp32 `Linear(hidden, 1)` with small random weights: not 0, so that its input features get gradients
-    (OpenRLHF's fresh-head initialisation, normal with std 1 / (hidden + 1))."""
+    """fp32 `Linear(hidden, 1)`, normal with std 1 / (hidden + 1) (OpenRLHF): not 0, so its inputs get gradients."""
     head = nn.Linear(hidden, 1, bias=False, dtype=torch.float32, device=device)
     nn.init.normal_(head.weight, std=1 / (hidden + 1))
     return head
 
 
 def _peft_base(policy, peft_config, layout: str):
-    """The policy PEFT-wrapped with its adapter "default" (QLoRA prepared first). Raises `ConfigError` without
-    LoRA."""
-    from peft import get_peft_model
-
+    """The policy PEFT-wrapped with its adapter "default" (QLoRA prepared first). ConfigError without LoRA."""
     if peft_config is None:
         raise ConfigError(f"--model_mode {layout} needs LoRA: use --train_mode lora or qlora")
     if getattr(policy, "is_loaded_in_4bit", False) or getattr(policy, "is_loaded_in_8bit", False):
-        from peft import prepare_model_for_kbit_training
-
         policy = prepare_model_for_kbit_training(policy, use_gradient_checkpointing=False)
     return get_peft_model(policy, peft_config, adapter_name=POLICY)
 
 
 def _add_reward_adapter(peft_model, reward_adapter_path: str, copy_to_value: bool) -> nn.Linear:
-    """Load reward_model.py's LoRA output as the frozen "reward" adapter (and, with `copy_to_value`, as the
-    trainable "value" adapter too); return its frozen fp32 `reward_head` (1, H)."""
+    """Load reward_model.py's LoRA output as the frozen "reward" adapter (`copy_to_value`: also as the trainable
+    "value" adapter); return its frozen fp32 `reward_head` (1, H)."""
     reward_config, lora_weights, head_weight = read_reward_adapter(reward_adapter_path)
-    names = (REWARD, VALUE) if copy_to_value else (REWARD,)
-    for name in names:
+    for name in (REWARD, VALUE) if copy_to_value else (REWARD,):
         peft_model.add_adapter(name, copy.deepcopy(reward_config))
-        _load_adapter_weights(peft_model, lora_weights, name, reward_adapter_path)
+        result = set_peft_model_state_dict(peft_model, lora_weights, adapter_name=name)
+        missing = [k for k in result.missing_keys if f".{name}." in k and "lora_" in k]
+        if result.unexpected_keys or missing:
+            raise ValueError(f"the reward adapter {reward_adapter_path} does not fit the policy's base model "
+                             f"(unexpected: {result.unexpected_keys[:3]}, missing: {missing[:3]}); it must be trained "
+                             f"on the same base")
     reward_head = _small_head(head_weight.shape[-1], peft_model.device)
     with torch.no_grad():
         reward_head.weight.copy_(head_weight)
     return reward_head.requires_grad_(False)
 
 
-def _finish(peft_model, value_head, reward_head, layout: str):
-    """Freeze everything but the policy (and value) adapters; wrap; make the reward adapter's scorer."""
+def _one_base_model(layout: str, policy, peft_config, reward_adapter_path: str | None, with_value: bool):
+    """The adapters / shared layouts on one PEFT base, where only the policy and value adapters train."""
+    peft_model = _peft_base(policy, peft_config, layout)
+    value_head = _small_head(policy.config.get_text_config().hidden_size, policy.device) if with_value else None
+    value_adapter = with_value and layout == "adapters"
+    reward_head = None
+    if reward_adapter_path:
+        reward_head = _add_reward_adapter(peft_model, reward_adapter_path, copy_to_value=value_adapter)
+        if value_adapter:
+            with torch.no_grad():
+                value_head.weight.copy_(reward_head.weight)
+    elif value_adapter:
+        value_config = copy.deepcopy(peft_config)
+        value_config.modules_to_save = None
+        peft_model.add_adapter(VALUE, value_config)
     peft_model.set_adapter(POLICY)
-    for name, param in peft_model.named_parameters():  # trainable: the policy and value adapters only
+    for name, param in peft_model.named_parameters():
         param.requires_grad_(f".{POLICY}." in name or f".{VALUE}." in name)
     model = PolicyAndValue(peft_model, value_head=value_head, layout=layout)
     return model, (AdapterRewardModel(model, reward_head) if reward_head is not None else None)
 
 
 def build_adapters_model(policy, peft_config, reward_adapter_path: str | None = None, with_value: bool = True):
-    """Build the adapters layout on one base causal LM.
-
-    Args:
-        policy: a causal LM (`PreTrainedModel`, possibly 4-bit), not yet PEFT-wrapped.
-        peft_config: the policy's `LoraConfig` (task CAUSAL_LM); the value adapter uses the same settings unless a
-            reward adapter is given.
-        reward_adapter_path: a LoRA reward model saved by reward_model.py on the same base. It becomes the frozen
-            "reward" adapter + `reward_head`, and the value adapter/head start as copies of it (critic from RM).
-        with_value: False for a critic-free estimator: no value adapter and no value head.
-
-    Returns:
-        `(model, reward_model)`: a `PolicyAndValue` and, if `reward_adapter_path` is given, an
-        `AdapterRewardModel` that scores with the reward adapter (else None).
-
-    Raises:
-        ConfigError: no peft_config. ValueError: the reward adapter does not match the base.
-    """
-    peft_model = _peft_base(policy, peft_config, "adapters")
-    hidden = policy.config.get_text_config().hidden_size
-    value_head = _small_head(hidden, policy.device) if with_value else None
-    reward_head = None
-    if reward_adapter_path:
-        reward_head = _add_reward_adapter(peft_model, reward_adapter_path, copy_to_value=with_value)
-        if with_value:
-            with torch.no_grad():
-                value_head.weight.copy_(reward_head.weight)
-    elif with_value:
-        value_config = copy.deepcopy(peft_config)
-        value_config.modules_to_save = None
-        peft_model.add_adapter(VALUE, value_config)
-    return _finish(peft_model, value_head, reward_head, "adapters")
+    """The adapters layout: `(PolicyAndValue, AdapterRewardModel or None)`. With `reward_adapter_path`
+    (reward_model.py's LoRA output, same base) the value adapter and head start as the frozen reward ones, else as
+    `peft_config`. ConfigError: no peft_config; ValueError: the reward adapter does not fit the base."""
+    return _one_base_model("adapters", policy, peft_config, reward_adapter_path, with_value)
 
 
 def build_shared_model(policy, peft_config, reward_adapter_path: str | None = None, with_value: bool = True):
-    """Build the shared layout: one policy adapter whose last hidden state also feeds the value head.
-
-    Each forward is one backbone pass (logits and values together); the value loss's gradient reaches the policy
-    adapter through the shared features. The reference is the base with adapters off; a LoRA reward model on the
-    same base becomes the frozen "reward" adapter, as in `build_adapters_model`.
-
-    Args:
-        policy: a causal LM (`PreTrainedModel`, possibly 4-bit), not yet PEFT-wrapped.
-        peft_config: the policy's `LoraConfig` (task CAUSAL_LM).
-        reward_adapter_path: reward_model.py's LoRA output on the same base, or None.
-        with_value: False for a critic-free estimator: no value head.
-
-    Returns:
-        `(model, reward_model)` as `build_adapters_model`. The value head (fp32, (1, H)) starts small and random:
-        the reward head was trained on the reward adapter's features, not the policy's.
-
-    Raises:
-        ConfigError: no peft_config. ValueError: the reward adapter does not match the base.
-    """
-    peft_model = _peft_base(policy, peft_config, "shared")
-    hidden = policy.config.get_text_config().hidden_size
-    value_head = _small_head(hidden, policy.device) if with_value else None
-    reward_head = _add_reward_adapter(peft_model, reward_adapter_path, False) if reward_adapter_path else None
-    return _finish(peft_model, value_head, reward_head, "shared")
+    """The shared layout, as `build_adapters_model` but the value head, small and random (the reward head fits the
+    reward adapter's features, not the policy's), reads the policy adapter's last hidden state."""
+    return _one_base_model("shared", policy, peft_config, reward_adapter_path, with_value)
 
 
 def read_reward_adapter(path: str):
-    """Read a LoRA reward model saved by reward_model.py: (LoraConfig for a causal LM, LoRA weights, score weight).
-
-    The SEQ_CLS config is turned into a frozen CAUSAL_LM one without `modules_to_save`; the `score` head weight
-    (1, H) comes back separately. Raises `ValueError` if the adapter has no score weight."""
-    from peft import LoraConfig
-    from safetensors.torch import load_file
-
+    """`(frozen CAUSAL_LM LoraConfig, LoRA weights, score weight (1, H))` of reward_model.py's LoRA output;
+    ValueError without a score weight."""
     config = LoraConfig.from_pretrained(path)
     config.task_type, config.modules_to_save, config.inference_mode = "CAUSAL_LM", None, True
     weights = load_file(os.path.join(path, "adapter_model.safetensors"))
     heads = [k for k in weights if k.endswith("score.weight")]
     if not heads:
         raise ValueError(f"{path}: no score head in adapter_model.safetensors; is it a reward_model.py LoRA output?")
-    lora = {k: v for k, v in weights.items() if "lora_" in k}
-    return config, lora, weights[heads[0]].float()
-
-
-def _load_adapter_weights(peft_model, lora_weights: dict, adapter_name: str, path: str) -> None:
-    from peft import set_peft_model_state_dict
-
-    result = set_peft_model_state_dict(peft_model, lora_weights, adapter_name=adapter_name)
-    missing = [k for k in result.missing_keys if f".{adapter_name}." in k and "lora_" in k]
-    if result.unexpected_keys or missing:
-        raise ValueError(f"the reward adapter {path} does not fit the policy's base model (unexpected: "
-                         f"{result.unexpected_keys[:3]}, missing: {missing[:3]}); it must be trained on the same base")
+    return config, {k: v for k, v in weights.items() if "lora_" in k}, weights[heads[0]].float()
 
 
 class AdapterRewardModel(nn.Module):
-    """The frozen reward adapter of the adapters layout, looking like a sequence-classification reward model.
-
-    `forward(input_ids, attention_mask)` returns an object with `.logits` (B, 1): the reward head on the last
-    token that is not the pad token (the pooling rule of transformers' *ForSequenceClassification, so scores equal
-    the saved reward model's). Usable with `utils.reward.reward_scorer`. The shared model is not a submodule."""
+    """The frozen reward adapter as a sequence classifier for `reward_scorer`: `.logits` (B, 1) on the last non-pad
+    token, as *ForSequenceClassification pools (same scores as the saved model). The shared model is no submodule."""
 
     def __init__(self, model: PolicyAndValue, reward_head: nn.Linear):
         super().__init__()

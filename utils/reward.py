@@ -99,3 +99,20 @@ def missing_eos_reward(eos_token_id: int, penalty: float) -> Callable:
         return [0.0 if len(ids) and ids[-1] == eos_token_id else -penalty for ids in completion_ids]
 
     return missing_eos
+
+
+def remove_length_trend(scores: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """`--length_control batch`: remove a rollout's linear trend of score on answer length, so that no answer earns
+    anything by its length alone. `scores` and `lengths` (tokens) are (B,); returns `(scores - slope * (lengths -
+    mean length), slope)` with `slope = cov(score, length) / var(length)` (least squares, score units per token; 0
+    when all lengths are equal). The mean score is unchanged; an answer of the mean length keeps its score."""
+    lengths = lengths.to(scores.dtype)
+    centred = lengths - lengths.mean()
+    variance = (centred ** 2).sum()
+    slope = float((centred * (scores - scores.mean())).sum() / variance) if variance > 0 else 0.0
+    return scores - slope * centred, slope
+
+
+def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of two (n,) tensors (`torch.corrcoef`, differentiable); 0 when either is constant."""
+    return torch.nan_to_num(torch.corrcoef(torch.stack([x, y.to(x.dtype)]))[0, 1])

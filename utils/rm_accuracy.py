@@ -4,8 +4,9 @@ A reward model's accuracy says little on its own: on hh-rlhf harmless the rule "
 0.657, above every reward model trained with this toolkit. So next to the accuracy this reports the accuracy on
 the pairs whose chosen answer is longer and on those whose chosen answer is shorter, their mean (length-balanced
 accuracy: 0.5 for any rule that looks at length only), the length rule's accuracy on the same pairs, the Pearson
-correlation of the score with answer length, and a one-line reading. Pairs longer than `max_length` tokens are scored cut at the end (the reward model then reads a cut answer)
-and counted, not dropped. The maths is `utils.arena.length_split_accuracy`.
+correlation of the score with answer length, and a one-line reading. Pairs longer than `max_length` tokens are
+scored cut at the end (the reward model then reads a cut answer) and counted, not dropped. The maths is
+`utils.arena.length_split_accuracy`.
 
 Used at the end of reward_model.py (`accuracy_after_training`, saved as rm_accuracy.json) and by
 `evaluate.py --reward_model_path RM --eval_data_path PAIRS` without `--models`.

@@ -237,7 +237,7 @@ def rule_length_collapse(history, run, t) -> Finding | None:
 
 
 def rule_length_drift(history, run, t) -> Finding | None:
-    """Online: mean answer length leaves `length_ratio_min`-`length_ratio_max` x its start (collapse is its own rule)."""
+    """Online: mean answer length leaves `length_ratio_min`-`length_ratio_max` x its start (collapse: its own rule)."""
     length = _lengths(history, t)
     if not length or length[0] <= 0:
         return None
@@ -248,8 +248,8 @@ def rule_length_drift(history, run, t) -> Finding | None:
     way = "shorter" if ratio < 1 else "longer"
     return Finding(f"answers getting {way}",
                    f"mean answer length went from {first:.1f} to {last:.1f} tokens ({ratio:.2f}x its start, outside "
-                   f"{t.length_ratio_min:g}x-{t.length_ratio_max:g}x): a score that rises with it may be buying length, "
-                   f"not quality.",
+                   f"{t.length_ratio_min:g}x-{t.length_ratio_max:g}x): a score that rises with it may be buying "
+                   f"length, not quality.",
                    "compare with a judge at equal length (evaluate.py's length-controlled win rate), train with "
                    "--length_control batch, or use a reward model trained with --length_debias odin.")
 

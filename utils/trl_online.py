@@ -1,15 +1,19 @@
 """TRL's RLOO and GRPO trainers with what this toolkit adds to every online method: prompts left-truncated at
-`max_prompt_length` tokens, `samples.jsonl` every `sample_every` rollouts (`utils.samples`), and `online_curves.png`
-(score, KL, answer length, share cut at the cap) written with the final model.
+`max_prompt_length` tokens, the score's correlation with answer length logged per rollout and, with
+`--length_control batch`, its length trend removed before the advantages; `samples.jsonl` every `sample_every`
+rollouts (`utils.samples`), and `online_curves.png` (score, KL, answer length, share cut at the cap) written with the
+final model.
 """
 
 from __future__ import annotations
 
 import os
 
+import torch
 import trl
 
 from utils.outputs import plot_log_history
+from utils.reward import pearson, remove_length_trend
 from utils.samples import is_sampled_rollout, write_samples
 
 
@@ -27,6 +31,28 @@ class OnlineExtras:
             if self.accelerator.is_main_process and is_sampled_rollout(self.rollouts_done, self.args.sample_every):
                 self._write_samples(len(inputs) * self.accelerator.num_processes)
         return output
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        """TRL's rewards (every process's answers, one column per reward function), then the correlation of the
+        summed score with answer length is logged and, with `--length_control batch`, the sum's length trend is
+        removed (`utils.reward.remove_length_trend`; the shift goes into the first column, so TRL's weighted sum is the
+        detrended one). The missing-EOS penalty is not part of the score here and is left as it is."""
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        scored = [i for i, name in enumerate(self.reward_func_names) if name != "missing_eos"]
+        if not scored:
+            return rewards
+        lengths = self.accelerator.gather(torch.tensor([len(ids) for ids in completion_ids_list],
+                                                       device=rewards.device)).float()
+        weights = self.reward_weights.to(rewards.device)[scored]
+        score = (rewards[:, scored] * weights).nansum(1)
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        metrics["completions/score_length_corr"].append(pearson(score, lengths).item())
+        if self.args.length_control == "batch":
+            adjusted, slope = remove_length_trend(score, lengths)
+            rewards[:, scored[0]] += (adjusted - score) / weights[0]
+            metrics["length_control/slope"].append(slope)
+            metrics["length_control/mean_abs_change"].append((adjusted - score).abs().mean().item())
+        return rewards
 
     def _write_samples(self, n_rollout: int) -> None:
         """The first `num_samples_logged` prompts of the rollout just scored, each with its `num_generations`

@@ -7,7 +7,8 @@ naming the field at fault.
 
 from __future__ import annotations
 
-from utils.data.messages import RowError, as_answer, as_prompt, check_messages, describe, short_value, user_turn_prefixes
+from utils.data.messages import (RowError, as_answer, as_prompt, check_messages, describe, short_value,
+                                 user_turn_prefixes)
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
