@@ -31,7 +31,7 @@ from trl.experimental.gkd import GKDTrainer
 from rlhf_args.gkd_config import GKDConfig, GKDModelArgs
 from utils.args import parse_args
 from utils.checkpoint import NonFiniteLossGuard
-from utils.data import distillation_data
+from utils.data.distillation import distillation_data
 from utils.errors import ConfigError, run_cli
 from utils.log import info_rank0, show_dataset_progress
 from utils.model import (check_lora_targets, check_model_path, check_train_mode, deepspeed_zero_stage, is_adapter_dir,

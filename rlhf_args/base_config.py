@@ -9,8 +9,9 @@ unchanged on a laptop CPU and on a GPU node.
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
+import torch
+
 from common_args import check_choices
-from utils.args import resolve_device_defaults
 from utils.errors import ConfigError
 
 # Fields that must be at least 1 when set (None means "not used" for the optional ones).
@@ -125,3 +126,20 @@ class OnlineConfig(BaseConfig):
         if self.missing_eos_penalty is not None and self.missing_eos_penalty < 0:
             raise ConfigError(f"--missing_eos_penalty is subtracted, so it must be >= 0, got "
                               f"{self.missing_eos_penalty}")
+
+
+def resolve_device_defaults(config) -> None:
+    """Fill the `None` precision and memory fields of a training config for the machine it runs on.
+
+    bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU; activation checkpointing on GPUs only.
+    Values the user set are kept. Modifies `config` in place, before `TrainingArguments.__post_init__` checks it.
+    """
+    on_gpu = torch.cuda.is_available() and not config.use_cpu
+    if config.bf16 is None and config.fp16 is None:
+        config.bf16 = on_gpu and torch.cuda.is_bf16_supported()
+        config.fp16 = on_gpu and not config.bf16
+    config.bf16, config.fp16 = bool(config.bf16), bool(config.fp16)
+    if config.activation_checkpointing is None and config.gradient_checkpointing is None:
+        config.activation_checkpointing = on_gpu
+    if not torch.cuda.is_available():
+        config.use_cpu = True

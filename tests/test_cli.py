@@ -39,7 +39,7 @@ def test_precision_is_fp32_on_cpu_and_follows_the_gpu(monkeypatch):
     assert (config.bf16, config.fp16, config.activation_checkpointing) == (False, False, False)
     assert DPOConfig(output_dir="x", activation_checkpointing=True).activation_checkpointing is True
 
-    from utils.args import resolve_device_defaults
+    from rlhf_args.base_config import resolve_device_defaults
 
     class Fake:  # the fields resolve_device_defaults reads, as a GPU run would have them
         def __init__(self, **kw):

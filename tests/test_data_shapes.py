@@ -8,8 +8,9 @@ from conftest import ROOT, write_jsonl
 
 from common_args import CommonArgs
 from utils.args import parse_args
-from utils.data import (DataFormatError, ShapeOptions, convert_row, load_distillation_file, load_preference_file,
-                        load_prompt_file, load_splits, to_sft_rows, to_unpaired_rows)
+from utils.data import (DataFormatError, ShapeOptions, convert_row, load_preference_file, load_prompt_file, load_splits,
+                        to_sft_rows, to_unpaired_rows)
+from utils.data.distillation import load_distillation_file
 from utils.data.methods import converter
 from utils.errors import ConfigError
 
@@ -216,7 +217,7 @@ def test_conversational_rows_in_csv_and_parquet_cells():
 
     row = pair("Q?", "yes", "no")
     for text in (json.dumps(row["chosen"]), repr(row["chosen"])):
-        from utils.data.reader import csv_value
+        from utils.data.tables import csv_value
 
         assert csv_value(text, "chosen", str) == row["chosen"]
 

@@ -10,7 +10,8 @@ from conftest import TINY, base_flags, easy_pairs, write_jsonl
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 import train_gkd
-from utils.data import DataFormatError, distillation_data, load_distillation_file
+from utils.data import DataFormatError
+from utils.data.distillation import distillation_data, load_distillation_file
 
 
 def chats(n, seed=0):

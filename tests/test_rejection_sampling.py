@@ -10,7 +10,8 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassificat
 
 import rejection_sampling
 import train_rlhf
-from utils.data import load_distillation_file, load_preference_file
+from utils.data import load_preference_file
+from utils.data.distillation import load_distillation_file
 from utils.model import load_reward_model
 from utils.reward import reward_scorer
 

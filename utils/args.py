@@ -1,4 +1,4 @@
-"""Command-line parsing and the machine-dependent defaults every config shares."""
+"""Command-line parsing: flags, `--config` recipes (their values checked against the field types), run_config.json."""
 
 from __future__ import annotations
 
@@ -9,30 +9,12 @@ import sys
 import types
 import typing
 
-import torch
 import yaml
 from trl import TrlParser
 
 from utils.errors import ConfigError, PathNotFoundError, UserError
 from utils.log import set_log_level
 from utils.model import resolve_model_paths
-
-
-def resolve_device_defaults(config) -> None:
-    """Fill the `None` precision and memory fields of a training config for the machine it runs on.
-
-    bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU; activation checkpointing on GPUs only.
-    Values the user set are kept. Modifies `config` in place, before `TrainingArguments.__post_init__` checks it.
-    """
-    on_gpu = torch.cuda.is_available() and not config.use_cpu
-    if config.bf16 is None and config.fp16 is None:
-        config.bf16 = on_gpu and torch.cuda.is_bf16_supported()
-        config.fp16 = on_gpu and not config.bf16
-    config.bf16, config.fp16 = bool(config.bf16), bool(config.fp16)
-    if config.activation_checkpointing is None and config.gradient_checkpointing is None:
-        config.activation_checkpointing = on_gpu
-    if not torch.cuda.is_available():
-        config.use_cpu = True
 
 
 class ToolkitArgumentParser(TrlParser):
