@@ -155,9 +155,13 @@ def main(argv=None):
     # 4. Train.
     trainer.train(resume_from_checkpoint=run.resume)
 
-    # 5. Evaluate and save.
+    # 5. Evaluate and save. Pairwise methods: on how many held-out pairs does the policy now prefer the chosen answer?
     if run.eval_rows:
-        trainer.evaluate()
+        metrics = trainer.evaluate()
+        if "eval_rewards/accuracies" in metrics:
+            info_rank0(f"[{args.rlhf_type}] held-out pairs ({len(run.eval_rows)}): the chosen answer ranks above the "
+                       f"rejected one in {metrics['eval_rewards/accuracies']:.0%} of them, reward margin "
+                       f"{metrics['eval_rewards/margins']:+.3f} (eval_rewards/accuracies and /margins)")
     save_outputs(trainer, {"common": args, "training": config})
     what = "model" if args.train_mode == "full" else "LoRA adapter"
     info_rank0(f"[{args.rlhf_type}] {what} saved to {config.output_dir} (curves: {config.output_dir}/"

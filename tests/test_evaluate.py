@@ -217,6 +217,7 @@ def test_dpo_run_ends_with_base_and_tuned_answers(tiny_model_dir, easy_data, tmp
                      "--output_dir", str(out), "--report_to", "none", "--save_strategy", "no", "--disable_tqdm",
                      "true", "--max_steps", "1", "--eval_split_size", "4"])
     printed = capsys.readouterr().out
+    assert "[DPO] held-out pairs (4): the chosen answer ranks above the rejected one in" in printed
     demo = printed[printed.index("[demo] one held-out prompt"):]
     lines = demo.splitlines()
     assert lines[1].startswith("  prompt: Tell me about") and lines[2].startswith(f"  base  ({tiny_model_dir}):")
