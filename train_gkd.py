@@ -25,7 +25,7 @@ import os
 
 from datasets import Dataset
 from safetensors import safe_open
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM
 from trl.experimental.gkd import GKDTrainer
 
 from rlhf_args.gkd_config import GKDConfig, GKDModelArgs
@@ -110,7 +110,7 @@ def check_teacher_student(student_path: str, teacher_path: str, tokenizer, trust
     difference (vocabulary, chat template, the models' vocab_size) with the message "teacher and student tokenizers
     differ". Prints a warning if the student has more parameters than the teacher (swapped paths are the usual cause).
     """
-    teacher_tokenizer = AutoTokenizer.from_pretrained(teacher_path, trust_remote_code=trust_remote_code)
+    teacher_tokenizer = load_tokenizer(teacher_path, trust_remote_code)
     differences = tokenizer_differences(tokenizer, teacher_tokenizer)
     s_size, t_size = text_vocab_size(student_path, trust_remote_code), text_vocab_size(teacher_path, trust_remote_code)
     if s_size and t_size and s_size != t_size:

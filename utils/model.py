@@ -376,18 +376,12 @@ def load_frozen_model(path: str, config=None, *, task_type: str | None = None, t
                       merge: bool = True, base_model_path: str | None = None, trust_remote_code: bool = False):
     """Load a model that is only run, never trained: a GKD teacher, a reward model, a sampling policy, a reference.
 
-    Args:
-        path: a full model folder or a LoRA adapter folder (`resolve_checkpoint`).
-        config: the run's training config; gives the precision (`inference_dtype`) and `trust_remote_code`.
-            None for stand-alone tools: bf16 on GPUs that support it, else fp32.
-        task_type: "CAUSAL_LM" or "SEQ_CLS" (num_labels 1); None: the checkpoint's own.
-        tokenizer: if given, its pad token id is set on the model.
-        quantization: "none", "4bit" or "8bit" (`quantization_config`); quantized weights go to this process's
-            GPU, or stay on the CPU.
-        dtype: overrides the precision from `config`.
-        device: move the model there (e.g. "cuda"); None leaves it on the CPU for a trainer to place.
-        merge: fold a LoRA adapter into the weights (not done for quantized weights).
-        base_model_path: the base model folder, instead of the one the adapter records.
+    `path`: a full model or LoRA adapter folder (`resolve_checkpoint`; `base_model_path` overrides the recorded base).
+    `config`: the run's training config, for the precision (`inference_dtype`) and `trust_remote_code`; None for
+    stand-alone tools (bf16 on GPUs that support it, else fp32); `dtype` overrides it. `task_type`: "CAUSAL_LM" or
+    "SEQ_CLS" (num_labels 1), None: the checkpoint's own. `tokenizer`: its pad token id is set on the model.
+    `quantization`: "none", "4bit" or "8bit" (weights on this process's GPU, or the CPU). `device`: where to move the
+    model (None: the CPU, for a trainer to place). `merge`: fold a LoRA adapter in (not for quantized weights).
 
     Returns the model in eval mode with every parameter frozen: a `PreTrainedModel`, or a `PeftModel` when an
     adapter is not merged. A merged adapter's `config._name_or_path` is `path`.
@@ -420,9 +414,7 @@ def load_reward_model(path: str, device: str | None = None, config=None, merge: 
     as pad token if it has none. `config` gives the precision (`inference_dtype`); `merge` folds an adapter into the
     weights (a merged model's `config._name_or_path` is `path`: TRL names the reward `rewards/<dir name>`).
     Raises `PathNotFoundError` as `resolve_checkpoint` does."""
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_frozen_model(path, config, task_type="SEQ_CLS", tokenizer=tokenizer, device=device, merge=merge,
                               base_model_path=base_model_path)

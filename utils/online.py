@@ -16,12 +16,11 @@ import os
 from types import SimpleNamespace
 
 import torch
-from transformers import AutoTokenizer
 
 from utils.data import prompt_data, sft_data
 from utils.errors import ConfigError
 from utils.log import info_rank0
-from utils.model import (check_reward_model_path, is_adapter_dir, load_frozen_model, load_reward_model,
+from utils.model import (check_reward_model_path, is_adapter_dir, load_frozen_model, load_reward_model, load_tokenizer,
                          load_value_model, resolve_checkpoint)
 from utils.reward import load_reward_function, missing_eos_reward
 from utils.rm_probe import print_saved_probe
@@ -79,7 +78,7 @@ def ppo_models(args, config, tokenizer, reward_function=None, ptx_rows=None) -> 
             info_rank0(f"[PPO] reward model {rm_path}: a frozen LoRA adapter on the policy's base (one copy of the "
                        f"weights)")
             extra["reward_adapter_path"] = rm_path
-            rm_tokenizer = AutoTokenizer.from_pretrained(rm_path)
+            rm_tokenizer = load_tokenizer(rm_path)
         else:
             if config.model_mode in ("adapters", "shared"):
                 info_rank0(f"[PPO] reward model {rm_path} is not a LoRA adapter on {args.model_name_or_path}: "
