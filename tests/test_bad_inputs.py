@@ -23,7 +23,7 @@ import rejection_sampling
 import train_gkd
 import evaluate
 import train_rlhf
-from utils import merge_adapter, rebase_adapter, rm_probe
+from utils import merge_adapter, rebase_adapter, rm_probe, run_health
 from utils.errors import run_cli
 
 GOOD = easy_pairs(8)
@@ -93,7 +93,7 @@ def dpo_data(rows):
 
 
 T, R, G, S, P = train_rlhf.main, reward_model.main, train_gkd.main, rejection_sampling.main, rm_probe.main
-M, B, E = merge_adapter.main, rebase_adapter.main, evaluate.main
+M, B, E, H = merge_adapter.main, rebase_adapter.main, evaluate.main, run_health.main
 ZERO3 = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}
 
 CASES = [
@@ -246,6 +246,18 @@ CASES = [
          ["reward model not found"]),
     Case("sampling-prompts-missing", S, lambda c: c.sampling("--prompts_path", str(c.tmp / "p.jsonl")),
          ["data file not found"]),
+    # --- output folders that are files, cut JSON, the length flags
+    Case("output-dir-is-a-file", T, lambda c: c.dpo("--output_dir", c.raw(b"my notes", "notes.txt")),
+         ["--output_dir", "notes.txt is a file, not a folder"]),
+    Case("rm-output-dir-is-a-file", R, lambda c: c.rm("--output_dir", c.raw(b"my notes", "notes.txt")),
+         ["is a file, not a folder"]),
+    Case("health-cut-trainer-state", H, lambda c: [cut_run(c)], ["trainer_state.json is not readable JSON"]),
+    Case("rdpo-negative", T, lambda c: c.dpo("--rdpo_alpha", "-0.1"), ["--rdpo_alpha must be >= 0"]),
+    Case("rdpo-with-ld-alpha", T, lambda c: c.dpo("--rdpo_alpha", "0.01", "--ld_alpha", "0.5"),
+         ["--rdpo_alpha and --ld_alpha"]),
+    Case("length-control-unknown", T, lambda c: c.online("PPO", "--length_control", "reference"),
+         ["--length_control", "invalid choice: 'reference'"]),
+    Case("length-debias-unknown", R, lambda c: c.rm("--length_debias", "odn"), ["invalid choice: 'odn'"]),
     Case("sampling-output-not-empty", S, lambda c: c.sampling("--output_dir", precious_dir(c)), ["is not empty"]),
     Case("sampling-adapter-base-moved", S, lambda c: c.sampling("--policy_name_or_path", make_adapter_dir(c)),
          ["python -m utils.rebase_adapter"]),
@@ -294,6 +306,14 @@ def make_adapter_dir(c: Ctx) -> str:
     path.mkdir()
     (path / "adapter_config.json").write_text('{"base_model_name_or_path": "x", "peft_type": "LORA"}')
     return str(path)
+
+
+def cut_run(c: Ctx) -> str:
+    """A run folder whose trainer_state.json was cut short (a killed save)."""
+    folder = c.tmp / "cut_run"
+    folder.mkdir()
+    (folder / "trainer_state.json").write_text('{"log_history": [{"step": 1, "loss": 0.6')
+    return str(folder)
 
 
 def precious_dir(c: Ctx) -> str:
