@@ -45,13 +45,14 @@ for step in "$@"; do
         python train_rlhf.py --rlhf_type DPO --train_data_path "$OUT/pairs_601_800.jsonl" "${COMMON[@]}" \
           --max_length 384 "${flags[@]}" --output_dir "$OUT/dpo_$variant"
       done ;;
-    ppo)  # the README's 16-rollout PPO run, with and without length control, with a plain and an ODIN reward model
+    ppo)  # the README's 16-rollout PPO run, with and without length control, with a plain and an ODIN reward model;
+          # one run at a time (each grows to about 12 GB on CPU); checkpoint-16/32/48 let the eval step compare budgets
       for rm in plain odin; do
         for control in none batch; do
           python train_rlhf.py --rlhf_type PPO --model_mode adapters --train_data_path "$OUT/pairs_601_800.jsonl" \
             "${COMMON[@]}" --reward_model_path "$OUT/rm_$rm" --length_control $control \
             --per_device_train_batch_size 8 --response_length 48 --learning_rate 2e-4 --lr_scheduler_type constant \
-            --max_steps 64 --output_dir "$OUT/ppo_${rm}_$control"
+            --max_steps 64 --save_strategy steps --save_steps 16 --output_dir "$OUT/ppo_${rm}_$control"
         done
       done ;;
     eval)  # every policy against the base on the held-out prompts, judged by the judge
