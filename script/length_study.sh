@@ -35,7 +35,8 @@ for step in "$@"; do
           --drop_bad_rows true --output_dir "$OUT/eval_rm_$rm"
         python -m utils.rm_probe "$OUT/rm_$rm" "$OUT/pairs_801_1000.jsonl" --output_dir "$OUT/probe_rm_$rm"
       done ;;
-    dpo)  # DPO: sigmoid vs R-DPO vs LD-DPO, the same pairs and budget
+    dpo)  # DPO: sigmoid vs R-DPO vs LD-DPO, the same pairs and budget (4x the LoRA default learning rate, so that
+          # 48 steps on 200 pairs move the policy)
       for variant in sigmoid rdpo ld; do
         case $variant in
           sigmoid) flags=() ;;
@@ -43,16 +44,16 @@ for step in "$@"; do
           ld) flags=(--ld_alpha 0.5) ;;
         esac
         python train_rlhf.py --rlhf_type DPO --train_data_path "$OUT/pairs_601_800.jsonl" "${COMMON[@]}" \
-          --max_length 384 "${flags[@]}" --output_dir "$OUT/dpo_$variant"
+          --max_length 384 --learning_rate 2e-4 "${flags[@]}" --output_dir "$OUT/dpo_$variant"
       done ;;
-    ppo)  # the README's 16-rollout PPO run, with and without length control, with a plain and an ODIN reward model;
-          # one run at a time (each grows to about 12 GB on CPU); checkpoint-16/32/48 let the eval step compare budgets
+    ppo)  # the README's PPO run cut to 8 rollouts (32 steps), with and without length control, with a plain and an ODIN
+          # reward model; one run at a time (each grows to about 12 GB on CPU); checkpoint-16 is the half budget
       for rm in plain odin; do
         for control in none batch; do
           python train_rlhf.py --rlhf_type PPO --model_mode adapters --train_data_path "$OUT/pairs_601_800.jsonl" \
             "${COMMON[@]}" --reward_model_path "$OUT/rm_$rm" --length_control $control \
             --per_device_train_batch_size 8 --response_length 48 --learning_rate 2e-4 --lr_scheduler_type constant \
-            --max_steps 64 --save_strategy steps --save_steps 16 --output_dir "$OUT/ppo_${rm}_$control"
+            --max_steps 32 --save_strategy steps --save_steps 16 --output_dir "$OUT/ppo_${rm}_$control"
         done
       done ;;
     eval)  # every policy against the base on the held-out prompts, judged by the judge
