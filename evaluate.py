@@ -12,7 +12,10 @@ unless `--temperature` > 0); the judge is the reward model from reward_model.py 
 unless `--baseline NAME`. Config: `eval_args/eval_config.py`.
 
 Per model: mean score, mean length (tokens), EOS rate (share of answers that ended before `max_new_tokens`), share
-of empty answers, distinct-2 (repetition). Per model vs the baseline: win rate (ties 0.5) with a 95% bootstrap
+of empty answers, distinct-2 (repetition). A reward function receives each row's other columns (e.g. a gold
+`answer`) as keyword arguments; when all its scores lie in [0, 1] it is a verifier (`utils/verifiers.py`) and each
+model's accuracy (share of answers scored 1) is reported with its Wilson 95% interval and, against the baseline, the
+exact McNemar p-value on the same prompts. Per model vs the baseline: win rate (ties 0.5) with a 95% bootstrap
 interval over prompts, and the length-controlled win rate (the win rate at equal answer lengths, after AlpacaEval
 2.0; `utils/arena.py`). With a preference file and a reward model, the reward model's own accuracy on the pairs is
 reported too, split by answer length (`utils/rm_accuracy.py`); without `--models` that is all it does.
@@ -31,7 +34,7 @@ import statistics
 from types import SimpleNamespace
 
 from eval_args.eval_config import EvalArgs
-from utils.arena import compare_to_baseline, distinct_n
+from utils.arena import accuracy_interval, compare_to_baseline, distinct_n, paired_accuracy_test
 from utils.args import parse_args
 from utils.data import (count_too_long, detect_preference_format, load_preference_file, load_prompt_file,
                         read_file)
@@ -41,7 +44,7 @@ from utils.generation import generate_answers
 from utils.html_report import escape, image, table, write_page
 from utils.model import check_policy_path, check_reward_model_path, load_policy, load_reward_model
 from utils.outputs import prepare_output_dir
-from utils.reward import load_reward_function, reward_scorer
+from utils.reward import call_reward_function, load_reward_function, reward_scorer
 from utils.rm_accuracy import accuracy_rows, format_accuracy, preference_accuracy
 
 
@@ -55,7 +58,8 @@ def main(argv=None) -> dict:
         check_reward_model_path(args.reward_model_path)
     reward_function = load_reward_function(args.reward_function) if args.reward_function else None
     prepare_output_dir(SimpleNamespace(output_dir=args.output_dir, resume_from_checkpoint=None))
-    prompts, pairs = load_eval_data(args, accuracy_only=not models)
+    rows, pairs = load_eval_data(args, accuracy_only=not models)
+    prompts = [row["prompt"] for row in rows]
 
     # 2. Answers: one model at a time, each answering every prompt.
     answers = {}
@@ -69,7 +73,7 @@ def main(argv=None) -> dict:
     # 3. Judge: score every answer; the reward model's own accuracy on the pairs when the file has them.
     judge = load_judge(args, reward_function)
     for name in models:
-        score_answers(judge, prompts, answers[name])
+        score_answers(judge, rows, answers[name])
     summary = {"settings": vars(args), "baseline": baseline, "n_prompts": len(prompts)}
     if pairs and judge.get("reward_model"):
         summary["reward_model_accuracy"] = preference_accuracy(judge["reward_model"], judge["rm_tokenizer"], pairs,
@@ -84,6 +88,7 @@ def main(argv=None) -> dict:
                                                         [a["length"] for a in answers[name]],
                                                         [a["length"] for a in answers[baseline]], seed=args.seed)
                               for name in models if name != baseline}
+    summary["accuracy"] = verifier_accuracy(answers, baseline)
     summary["length_warnings"] = length_warnings(summary)
     write_outputs(args.output_dir, prompts, answers, summary)
     print_summary(summary, args.output_dir)
@@ -118,8 +123,9 @@ def pick_baseline(models: dict[str, str], baseline: str | None) -> str | None:
     return baseline or next(iter(models), None)
 
 
-def load_eval_data(args, accuracy_only: bool) -> tuple[list[list[dict]], list[dict] | None]:
-    """Prompts (first `max_prompts`) and, if the file holds preference pairs, the pairs (first `max_prompts`).
+def load_eval_data(args, accuracy_only: bool) -> tuple[list[dict], list[dict] | None]:
+    """Prompt rows `{"prompt", **columns}` (first `max_prompts`) and, if the file holds preference pairs, the pairs
+    (first `max_prompts`).
 
     `accuracy_only` (no `--models`): the file must be preference pairs (`DataFormatError` otherwise) and no prompts
     are returned. Raises `DataFormatError` / `PathNotFoundError` as `utils.data`'s loaders do."""
@@ -156,18 +162,17 @@ def load_judge(args, reward_function) -> dict:
     return judge
 
 
-def score_answers(judge: dict, prompts: list[list[dict]], results: list[dict]) -> None:
-    """Add `scores` (per judge) and `score` (their sum) to each generation result, in place."""
-    texts = [r["answer"] for r in results]
+def score_answers(judge: dict, rows: list[dict], results: list[dict]) -> None:
+    """Add `scores` (per judge) and `score` (their sum) to each generation result, in place. The reward function
+    gets each row's columns besides `prompt` as keyword arguments (`utils.reward.call_reward_function`)."""
+    prompts, texts = [row["prompt"] for row in rows], [r["answer"] for r in results]
     per_judge = {}
     if "reward_model" in judge:
         per_judge["reward_model"] = [float(s) for s in judge["reward_model"](prompts, texts)]
     if "function" in judge:
         function = judge["function"]
-        out = function(prompts=prompts, completions=[[{"role": "assistant", "content": t}] for t in texts],
-                       completion_ids=[r["token_ids"] for r in results])
-        per_judge[getattr(function, "__name__", "reward_function")] = [float("nan") if x is None else float(x)
-                                                                       for x in out]
+        per_judge[getattr(function, "__name__", "reward_function")] = call_reward_function(
+            function, prompts, texts, [r["token_ids"] for r in results], rows)
     for i, result in enumerate(results):
         result["scores"] = {name: values[i] for name, values in per_judge.items()}
         result["score"] = sum(result["scores"].values())
@@ -242,6 +247,21 @@ def plot_arena(summary: dict, path: str) -> None:
     fig.savefig(path, dpi=100)
 
 
+def verifier_accuracy(answers: dict[str, list[dict]], baseline: str | None) -> dict:
+    """Per model, the accuracy under the reward function when it is a verifier (every score in [0, 1], no NaN):
+    the share of answers scored 1 with its Wilson 95% interval, and against the baseline the exact McNemar test on
+    the same prompts. Returns `{}` when there is no such function, else `{name: {"function", "n", "correct",
+    "accuracy", "accuracy_ci", "vs_baseline": {...} | None}}` (`utils.arena`)."""
+    first = next(iter(answers.values()), [])
+    names = [j for j in (first[0]["scores"] if first else {}) if j != "reward_model"]
+    if not names or not all(0 <= r["scores"][names[0]] <= 1 for results in answers.values() for r in results):
+        return {}
+    correct = {model: [r["scores"][names[0]] == 1 for r in results] for model, results in answers.items()}
+    return {model: {"function": names[0], **accuracy_interval(c),
+                    "vs_baseline": paired_accuracy_test(c, correct[baseline]) if model != baseline else None}
+            for model, c in correct.items()}
+
+
 LENGTH_BAND = (0.7, 1.5)  # a model whose mean answer length leaves this band x the baseline's gets a warning
 
 
@@ -275,6 +295,19 @@ def summary_rows(summary: dict) -> list[list]:
     return rows
 
 
+def accuracy_table(summary: dict) -> list[list[str]]:
+    """One row per model for the verifier accuracy table: accuracy [Wilson 95% CI], right / n, change vs the
+    baseline, exact McNemar p-value."""
+    rows = []
+    for name, a in summary["accuracy"].items():
+        versus = a["vs_baseline"]
+        rows.append([name, f"{a['accuracy']:.3f} [{a['accuracy_ci'][0]:.3f}, {a['accuracy_ci'][1]:.3f}]",
+                     f"{a['correct']} / {a['n']}", f"{versus['difference']:+.3f}" if versus else "baseline",
+                     f"{versus['p_value']:.2g}" if versus else ""])
+    return rows
+
+
+ACCURACY_HEADERS = ["model", "accuracy [95% CI]", "right / prompts", "vs baseline", "p (exact McNemar)"]
 SUMMARY_HEADERS = ["model", "mean score", "win rate vs baseline [95% CI]", "length-controlled win rate",
                    "mean length (tokens)", "EOS rate", "empty answers", "distinct-2"]
 
@@ -296,6 +329,13 @@ def write_report(output_dir: str, prompts: list, answers: dict[str, list[dict]],
         sections += ["<h2>Summary</h2>", table(SUMMARY_HEADERS, summary_rows(summary), numeric={1, 4, 5, 6, 7})]
         sections += [f'<div class="finding">{escape(w)}</div>' for w in summary["length_warnings"]]
         sections.append(image(os.path.join(output_dir, "arena.png"), "win rates and lengths"))
+    if summary.get("accuracy"):
+        function = next(iter(summary["accuracy"].values()))["function"]
+        sections += [f"<h2>Accuracy under the verifier {escape(function)}</h2>",
+                     table(ACCURACY_HEADERS, accuracy_table(summary), numeric={2, 3, 4}),
+                     "<p>Accuracy: share of answers the verifier scores 1, with a Wilson 95% interval. p: exact "
+                     "McNemar test against the baseline on the same prompts (only prompts where exactly one of the "
+                     "two is right count).</p>"]
     accuracy = summary.get("reward_model_accuracy")
     if accuracy:
         sections += ["<h2>The judge's own accuracy on the preference pairs</h2>",
@@ -324,6 +364,10 @@ def print_summary(summary: dict, output_dir: str) -> None:
                                                            "distinct-2"]))
         for row in summary_rows(summary):
             info_rank0("[eval] " + line(row))
+        if summary["accuracy"]:
+            info_rank0("[eval] " + "  ".join(h.ljust(w) for h, w in zip(ACCURACY_HEADERS, (12, 24, 16, 12, 8))))
+            for row in accuracy_table(summary):
+                info_rank0("[eval] " + "  ".join(c.ljust(w) for c, w in zip(row, (12, 24, 16, 12, 8))))
         for warning in summary["length_warnings"]:
             info_rank0(f"[eval] WARNING: {warning}")
     info_rank0(f"[eval] wrote generations.jsonl, summary.json, arena.png and report.html to {output_dir}")

@@ -1,10 +1,13 @@
-"""Rejection sampling (best-of-N): sample N answers per prompt from a policy, score them with a reward model, keep
-the best as SFT data and best vs worst as preference pairs, so you can iterate SFT or DPO on your model's own outputs.
+"""Rejection sampling (best-of-N): sample N answers per prompt from a policy, score them with a reward model and/or a
+reward function (e.g. a verifier with gold answers, `utils/verifiers.py`), keep the best as SFT data and best vs
+worst as preference pairs, so you can iterate SFT or DPO on your model's own outputs.
 
     python reward_model.py --output_dir output/reward_model                   # step 1: a reward model
     python rejection_sampling.py --policy_name_or_path models/SmolLM2-135M-Instruct \\
         --reward_model_path output/reward_model --prompts_path data_example/data.jsonl --num_samples 4
     python train_rlhf.py --rlhf_type DPO --train_data_path output/rejection_sampling/pairs.jsonl
+    python rejection_sampling.py --reward_model_path none --reward_function utils.verifiers:exact_number \
+        --prompts_path arithmetic_train.jsonl          # scored by a verifier: each row's `answer` column is the gold
 
 Method: best-of-N sampling scored by a reward model (Nakano et al. 2021, WebGPT), kept as fine-tuning data
 (rejection-sampling fine-tuning, Touvron et al. 2023, Llama 2, sec. 3.2.3); the highest- vs lowest-scored answer
@@ -13,7 +16,7 @@ of each prompt as a preference pair (Yuan et al. 2024, Self-Rewarding Language M
 Writes to `output_dir` (an existing non-empty folder is never overwritten):
     best_of_n.jsonl   {"messages": prompt + [best answer]}                        SFT data
     pairs.jsonl       {"prompt": [...], "chosen": [best], "rejected": [worst]}    train_rlhf.py / reward_model.py data
-    samples.jsonl     every sampled answer with its reward-model score            for inspection
+    samples.jsonl     every sampled answer with its score                         for inspection
     summary.json      settings, counts, score statistics, timings;   score_distribution.png   a histogram
 A prompt gives no pair when its best and worst answers are the same text (train_rlhf.py refuses identical pairs)
 or when their score gap is below `min_score_gap`. Empty answers are not kept (the data loaders refuse them).
@@ -42,15 +45,19 @@ from utils.model import (check_model_path, check_reward_model_path, load_policy,
                          resolve_checkpoint)
 from utils.outputs import prepare_output_dir
 from utils.preflight import preflight
-from utils.reward import reward_scorer
+from utils.reward import call_reward_function, load_reward_function, reward_scorer
 
 
 @dataclass
 class RejectionSamplingArgs:
     policy_name_or_path: str = field(
         default=DEMO_MODEL, metadata={"help": "the model that writes answers: a checkpoint dir or a LoRA adapter dir"})
-    reward_model_path: str = field(
-        default="output/reward_model", metadata={"help": "a reward model saved by reward_model.py (full or LoRA)"})
+    reward_model_path: str | None = field(
+        default="output/reward_model", metadata={"help": 'a reward model saved by reward_model.py (full or LoRA); '
+                                                         '"none": the reward function only'})
+    reward_function: str | None = field(
+        default=None, metadata={"help": '"file.py:name" / "module:name" (TRL signature; the rows\' other columns as '
+                                        'keyword arguments), added to the RM score'})
     prompts_path: str = field(
         default="data_example/data.jsonl", metadata={"help": "'prompt' / 'messages' / hh-rlhf rows; their answers are "
                                                              "ignored"})
@@ -71,7 +78,7 @@ class RejectionSamplingArgs:
                                        "off)"})
     batch_size: int = field(default=8, metadata={"help": "prompts per generate call (each gives num_samples answers)"})
     min_score_gap: float = field(
-        default=0.0, metadata={"help": "write a pair only if best - worst score >= this (reward-model units)"})
+        default=0.0, metadata={"help": "write a pair only if best - worst score >= this (score units; 1 with a 0/1 verifier)"})
     drop_bad_rows: bool = field(
         default=False, metadata={"help": "False: stop on bad rows in prompts_path; True: skip them and count them"})
     prompt_turns: Literal["last", "all"] = field(
@@ -83,24 +90,49 @@ class RejectionSamplingArgs:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "allow custom model code from the checkpoint dirs"})
     def __post_init__(self):
+        if self.reward_model_path in ("", "none", "None"):
+            self.reward_model_path = None
+        if self.reward_function in ("", "none", "None"):
+            self.reward_function = None
+        if not self.reward_model_path and not self.reward_function:
+            raise ConfigError("rejection sampling needs a score: --reward_model_path (reward_model.py's output) "
+                              "and/or --reward_function file.py:name")
         if self.temperature <= 0:
             raise ConfigError(f"--temperature must be > 0 (best-of-N samples its answers), got {self.temperature}")
         if self.num_samples < 2:
             raise ConfigError(f"--num_samples must be >= 2 to pick a best and a worst answer, got {self.num_samples}")
 
 
-def sample_answers(model, tokenizer, prompts: list[list[dict]], args) -> tuple[list[list[str]], int]:
+def sample_answers(model, tokenizer, prompts: list[list[dict]], args) -> tuple[list[list[dict]], int]:
     """Sample `args.num_samples` answers for each prompt (lists of messages, rendered with the chat template).
 
-    Returns `(answers, cut)`: `answers[i]` holds the N decoded answers of prompt i (special tokens removed,
-    whitespace stripped), `cut` the number of answers that reached `max_new_tokens` without an end-of-turn token.
+    Returns `(answers, cut)`: `answers[i]` holds the N results of prompt i (`utils.generation.generate_answers`:
+    `answer` decoded without special tokens, `token_ids`, ...), `cut` the number of answers that reached
+    `max_new_tokens` without an end-of-turn token.
     """
     n = args.num_samples
     results = generate_answers(model, tokenizer, prompts, max_new_tokens=args.max_new_tokens,
                                temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size,
                                seed=args.seed, num_return_sequences=n)
-    answers = [[r["answer"] for r in results[i:i + n]] for i in range(0, len(results), n)]
-    return answers, sum(not r["ended"] for r in results)
+    return [results[i:i + n] for i in range(0, len(results), n)], sum(not r["ended"] for r in results)
+
+
+def score_all(args, rows: list[dict], flat: list[tuple[int, dict]]) -> list[float]:
+    """The score of each `(prompt index, result)` in `flat`: the reward model's and/or the reward function's (which
+    gets the prompt rows' other columns, e.g. a gold `answer`), summed as in PPO."""
+    prompts, texts = [rows[i]["prompt"] for i, _ in flat], [r["answer"] for _, r in flat]
+    scores = [0.0] * len(flat)
+    if args.reward_model_path:
+        reward, reward_tokenizer = load_reward_model(args.reward_model_path)
+        score_fn = reward_scorer(reward, reward_tokenizer, batch_size=max(args.batch_size, 8))
+        scores = [a + b for a, b in zip(scores, score_fn(prompts, texts))]
+        del reward
+    if args.reward_function:
+        function = load_reward_function(args.reward_function)
+        values = call_reward_function(function, prompts, texts, [r["token_ids"] for _, r in flat],
+                                      [rows[i] for i, _ in flat])
+        scores = [a + b for a, b in zip(scores, values)]
+    return scores
 
 
 def best_and_worst(answers: list[str], scores: list[float]) -> tuple[int, int]:
@@ -113,7 +145,7 @@ def best_and_worst(answers: list[str], scores: list[float]) -> tuple[int, int]:
 
 
 def score_statistics(values: list[float]) -> dict:
-    """mean, standard deviation, min and max of a list of scores (reward-model units)."""
+    """mean, standard deviation, min and max of a list of scores."""
     if not values:
         return {}
     return {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "min": min(values), "max": max(values)}
@@ -127,7 +159,7 @@ def plot_scores(groups: dict[str, list[float]], path: str) -> None:
     for name, values in groups.items():
         if values:
             ax.hist(values, bins=20, alpha=0.5, label=f"{name} (mean {statistics.fmean(values):.2f})")
-    ax.set_xlabel("reward-model score")
+    ax.set_xlabel("score")
     ax.set_ylabel("answers")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -146,15 +178,18 @@ def main(argv=None):
     if args.policy_name_or_path == DEMO_MODEL:
         check_model_path(args.policy_name_or_path)  # says how to make the demo model
     resolve_checkpoint(args.policy_name_or_path)  # a full model or a LoRA adapter whose base exists
-    check_reward_model_path(args.reward_model_path)
+    if args.reward_model_path:
+        check_reward_model_path(args.reward_model_path)
+    if args.reward_function:
+        load_reward_function(args.reward_function)  # a bad spec stops here, before any weights load
     set_seed(args.seed)
 
     # 1. Prompts: every row is checked before any model is loaded.
-    prompts = load_prompt_file(args.prompts_path, args.drop_bad_rows, prompt_turns=args.prompt_turns)[:args.max_prompts]
+    rows = load_prompt_file(args.prompts_path, args.drop_bad_rows, prompt_turns=args.prompt_turns)[:args.max_prompts]
+    prompts = [row["prompt"] for row in rows]
     if args.check:  # --check: show the prompts as the policy will read them, load no weights
         tokenizer = load_tokenizer(args.policy_name_or_path, args.trust_remote_code)
-        return preflight(tokenizer, [{"prompt": p} for p in prompts], [], args.policy_name_or_path,
-                         "rejection sampling")
+        return preflight(tokenizer, rows, [], args.policy_name_or_path, "rejection sampling")
 
     # 2. Sample N answers per prompt from the policy.
     started = time.time()
@@ -163,14 +198,12 @@ def main(argv=None):
     del policy
     sampled = time.time()
 
-    # 3. Score every (prompt, answer) with the reward model; empty answers are not kept.
-    reward, reward_tokenizer = load_reward_model(args.reward_model_path)
-    score_fn = reward_scorer(reward, reward_tokenizer, batch_size=max(args.batch_size, 8))
-    flat = [(i, a) for i, group in enumerate(answers) for a in group if a]
-    flat_scores = score_fn([prompts[i] for i, _ in flat], [a for _, a in flat])
+    # 3. Score every (prompt, answer) with the reward model and/or function; empty answers are not kept.
+    flat = [(i, r) for i, group in enumerate(answers) for r in group if r["answer"]]
+    flat_scores = score_all(args, rows, flat)
     scored = [[] for _ in prompts]
-    for (i, answer), score in zip(flat, flat_scores):
-        scored[i].append((answer, score))
+    for (i, result), score in zip(flat, flat_scores):
+        scored[i].append((result["answer"], score))
     empty = len(prompts) * args.num_samples - len(flat)
     scoring_done = time.time()
 

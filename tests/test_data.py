@@ -154,7 +154,7 @@ def test_load_prompt_file_keeps_repeated_prompts_once_and_counts_dropped_lines(t
     path.write_text("\n".join([ask("a"), "{not json", ask("b"), ask("a"), "[1, 2]", ask("a")]) + "\n")
     logs = []
     prompts = load_prompt_file(str(path), drop_bad_rows=True, log=logs.append)
-    assert [p[-1]["content"] for p in prompts] == ["a", "b"]
+    assert [p["prompt"][-1]["content"] for p in prompts] == ["a", "b"]
     said = "\n".join(logs)
     assert "2 prompts (2 repeated prompts kept once)" in said  # not 0: the 2 unparseable lines are not repeats
     assert "dropped 2 bad row(s) of 6" in said and ":2:" in said and ":5:" in said

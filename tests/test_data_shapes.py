@@ -282,8 +282,8 @@ def test_prompt_turns_all_gives_one_prompt_per_user_turn(tmp_path):
     chat = {"messages": [user("one"), bot("1"), user("two"), bot("2"), user("three"), bot("3")]}
     path = write_jsonl(tmp_path / "chat.jsonl", [chat])
     prompts = load_prompt_file(path, prompt_turns="all", **QUIET)
-    assert [p[-1]["content"] for p in prompts] == ["one", "two", "three"]
-    assert prompts[2] == chat["messages"][:5]
+    assert [p["prompt"][-1]["content"] for p in prompts] == ["one", "two", "three"]
+    assert prompts[2] == {"prompt": chat["messages"][:5]}
     assert len(load_prompt_file(path, **QUIET)) == 1
     from utils.data import prompt_data
 

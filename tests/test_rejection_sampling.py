@@ -83,7 +83,8 @@ def test_outputs_load_as_sft_and_dpo_data_and_dpo_trains(sampled, tiny_model_dir
 def test_identical_best_and_worst_give_no_pair(tiny_model_dir, tiny_rm_dir, tmp_path, monkeypatch):
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Say hi."}, {"prompt": "Say bye."}, {"prompt": "Count."}])
     fake = [["Hi.", "Hi.", "Hi."], ["Bye now.", "", "Goodbye!"], ["", "", ""]]  # same text / an empty / all empty
-    monkeypatch.setattr(rejection_sampling, "sample_answers", lambda *a: (fake, 1))
+    results = [[{"answer": text, "token_ids": [1] * len(text)} for text in group] for group in fake]
+    monkeypatch.setattr(rejection_sampling, "sample_answers", lambda *a: (results, 1))
     summary = rejection_sampling.main(rs_flags(tiny_model_dir, tiny_rm_dir, prompts, tmp_path / "out"))
     counts = summary["counts"]
     assert (counts["pairs"], counts["pairs_skipped_identical_texts"], counts["sft_rows"]) == (1, 1, 2)

@@ -7,6 +7,9 @@
   of AlpacaEval 2.0 (Dubois et al. 2024, "Length-Controlled AlpacaEval", arXiv:2404.04475), fitted with statsmodels.
 * `length_split_accuracy`: a reward model's accuracy on preference pairs, split by whether the chosen answer is the
   longer or the shorter one, and the accuracy of the rule "the shorter answer wins" on the same pairs.
+* `accuracy_interval`, `paired_accuracy_test`: held-out accuracy under a verifier with its Wilson 95% interval
+  (Wilson 1927; statsmodels), and the exact McNemar test of a model against a baseline on the same prompts
+  (McNemar 1947: a two-sided binomial test on the prompts where exactly one of the two is right).
 * `distinct_n`: share of distinct word n-grams in an answer (Li et al. 2016, "A Diversity-Promoting Objective
   Function for Neural Conversation Models"), a repetition measure.
 """
@@ -125,6 +128,40 @@ def compare_to_baseline(model_scores: Sequence[float], baseline_scores: Sequence
     return {"n": int(len(outcomes)), "wins": int((outcomes == 1).sum()), "ties": int((outcomes == 0.5).sum()),
             "losses": int((outcomes == 0).sum()), "win_rate": win_rate(outcomes), "win_rate_ci": [low, high],
             "lc_win_rate": lc["lc_win_rate"], "length_slope": lc["length_slope"], "lc_separated": lc["separated"]}
+
+
+def accuracy_interval(correct: Sequence[bool]) -> dict:
+    """Accuracy of (n,) right/wrong outcomes with its Wilson 95% interval.
+
+    Returns `{"n", "correct", "accuracy", "accuracy_ci": [low, high]}`. Raises `ValueError` if `correct` is empty."""
+    from statsmodels.stats.proportion import proportion_confint  # statsmodels is slow to import
+
+    n, k = len(correct), int(sum(bool(c) for c in correct))
+    if not n:
+        raise ValueError("no outcomes")
+    low, high = proportion_confint(k, n, alpha=0.05, method="wilson")
+    return {"n": n, "correct": k, "accuracy": k / n, "accuracy_ci": [float(low), float(high)]}
+
+
+def paired_accuracy_test(model_correct: Sequence[bool], baseline_correct: Sequence[bool]) -> dict:
+    """Exact McNemar test of a model against a baseline, both (n,) right/wrong outcomes on the same prompts.
+
+    Returns `{"n", "difference" (model minus baseline accuracy), "model_only" (prompts only the model gets right),
+    "baseline_only", "p_value" (two-sided; 1.0 when the two never disagree)}`. Raises `ValueError` for lists of
+    different or zero length."""
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    if len(model_correct) != len(baseline_correct) or not len(model_correct):
+        raise ValueError(f"need two outcome lists of the same non-zero length, got {len(model_correct)} and "
+                         f"{len(baseline_correct)}")
+    m, b = [bool(x) for x in model_correct], [bool(x) for x in baseline_correct]
+    model_only = sum(x and not y for x, y in zip(m, b))
+    baseline_only = sum(y and not x for x, y in zip(m, b))
+    both = sum(x and y for x, y in zip(m, b))
+    neither = len(m) - model_only - baseline_only - both
+    p_value = float(mcnemar([[both, model_only], [baseline_only, neither]], exact=True).pvalue)
+    return {"n": len(m), "difference": (model_only - baseline_only) / len(m), "model_only": model_only,
+            "baseline_only": baseline_only, "p_value": min(1.0, p_value)}
 
 
 def length_split_accuracy(chosen_scores: Sequence[float], rejected_scores: Sequence[float],

@@ -91,6 +91,22 @@ def load_reward_function(spec: str) -> Callable:
     return function
 
 
+def call_reward_function(function: Callable, prompts: list, answers: list[str], completion_ids: list[list[int]],
+                         rows: list[dict] | None = None, **extra) -> list[float]:
+    """Call a reward function with TRL's signature on (prompt, answer) pairs; returns floats (None -> NaN).
+
+    `rows[i]` is prompt i's data row: its columns other than `prompt` (e.g. a gold `answer`) are passed as keyword
+    arguments, one list per column, as TRL's trainers do; `extra` (e.g. `trainer_state`) is passed as is. Raises
+    `ValueError` if the function returns the wrong number of values."""
+    columns = {k: [row.get(k) for row in rows] for k in rows[0] if k != "prompt"} if rows else {}
+    completions = [[{"role": "assistant", "content": a}] if isinstance(p, list) else a for p, a in zip(prompts, answers)]
+    out = list(function(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns, **extra))
+    if len(out) != len(answers):
+        raise ValueError(f"reward function {getattr(function, '__name__', function)} returned {len(out)} values for "
+                         f"{len(answers)} answers")
+    return [float("nan") if x is None else float(x) for x in out]
+
+
 def missing_eos_reward(eos_token_id: int, penalty: float) -> Callable:
     """A reward function (TRL's signature) giving `-penalty` to each completion that does not end with
     `eos_token_id` (cut at the length limit) and 0 to the others: RLOO/GRPO's `--missing_eos_penalty`.

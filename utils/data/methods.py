@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from utils.data.chats import uses_number_labels
 from utils.data.loader import LoadedFile, load_file, load_splits
-from utils.data.shapes import ShapeOptions, convert_row, is_preference_shape, options_from, shape_notes
+from utils.data.shapes import ShapeOptions, convert_row, is_preference_shape, options_from, prompt_rows, shape_notes
 from utils.errors import ConfigError
 from utils.log import info_rank0
 
@@ -199,50 +199,59 @@ def prompt_notes(options: ShapeOptions) -> dict[str, str]:
 
 
 def prompt_data(model_args, config, tokenizer, too_long: str, log=info_rank0) -> tuple[list[dict], list[dict]]:
-    """The data loader for online methods: `[{"prompt": [messages]}]` rows, train and eval.
+    """The data loader for online methods: `[{"prompt": [messages], **columns}]` rows, train and eval.
 
     Reads any row with a prompt: prompt-only rows, every preference shape (its prompt; answers are ignored), chat
     rows (`messages`, ShareGPT, alpaca: the conversation without its final answer; `--prompt_turns all`: one prompt
-    per user turn). Counts the prompts longer than `config.max_prompt_length` tokens after the chat template
-    (`too_long` says what the trainer does with them). Raises `DataFormatError` (`FILE:LINE: field ...`),
-    `PathNotFoundError` or `ConfigError` (no chat template), before any model is loaded.
+    per user turn). A row's other columns (e.g. a gold `answer`) are kept for the reward functions
+    (`shapes.prompt_rows`); a column some rows lack is None in those. Counts the prompts longer than
+    `config.max_prompt_length` tokens after the chat template (`too_long` says what the trainer does with them).
+    Raises `DataFormatError` (`FILE:LINE: field ...`), `PathNotFoundError` or `ConfigError` (no chat template),
+    before any model is loaded.
     """
     options = options_from(model_args, config)
     notes = prompt_notes(options)
-    train, held_out = load_splits(model_args, config.seed, converter("prompt", options),
+    train, held_out = load_splits(model_args, config.seed, lambda row: prompt_rows(row, options),
                                   lambda f: summarise(f, "prompts", notes), log).flat()
     require_chat_template(tokenizer, model_args.model_name_or_path, "prompts given as messages")
     limit = getattr(config, "max_prompt_length", None)
-    n = count_long_prompts(tokenizer, train, limit)
+    n = count_long_prompts(tokenizer, [r["prompt"] for r in train], limit)
     if n:
         log(f"[data] {n} of {len(train)} prompts are longer than max_prompt_length={limit} tokens; {too_long}")
-    return [{"prompt": p} for p in train], [{"prompt": p} for p in held_out]
+    return same_columns(train), same_columns(held_out)
+
+
+def same_columns(rows: list[dict]) -> list[dict]:
+    """`rows` with every column any of them has (None where missing), so that `Dataset.from_list` keeps them all."""
+    names = list(dict.fromkeys(k for row in rows for k in row))
+    return [{k: row.get(k) for k in names} for row in rows]
 
 
 def load_prompt_file(path: str, drop_bad_rows: bool = False, log=info_rank0,
-                     prompt_turns: str = "last") -> list[list[dict]]:
-    """Prompts for sampling (rejection sampling, evaluation) from any file `prompt_data` reads.
+                     prompt_turns: str = "last") -> list[dict]:
+    """Prompt rows `{"prompt": [messages], **columns}` for sampling (rejection sampling, evaluation) from any file
+    `prompt_data` reads; the columns (e.g. a gold `answer`) go to reward functions as keyword arguments.
 
-    Each prompt is a list of messages ending with a user turn; repeated prompts are kept once, in file order.
+    Each prompt ends with a user turn; a repeated prompt is kept once (its first row), in file order.
     Raises `DataFormatError` (`FILE:LINE: field ...`) unless `drop_bad_rows`, or if no prompt is left;
     `PathNotFoundError` if the file is missing.
     """
     options, seen, repeats = ShapeOptions(prompt_turns=prompt_turns), set(), [0]
 
     def convert(row):
-        shape, prompts = convert_row(row, "prompt", options)
+        shape, rows = prompt_rows(row, options)
         fresh = []
-        for prompt in prompts:
-            key = json.dumps(prompt, sort_keys=True)
+        for prompt_row in rows:
+            key = json.dumps(prompt_row["prompt"], sort_keys=True)
             if key in seen:
                 repeats[0] += 1
             else:
                 seen.add(key)
-                fresh.append(prompt)
+                fresh.append(prompt_row)
         return shape, fresh
 
     def summary(loaded):
         after = f" ({repeats[0]} repeated prompts kept once)" if repeats[0] else ""
         return summarise(loaded, "prompts", prompt_notes(options), after)
 
-    return load_file(path, convert, drop_bad_rows, summary, log).rows
+    return same_columns(load_file(path, convert, drop_bad_rows, summary, log).rows)

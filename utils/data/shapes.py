@@ -204,6 +204,21 @@ def convert_row(row: dict, target: str, options: ShapeOptions = ShapeOptions()) 
     raise RowError(*FALLBACK[target])
 
 
+SHAPE_FIELDS = frozenset({  # the fields some shape reads; every other column of a row is data for reward functions
+    "prompt", "chosen", "rejected", "completion", "label", "messages", "conversations", "system", "instruction",
+    "input", "output", "history", "response_0", "response_1", "better_response_id", "safer_response_id",
+    "responses", "scores"})
+
+
+def prompt_rows(row: dict, options: ShapeOptions = ShapeOptions()) -> tuple[str, list[dict]]:
+    """Convert one row for the `prompt` target, keeping its other columns: `(shape, [{"prompt": [messages],
+    **columns}])`, where columns are the row's fields outside `SHAPE_FIELDS` (e.g. a gold `answer`, IFEval's
+    `instruction_id_list` and `kwargs`). They reach reward functions as keyword arguments (TRL's convention)."""
+    shape, prompts = convert_row(row, "prompt", options)
+    columns = {k: v for k, v in row.items() if k not in SHAPE_FIELDS}
+    return shape, [{"prompt": prompt, **columns} for prompt in prompts]
+
+
 def is_preference_shape(name: str) -> bool:
     """True if `name` (as `convert_row` reports it) is one of the preference shapes."""
     return name.split(" (")[0] in PREFERENCE

@@ -1,0 +1,400 @@
+"""Verifiable-reward benchmark (not a test): does each method raise held-out accuracy under a gold-answer verifier?
+
+    python script/benchmark_verifiable.py data                 # the prompt files (seeded), under output/verifiable/
+    python script/benchmark_verifiable.py run base grpo ppo    # rows, one after another; a finished row is skipped
+    python script/benchmark_verifiable.py report               # the table (Markdown) and verifiable_rewards.png
+
+Task "arithmetic": "What is A plus B? Reply with only the number." for two-digit A and B, gold `answer` A + B,
+scored by `utils.verifiers:exact_number`. The unordered pairs {A, B} are split with a fixed seed: 500 held-out
+pairs (one prompt each, A < B or A = B) and training prompts from the other pairs, so no held-out sum is seen in
+training in either order. Every row trains a LoRA on the demo model from the same training prompts with the same
+seed, then evaluate.py answers the 500 held-out prompts greedily (16 new tokens) and scores them with the verifier.
+
+Rows (`ROWS` below): the base; the online methods (GRPO, RLOO, PPO in its three layouts) with the verifier as the
+reward; TRL's GRPOTrainer used directly with the same model, reward, LoRA and budget (the peer); best-of-4 of the
+base on the held-out prompts (the verifier picks: pass@4, an oracle RL has to approach); the offline path
+(rejection sampling of the base on the training prompts, scored by the verifier -> pairs of a right and a wrong
+answer -> DPO, KTO, SimPO, ORPO, and -> SFT on the right answers); and the classic pipeline (a reward model trained on those verifier-labelled pairs
+-> PPO with it, scored on held-out prompts by the verifier; proxy reward and gold accuracy side by side).
+
+Task "ifeval" (rows `ifeval_*`): training prompts are the first user turns of ../shared/data's hh-rlhf file, each
+with one or two IFEval instructions attached (the Tulu 3 RLVR recipe; descriptions and arguments drawn by lm-eval's
+own `build_description`, seeded), held out are the official IFEval prompts (data_example/ifeval/, Apache-2.0;
+prompts with a sentence-count instruction are left out while nltk's `punkt_tab` data is missing, as it is offline),
+scored by `utils.verifiers:ifeval` (prompt-level strict accuracy; the instruction-level share is in row.json).
+
+Each row writes `output/verifiable/<row>/row.json` (held-out accuracy with its Wilson 95% interval, the exact
+McNemar p-value against the base on the same prompts, wall-clock, seconds per step, mean answer length, the last
+logged KL); a row whose row.json exists is not run again, and a row stopped halfway starts over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from utils.arena import accuracy_interval, paired_accuracy_test  # noqa: E402
+
+OUT = os.path.join(ROOT, "output", "verifiable")
+DATA = os.path.join(OUT, "data")
+MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct")
+VERIFIER = "utils.verifiers:exact_number"
+IFEVAL = "utils.verifiers:ifeval"
+IFEVAL_PROMPTS = os.path.join(ROOT, "data_example", "ifeval", "input_data.jsonl")
+HH_RLHF = os.path.join(os.path.dirname(ROOT), "shared", "data", "hh-rlhf-harmless-base-test.first1000.jsonl")
+IFEVAL_TRAIN_IDS = ("punctuation:no_comma", "change_case:english_lowercase", "change_case:english_capital",
+                    "startend:quotation", "detectable_format:title", "startend:end_checker",
+                    "detectable_content:postscript", "keywords:existence", "keywords:forbidden_words",
+                    "length_constraints:number_words", "detectable_format:number_bullet_lists",
+                    "detectable_format:json_format", "detectable_format:number_highlighted_sections")
+STEPS, LR, SEED = 64, 2e-4, 0
+PROMPT = "What is {a} plus {b}? Reply with only the number."
+TEST_PAIRS, TRAIN_PROMPTS = 500, 2000
+
+
+def make_data() -> None:
+    """`train.jsonl` (TRAIN_PROMPTS prompts) and `test.jsonl` (TEST_PAIRS prompts) from disjoint unordered pairs."""
+    pairs = [(a, b) for a in range(10, 100) for b in range(a, 100)]
+    rng = random.Random(SEED)
+    rng.shuffle(pairs)
+    test, train_pairs = pairs[:TEST_PAIRS], pairs[TEST_PAIRS:]
+    train = [(a, b) if rng.random() < 0.5 else (b, a) for a, b in rng.sample(train_pairs, TRAIN_PROMPTS)]
+    os.makedirs(DATA, exist_ok=True)
+    for name, rows in (("train", train), ("test", test)):
+        with open(os.path.join(DATA, f"{name}.jsonl"), "w") as f:
+            for a, b in rows:
+                f.write(json.dumps({"prompt": [{"role": "user", "content": PROMPT.format(a=a, b=b)}],
+                                    "answer": a + b}) + "\n")
+    print(f"wrote {len(train)} training and {len(test)} held-out prompts to {DATA}")
+
+
+def make_ifeval_data() -> None:
+    """`ifeval_train.jsonl`: hh-rlhf first user turns + 1-2 IFEval instructions; `ifeval_test.jsonl`: the official
+    prompts (without sentence-count instructions when nltk's punkt_tab is missing)."""
+    import nltk
+    from lm_eval.tasks.ifeval import instructions_registry as registry
+
+    from utils.data import split_hh_transcript
+
+    random.seed(SEED)  # lm-eval's build_description draws its arguments with `random`
+    rng, train = random.Random(SEED), []
+    for line in open(HH_RLHF):
+        prompt = split_hh_transcript(json.loads(line)["chosen"])[0]["content"]
+        ids = [rng.choice(IFEVAL_TRAIN_IDS)]
+        if rng.random() < 0.5:
+            second = rng.choice(IFEVAL_TRAIN_IDS)
+            if second not in registry.INSTRUCTION_CONFLICTS[ids[0]]:
+                ids.append(second)
+        texts, kwargs = [], []
+        for iid in ids:
+            instruction = registry.INSTRUCTION_DICT[iid](iid)
+            texts.append(instruction.build_description())
+            kwargs.append(instruction.get_instruction_args() or {})
+        train.append({"prompt": [{"role": "user", "content": " ".join([prompt, *texts])}],
+                      "instruction_id_list": ids, "kwargs": kwargs})
+    try:
+        nltk.data.find("tokenizers/punkt_tab")
+        has_punkt = True
+    except LookupError:
+        has_punkt = False
+    test = []
+    for line in open(IFEVAL_PROMPTS):
+        row = json.loads(line)
+        if has_punkt or "length_constraints:number_sentences" not in row["instruction_id_list"]:
+            test.append({"prompt": [{"role": "user", "content": row["prompt"]}], "key": row["key"],
+                         "instruction_id_list": row["instruction_id_list"], "kwargs": row["kwargs"]})
+    os.makedirs(DATA, exist_ok=True)
+    for name, rows in (("ifeval_train", train), ("ifeval_test", test)):
+        with open(os.path.join(DATA, f"{name}.jsonl"), "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+    print(f"wrote {len(train)} IFEval training prompts and {len(test)} official prompts (of 541) to {DATA}")
+
+
+TASKS = {"arithmetic": {"train": "train.jsonl", "test": "test.jsonl", "verifier": VERIFIER, "new_tokens": 16},
+         "ifeval": {"train": "ifeval_train.jsonl", "test": "ifeval_test.jsonl", "verifier": IFEVAL, "new_tokens": 128}}
+
+
+def task_of(row: str) -> dict:
+    return TASKS["ifeval" if row.startswith("ifeval_") else "arithmetic"]
+
+
+def train_flags(method: str, output_dir: str, data: str | None = None, *extra: str) -> list[str]:
+    """train_rlhf.py flags every trained row shares: the demo model, LoRA, STEPS steps, no evaluation or checkpoints."""
+    return ["train_rlhf.py", "--rlhf_type", method, "--model_name_or_path", MODEL, "--train_mode", "lora",
+            "--train_data_path", data or os.path.join(DATA, "train.jsonl"), "--eval_split_size", "0",
+            "--output_dir", output_dir, "--max_steps", str(STEPS), "--learning_rate", str(LR),
+            "--lr_scheduler_type", "constant", "--save_strategy", "no", "--report_to", "none", "--logging_steps", "1",
+            "--seed", str(SEED), *extra]
+
+
+ONLINE = ["--reward_model_path", "none", "--reward_function", VERIFIER, "--temperature", "0.7"]
+GROUPS = ["--per_device_train_batch_size", "16", "--num_generations", "4", "--max_completion_length", "16"]
+PPO = ["--per_device_train_batch_size", "16", "--response_length", "16"]
+PAIRS = os.path.join(OUT, "rejection_sampling", "out", "pairs.jsonl")
+RIGHT = os.path.join(OUT, "rejection_sampling", "out", "right_answers.jsonl")
+OFFLINE = ["--per_device_train_batch_size", "8", "--max_length", "64"]
+
+# row -> list of commands (argv after `python`), the trained model's folder relative to the row (None: the base)
+ROWS: dict[str, tuple[list[list[str]], str | None]] = {
+    "base": ([], None),
+    "grpo": ([train_flags("GRPO", "{row}/model", None, *ONLINE, *GROUPS)], "model"),
+    "rloo": ([train_flags("RLOO", "{row}/model", None, *ONLINE, *GROUPS)], "model"),
+    "ppo_separate": ([train_flags("PPO", "{row}/model", None, *ONLINE, *PPO, "--model_mode", "separate")], "model"),
+    "ppo_adapters": ([train_flags("PPO", "{row}/model", None, *ONLINE, *PPO, "--model_mode", "adapters")], "model"),
+    "ppo_shared": ([train_flags("PPO", "{row}/model", None, *ONLINE, *PPO, "--model_mode", "shared")], "model"),
+    "trl_grpo": ([["script/benchmark_verifiable.py", "trl-grpo", "{row}/model"]], "model"),
+    "best_of_4": ([], None),
+    "rejection_sampling": ([["rejection_sampling.py", "--policy_name_or_path", MODEL, "--reward_model_path", "none",
+                             "--reward_function", VERIFIER, "--prompts_path", "{data}/train.jsonl",
+                             "--max_prompts", "512", "--num_samples", "4", "--temperature", "0.7",
+                             "--max_new_tokens", "16", "--batch_size", "32", "--min_score_gap", "1",
+                             "--output_dir", "{row}/out", "--seed", str(SEED)]], None),
+    "dpo": ([train_flags("DPO", "{row}/model", PAIRS, *OFFLINE)], "model"),
+    "kto": ([train_flags("KTO", "{row}/model", PAIRS, *OFFLINE)], "model"),
+    "simpo": ([train_flags("SimPO", "{row}/model", PAIRS, *OFFLINE)], "model"),
+    "orpo": ([train_flags("ORPO", "{row}/model", PAIRS, *OFFLINE)], "model"),
+    "sft_best": ([["script/benchmark_verifiable.py", "right-answers"], train_flags("SFT", "{row}/model", RIGHT,
+                                                                                 *OFFLINE)], "model"),
+    "reward_model": ([["reward_model.py", "--model_name_or_path", MODEL, "--train_mode", "lora",
+                       "--train_data_path", PAIRS, "--eval_split_size", "0.1", "--output_dir", "{row}/model",
+                       "--num_train_epochs", "2", "--learning_rate", "2e-4", "--max_length", "64",
+                       "--probe_prompts", "0", "--save_strategy", "no", "--report_to", "none", "--seed", str(SEED)]],
+                     None),
+    "ifeval_base": ([], None),
+    "ifeval_grpo": ([train_flags("GRPO", "{row}/model", os.path.join(DATA, "ifeval_train.jsonl"), "--reward_model_path",
+                                 "none", "--reward_function", IFEVAL, "--temperature", "0.7",
+                                 "--per_device_train_batch_size", "16", "--num_generations", "4",
+                                 "--max_completion_length", "128")], "model"),
+    "ppo_rm": ([train_flags("PPO", "{row}/model", None, "--reward_model_path", f"{OUT}/reward_model/model",
+                            "--temperature", "0.7", *PPO, "--model_mode", "separate")], "model"),
+}
+
+
+def run_row(name: str) -> None:
+    """Run a row's commands, then evaluate its model (or the base) on the held-out prompts; write row.json."""
+    row = os.path.join(OUT, name)
+    if os.path.isfile(os.path.join(row, "row.json")):
+        print(f"[{name}] done before: {row}/row.json")
+        return
+    shutil.rmtree(row, ignore_errors=True)
+    os.makedirs(row)
+    commands, model = ROWS[name]
+    started = time.time()
+    for argv in commands:
+        argv = [a.format(row=row, data=DATA) for a in argv]
+        print(f"[{name}] python {' '.join(argv)}", flush=True)
+        with open(os.path.join(row, "log.txt"), "a") as log:
+            subprocess.run([sys.executable, *argv], cwd=ROOT, check=True, stdout=log, stderr=subprocess.STDOUT)
+    train_seconds = time.time() - started
+    result = {"row": name, "train_seconds": round(train_seconds, 1), **training_numbers(row)}
+    if name == "best_of_4":
+        result.update(best_of_n(row))
+    elif name not in ("rejection_sampling", "reward_model"):
+        result.update(evaluate(row, os.path.join(row, model) if model else MODEL))
+    else:
+        result.update(offline_numbers(name, row))
+    with open(os.path.join(row, "row.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"[{name}] " + json.dumps({k: v for k, v in result.items() if k not in ("correct_list", "reward_curve")}),
+          flush=True)
+
+
+def evaluate(row: str, model: str) -> dict:
+    """evaluate.py on the task's held-out prompts (greedy, the verifier as the judge); the per-prompt right/wrong
+    list is kept for the paired test against the base. IFEval: also the instruction-level strict accuracy."""
+    task, out = task_of(os.path.basename(row)), os.path.join(row, "eval")
+    test = os.path.join(DATA, task["test"])
+    started = time.time()
+    with open(os.path.join(row, "log.txt"), "a") as log:
+        subprocess.run([sys.executable, "evaluate.py", "--models", f"model={model}", "--reward_model_path", "none",
+                        "--reward_function", task["verifier"], "--eval_data_path", test, "--max_new_tokens",
+                        str(task["new_tokens"]), "--batch_size", "32", "--output_dir", out], cwd=ROOT, check=True,
+                       stdout=log, stderr=subprocess.STDOUT)
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    with open(os.path.join(out, "generations.jsonl")) as f:
+        scores = [json.loads(line)["score"] for line in f]
+    metrics = summary["models"]["model"]
+    result = {"eval_seconds": round(time.time() - started, 1), **accuracy_interval([s == 1 for s in scores]),
+              "correct_list": [s == 1 for s in scores], "mean_length": metrics["mean_length"],
+              "eos_rate": metrics["eos_rate"]}
+    if task is TASKS["ifeval"]:
+        counts = [len(json.loads(line)["instruction_id_list"]) for line in open(test)]
+        result["instruction_level"] = sum(s * n for s, n in zip(scores, counts)) / sum(counts)
+    return result
+
+
+def best_of_n(row: str, n: int = 4) -> dict:
+    """Best-of-n of the base on the held-out prompts, the verifier picking (rejection_sampling.py): right when any
+    of the n sampled answers is right (pass@n)."""
+    with open(os.path.join(row, "log.txt"), "a") as log:
+        subprocess.run([sys.executable, "rejection_sampling.py", "--policy_name_or_path", MODEL, "--reward_model_path",
+                        "none", "--reward_function", VERIFIER, "--prompts_path", os.path.join(DATA, "test.jsonl"),
+                        "--num_samples", str(n), "--temperature", "0.7", "--max_new_tokens", "16", "--batch_size",
+                        "32", "--output_dir", os.path.join(row, "samples"), "--seed", str(SEED)], cwd=ROOT,
+                       check=True, stdout=log, stderr=subprocess.STDOUT)
+    with open(os.path.join(row, "samples", "samples.jsonl")) as f:
+        correct = [any(a["score"] == 1 for a in json.loads(line)["answers"]) for line in f]
+    return {**accuracy_interval(correct), "correct_list": correct}
+
+
+def offline_numbers(name: str, row: str) -> dict:
+    """Rejection sampling: pairs and SFT rows written; reward model: its held-out pair accuracy (the proxy)."""
+    if name == "rejection_sampling":
+        with open(os.path.join(row, "out", "summary.json")) as f:
+            return {"counts": json.load(f)["counts"]}
+    path = os.path.join(row, "model", "rm_accuracy.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return {"rm_accuracy": json.load(f)}
+
+
+def training_numbers(row: str) -> dict:
+    """Seconds per optimizer step, steps, the last logged KL and mean reward, from trainer_state.json."""
+    path = os.path.join(row, "model", "trainer_state.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        history = json.load(f)["log_history"]
+    last = {}
+    for entry in history:
+        last.update(entry)
+    steps = last.get("step") or 0
+    runtime = last.get("train_runtime")
+    return {"steps": steps, "seconds_per_step": round(runtime / steps, 2) if runtime and steps else None,
+            "kl": next((last[k] for k in ("objective/kl", "kl") if k in last), None),
+            "train_reward": next((last[k] for k in ("objective/scores", "reward") if k in last), None),
+            "reward_curve": [(e["step"], e.get("objective/scores", e.get("reward"))) for e in history
+                             if "objective/scores" in e or "reward" in e]}
+
+
+def right_answers() -> None:
+    """`right_answers.jsonl` beside the rejection-sampling output: each prompt's first answer the verifier scored 1
+    (rejection-sampling fine-tuning keeps right answers only; best_of_n.jsonl also has a best among wrong ones)."""
+    rows = []
+    for line in open(os.path.join(os.path.dirname(RIGHT), "samples.jsonl")):
+        sample = json.loads(line)
+        right = [a["text"] for a in sample["answers"] if a["score"] == 1]
+        if right:
+            rows.append({"messages": sample["prompt"] + [{"role": "assistant", "content": right[0]}]})
+    with open(RIGHT, "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    print(f"wrote {len(rows)} right answers to {RIGHT}")
+
+
+def trl_grpo(output_dir: str) -> None:
+    """The peer: TRL's GRPOTrainer used directly, with this benchmark's model, data, reward, LoRA and budget."""
+    import torch
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from utils.verifiers import exact_number
+
+    torch.manual_seed(SEED)
+    tokenizer = AutoTokenizer.from_pretrained(MODEL)
+    model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32)
+    config = GRPOConfig(output_dir=output_dir, max_steps=STEPS, learning_rate=LR, lr_scheduler_type="constant",
+                        per_device_train_batch_size=16, num_generations=4, max_completion_length=16, temperature=0.7,
+                        beta=0.0, loss_type="dapo", save_strategy="no", report_to="none", logging_steps=1, seed=SEED,
+                        bf16=False, use_cpu=not torch.cuda.is_available())
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = GRPOTrainer(model=model, args=config, reward_funcs=[exact_number], processing_class=tokenizer,
+                          train_dataset=load_dataset("json", data_files=os.path.join(DATA, "train.jsonl"))["train"],
+                          peft_config=lora)
+    trainer.train()
+    trainer.save_model(output_dir)
+    trainer.state.save_to_json(os.path.join(output_dir, "trainer_state.json"))
+
+
+def report() -> None:
+    """The Markdown table of every finished row, with the paired test against the base, and the plot."""
+    rows = {}
+    for name in ROWS:
+        path = os.path.join(OUT, name, "row.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                rows[name] = json.load(f)
+    print("| row | held-out accuracy [95% CI] | vs base | p (exact McNemar) | train s | s/step | mean length | KL |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        if "accuracy" not in r:
+            continue
+        base = rows.get("ifeval_base" if name.startswith("ifeval_") else "base", {}).get("correct_list")
+        test = paired_accuracy_test(r["correct_list"], base) if base and name not in ("base", "ifeval_base") else None
+        level = f"; instruction-level {r['instruction_level']:.3f}" if "instruction_level" in r else ""
+        fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
+        print(f"| {name} | {r['accuracy']:.3f} [{r['accuracy_ci'][0]:.3f}, {r['accuracy_ci'][1]:.3f}] "
+              f"({r['correct']}/{r['n']}{level}) | {fmt(test and test['difference'], '+.3f')} | "
+              f"{fmt(test and test['p_value'], '.2g')} | {r['train_seconds']:.0f} | "
+              f"{fmt(r.get('seconds_per_step'), '.2f')} | {fmt(r.get('mean_length'), '.1f')} | "
+              f"{fmt(r.get('kl'), '.3f')} |")
+    plot(rows)
+
+
+def plot(rows: dict) -> None:
+    """verifiable_rewards.png: training reward against steps per online row; held-out accuracy (95% CI) per row."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.5))
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    for name, r in rows.items():
+        curve = [(s, v) for s, v in r.get("reward_curve", []) if v is not None]
+        if curve:
+            left.plot(*zip(*curve), label=name, linewidth=1)
+    left.set(xlabel="optimizer step", ylabel="mean training reward (verifier)", title="reward during training")
+    if left.lines:
+        left.legend(fontsize=7)
+    named = [(n, r) for n, r in rows.items() if "accuracy" in r]
+    for y, (name, r) in enumerate(named):
+        low, high = r["accuracy_ci"]
+        right.errorbar(r["accuracy"], y, xerr=[[r["accuracy"] - low], [high - r["accuracy"]]], fmt="o", capsize=3)
+    right.set(yticks=range(len(named)), yticklabels=[n for n, _ in named], xlim=(0, 1),
+              xlabel=f"held-out accuracy after {STEPS} steps (Wilson 95% CI)", title="two-digit addition, 500 prompts")
+    fig.tight_layout()
+    fig.savefig(os.path.join(OUT, "verifiable_rewards.png"), dpi=100)
+    print(f"wrote {os.path.join(OUT, 'verifiable_rewards.png')}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["data", "ifeval-data", "run", "report", "trl-grpo", "right-answers"])
+    parser.add_argument("rows", nargs="*", help=f"with run: rows among {', '.join(ROWS)} (default: all)")
+    args = parser.parse_args()
+    if args.command == "data":
+        make_data()
+    elif args.command == "ifeval-data":
+        make_ifeval_data()
+    elif args.command == "run":
+        unknown = [r for r in args.rows if r not in ROWS]
+        if unknown:
+            parser.error(f"unknown row(s) {', '.join(unknown)}; choose among {', '.join(ROWS)}")
+        if not os.path.isfile(os.path.join(DATA, "train.jsonl")):
+            make_data()
+        if any(r.startswith("ifeval_") for r in args.rows) and not os.path.isfile(os.path.join(DATA, "ifeval_test.jsonl")):
+            make_ifeval_data()
+        for name in args.rows or list(ROWS):
+            run_row(name)
+    elif args.command == "trl-grpo":
+        trl_grpo(args.rows[0])
+    elif args.command == "right-answers":
+        right_answers()
+    else:
+        report()
+
+
+if __name__ == "__main__":
+    main()
