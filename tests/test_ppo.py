@@ -7,6 +7,7 @@ is scaled x10 (so that LoRA can move the logits), and a reward = number of "t7" 
 import json
 import os
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -126,7 +127,9 @@ def test_score_lands_on_the_last_real_token_of_a_rollout(toy, tmp_path, monkeypa
     fixed = torch.tensor([[9, 0, 0, 0, 0, 0, 0, 0], [9, 10, 11, 0, 0, 0, 0, 0], [9] * 8, [7, 7, 0, 7, 0, 0, 0, 0]])
 
     def generate(input_ids, attention_mask, generation_config):
-        return torch.cat([input_ids, fixed[: len(input_ids)]], dim=1)
+        n = len(input_ids)
+        return SimpleNamespace(sequences=torch.cat([input_ids, fixed[:n]], dim=1),
+                               logits=tuple(torch.zeros(n, len(WORDS)) for _ in range(fixed.shape[1])))
 
     monkeypatch.setattr(trainer.model, "generate", generate)
     rollout = trainer._make_rollout(list(trainer.train_dataset)[:4])
@@ -141,6 +144,19 @@ def test_score_lands_on_the_last_real_token_of_a_rollout(toy, tmp_path, monkeypa
 
 # ------------------------------------------------------------------------------------------------------------------
 # First step of a rollout, generation config, adapters
+
+
+@pytest.mark.parametrize("layout", ["separate-full", "adapters"])
+def test_old_logprobs_from_the_sampling_pass_equal_a_fresh_forward(toy, tmp_path, layout):
+    """The rollout's old log-probs come from generation's raw logits; a no-grad forward of the same tokens agrees."""
+    trainer = build_trainer(toy, tmp_path / "o", *LAYOUTS[layout], "--per_device_train_batch_size", "8",
+                            "--num_mini_batches", "1", "--temperature", "0.7")
+    rollout = trainer._make_rollout(list(trainer.train_dataset)[:8])
+    with torch.no_grad(), trainer.accelerator.autocast():
+        fresh = trainer._logprobs_and_values(trainer.model, rollout, part="policy")[0]
+    mask = rollout["mask"]
+    assert mask.sum() > 8 and (rollout["logprobs"] < 0)[mask].all()
+    assert torch.allclose(rollout["logprobs"][mask], fresh[mask], atol=1e-4)
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
@@ -414,7 +430,9 @@ def test_num_samples_per_prompt_keeps_prompts_and_responses_aligned(toy, tmp_pat
                             "--reward_function", f"{tmp_path / 'echo.py'}:echo_check", "--kl_coef", "0")
 
     def generate(input_ids, attention_mask, generation_config):  # the response echoes the prompt's last word
-        return torch.cat([input_ids, input_ids[:, -4:-3], torch.zeros_like(input_ids[:, :2])], dim=1)
+        return SimpleNamespace(sequences=torch.cat([input_ids, input_ids[:, -4:-3], torch.zeros_like(input_ids[:, :2])],
+                                                   dim=1), logits=tuple(torch.zeros(len(input_ids), len(WORDS))
+                                                                        for _ in range(3)))
 
     monkeypatch.setattr(trainer.model, "generate", generate)
     rows = next(iter(trainer.get_train_dataloader()))

@@ -36,7 +36,7 @@ from utils.ppo_core import (AdaptiveKLController, FixedKLController, compute_gae
                             ppo_value_loss, shape_scores, truncate_after_stop, update_running_moments)
 from utils.ppo_models import (POLICY, PolicyAndValue, _is_peft, base_of, build_adapters_model, build_separate_model,
                                build_shared_model)
-from utils.reward import pearson, remove_length_trend, reward_scorer
+from utils.reward import call_reward_function, pearson, remove_length_trend, reward_scorer
 from utils.samples import is_sampled_rollout, write_samples
 
 TRAINABLE_FILE = "ppo_trainable.safetensors"  # in checkpoint-N/: every trainable tensor (policy, value), for resume
@@ -83,7 +83,8 @@ class PPOTrainer(Trainer):
         self.generation_config = GenerationConfig(
             max_new_tokens=args.response_length, min_new_tokens=min_new_tokens, do_sample=True,
             temperature=args.temperature, top_k=0, top_p=1.0, eos_token_id=self.stop_ids,
-            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, use_cache=True)
+            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, use_cache=True,
+            return_dict_in_generate=True, output_logits=True)  # raw logits: the old log-probs, without a forward
         # Rollout bookkeeping.
         self.kl_ctl = (AdaptiveKLController(args.kl_coef, args.kl_target, args.kl_horizon) if args.kl_target
                        else FixedKLController(args.kl_coef))
@@ -230,7 +231,8 @@ class PPOTrainer(Trainer):
             batch = dict(input_ids=torch.cat([gen["prompt_ids"], gen["responses"]], dim=1),
                          attention_mask=attention_mask, position_ids=(attention_mask.cumsum(1) - 1).clamp(min=0),
                          responses=gen["responses"], mask=mask, prompt_width=gen["prompt_ids"].shape[1])
-            logprobs, values, ref_logprobs = self._rollout_forward(model, batch)
+            logprobs = gen["logprobs"]
+            values, ref_logprobs = self._rollout_forward(model, batch, logprobs)
         score, shaped = self._shape_scores(gen)
         rewards, kl, advantages, returns = self._rewards_and_advantages(shaped, logprobs, ref_logprobs, values, mask)
         kl_sum = (kl * mask).sum(1)
@@ -240,26 +242,31 @@ class PPOTrainer(Trainer):
                     ref_logprobs=ref_logprobs)
 
     def _generate(self, model: PolicyAndValue, rows: list[dict]) -> dict:
-        """Sample and score: prompt_ids/_mask (B, P), responses/mask (B, R), ended (B,), scores per source, texts."""
+        """Sample and score: prompt_ids/_mask (B, P), responses/mask (B, R), ended (B,), scores per source, texts, and
+        the (B, R) fp32 log-probs of the sampled tokens at `temperature`, from the sampling pass's raw logits (the
+        rollout's old log-probs: no second policy forward)."""
         a, tok = self.args, self.processing_class
         prompts = [row["prompt"] for row in rows]
         prompt_ids, prompt_mask = self._tokenize_prompts(prompts)
         width, n = prompt_ids.shape[1], a.local_rollout_forward_batch_size
         base = base_of(model.policy)  # generate() fills unset fields from the model's own config: make it ours
-        saved, base.generation_config, responses = base.generation_config, self.generation_config, []
+        saved, base.generation_config, responses, logprobs = base.generation_config, self.generation_config, [], []
         try:
             for s in range(0, len(rows), n):
                 out = model.generate(input_ids=prompt_ids[s:s + n], attention_mask=prompt_mask[s:s + n],
                                      generation_config=self.generation_config)
-                responses.extend(out[:, width:])
+                tokens = out.sequences[:, width:]
+                responses.extend(tokens)
+                logprobs.extend(selective_log_softmax(torch.stack(out.logits, 1).float() / a.temperature, tokens))
         finally:
             base.generation_config = saved
         responses = pad(responses + [prompt_ids.new_zeros(a.response_length)], padding_value=tok.pad_token_id)[:-1]
+        logprobs = pad(logprobs + [torch.zeros(a.response_length, device=prompt_ids.device)], padding_value=0.0)[:-1]
         responses, mask, ended = truncate_after_stop(responses, self.stop_ids, tok.pad_token_id)
         texts = tok.batch_decode([r[m] for r, m in zip(responses, mask)], skip_special_tokens=True)
         scores = self._score(rows, prompts, texts, [r[m].tolist() for r, m in zip(responses, mask)])
         return dict(prompt_ids=prompt_ids, prompt_mask=prompt_mask, responses=responses, mask=mask, ended=ended,
-                    scores=scores, texts=texts)
+                    scores=scores, texts=texts, logprobs=logprobs)
 
     def _tokenize_prompts(self, prompts: list) -> tuple[torch.Tensor, torch.Tensor]:
         """Chat-template, tokenise, left-truncate to max_prompt_length and left-pad: ids, mask (B, P)."""
@@ -277,14 +284,9 @@ class PPOTrainer(Trainer):
         device, scores = self.accelerator.device, {}
         if self.rm_score is not None:
             scores["reward_model"] = torch.tensor(self.rm_score(prompts, texts), device=device)
-        completions = [[{"role": "assistant", "content": t}] if isinstance(p, list) else t
-                       for p, t in zip(prompts, texts)]
-        columns = {k: [row[k] for row in rows] for k in rows[0] if k != "prompt"}
         for f in self.reward_funcs:
-            out = f(prompts=prompts, completions=completions, completion_ids=completion_ids,
-                    trainer_state=self.state, **columns)
             scores[getattr(f, "__name__", "reward_function")] = torch.tensor(
-                [float("nan") if x is None else float(x) for x in out], device=device)
+                call_reward_function(f, prompts, texts, completion_ids, rows, trainer_state=self.state), device=device)
         return scores
 
     def _shape_scores(self, gen: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -308,17 +310,18 @@ class PPOTrainer(Trainer):
             shaped = normalize_with_moments(shaped, self.score_stats)
         return score, shaped
 
-    def _rollout_forward(self, model, batch: dict):
-        """(B, R) old log-probs, values (None without a critic) and reference log-probs, in forward-batch chunks."""
-        n = self.args.local_rollout_forward_batch_size
-        logprobs, values, ref_logprobs = [], [], []
+    def _rollout_forward(self, model, batch: dict, logprobs: torch.Tensor):
+        """(B, R) values (None without a critic) and reference log-probs (`logprobs`, the old ones, when no reference
+        runs), in forward-batch chunks. Only the critic and the reference run: the old log-probs come from sampling."""
+        n, critic = self.args.local_rollout_forward_batch_size, self.args.uses_critic
+        values, ref_logprobs = [], []
         for s in range(0, len(batch["responses"]), n):
             chunk = {k: (v[s:s + n] if torch.is_tensor(v) else v) for k, v in batch.items()}
-            lp, v, _ = self._logprobs_and_values(model, chunk)
-            logprobs.append(lp)
-            values.append(v)
-            ref_logprobs.append(self._logprobs_and_values(model, chunk, ref=True)[0] if self.use_ref else lp)
-        return torch.cat(logprobs), torch.cat(values) if values[0] is not None else None, torch.cat(ref_logprobs)
+            if critic:
+                values.append(self._logprobs_and_values(model, chunk, part="value")[1])
+            if self.use_ref:
+                ref_logprobs.append(self._logprobs_and_values(model, chunk, ref=True)[0])
+        return torch.cat(values) if critic else None, torch.cat(ref_logprobs) if self.use_ref else logprobs
 
     def _logprobs_and_values(self, model, batch: dict, ref: bool = False, part: str = "both"):
         """(B, R) fp32 log-probs at `temperature`, (B, R) values V_t (state before token t; None without a critic),
