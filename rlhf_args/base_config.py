@@ -31,8 +31,9 @@ class BaseConfig:
         default=None, metadata={"help": "old name of activation_checkpointing; leave at None"})
     num_train_epochs: float = field(
         default=1.0, metadata={"help": "passes over the training data (max_steps > 0 overrides it)"})
-    per_device_train_batch_size: int = field(default=4, metadata={"help": "pairs per device per step"})
-    per_device_eval_batch_size: int = field(default=4, metadata={"help": "pairs per device per eval step"})
+    per_device_train_batch_size: int = field(
+        default=4, metadata={"help": "rows per device per step (pairs; KTO, SFT rows; prompts or completions)"})
+    per_device_eval_batch_size: int = field(default=4, metadata={"help": "rows per device per eval step"})
     gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "effective batch = this x per_device batch x number of processes"})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "learning-rate schedule after warm-up"})
@@ -88,12 +89,14 @@ def check_training_values(config) -> None:
 @dataclass
 class OnlineConfig(BaseConfig):
     """What PPO, RLOO and GRPO share: where the reward comes from, how long a prompt may be, and the two guards
-    against a reward model that loves degenerate answers (README "Reward hacking")."""
+    against a reward model that loves degenerate answers (docs/online-rl.md, "Reward hacking")."""
 
     reward_model_path: str | None = field(
         default="output/reward_model", metadata={"help": 'reward_model.py output (full/LoRA); "none": functions only'})
     reward_function: str | None = field(default=None, metadata={"help": '"file.py:name" / "module:name", added to '
-                                                                        'the score (script/example_reward.py)'})
+                                                                        'the score; the rows\' other columns, e.g. a '
+                                                                        'gold answer, as keyword arguments '
+                                                                        '(utils/verifiers.py)'})
     max_prompt_length: int | None = field(
         default=512, metadata={"help": "prompts are left-truncated to this many tokens (toolkit; TRL: no limit)"})
     min_new_tokens: int = field(default=1, metadata={"help": "no EOS in the first N tokens: 1 forbids empty answers, "

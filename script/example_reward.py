@@ -7,7 +7,8 @@ A reward function has TRL's signature and returns one float per response (None: 
 * prompts: the prompts, each a list of chat messages (as in the data file);
 * completions: the sampled responses, each `[{"role": "assistant", "content": text}]` (special tokens removed);
 * completion_ids: the response token ids (up to and including the EOS);
-* kwargs: other data columns, and `trainer_state` (the Trainer's state: `global_step`, ...).
+* kwargs: the row's other data columns (e.g. a gold `answer`: see `utils/verifiers.py`), and `trainer_state` (the
+  Trainer's state: `global_step`, ...).
 
 Given with `--reward_model_path`, its value is added to the reward model's score (PPO) or is a second reward
 (RLOO/GRPO sum them, weighted by `--reward_weights`). Given alone (`--reward_model_path none`), it is the reward.
@@ -24,7 +25,7 @@ POLITE = re.compile(r"\b(please|thank|thanks|sure|happy to|glad)\b", re.IGNORECA
 def concise_and_polite(prompts, completions, completion_ids, **kwargs) -> list[float]:
     """+0.5 for a polite word, minus 0.5 per 100 tokens beyond the first 100: a nudge against rambling.
 
-    An empty answer gets -1 (weak reward models sometimes love empty answers; see the README's PPO section)."""
+    An empty answer gets -1 (weak reward models sometimes love empty answers; see docs/online-rl.md, "Reward hacking")."""
     rewards = []
     for completion, ids in zip(completions, completion_ids):
         text = completion[0]["content"] if isinstance(completion, list) else completion
