@@ -112,6 +112,10 @@ def parse_models(specs: list[str]) -> dict[str, str]:
         if name in models:
             raise ConfigError(f"--models: the name {name!r} is given twice; names label the models in the report")
         check_policy_path(path, f"--models {name}")
+        same = next((other for other, p in models.items() if os.path.realpath(p) == os.path.realpath(path)), None)
+        if same is not None:
+            raise ConfigError(f"--models: {same} and {name} are the same folder {path}; a model compared with itself "
+                              f"wins half the time (give another folder)")
         models[name] = path
     return models
 
@@ -203,18 +207,18 @@ def model_metrics(results: list[dict], path: str) -> dict:
 
 
 def write_outputs(output_dir: str, prompts: list, answers: dict[str, list[dict]], summary: dict) -> None:
-    """generations.jsonl, summary.json, arena.png and report.html in `output_dir`."""
+    """summary.json and report.html in `output_dir`, and with answers generations.jsonl and arena.png."""
     os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "generations.jsonl"), "w", encoding="utf-8") as f:
-        for name, results in answers.items():
-            for i, (prompt, r) in enumerate(zip(prompts, results)):
-                f.write(json.dumps({"prompt_index": i, "prompt": prompt, "model": name, "answer": r["answer"],
-                                    "score": r["score"], "scores": r["scores"], "length": r["length"],
-                                    "ended": r["ended"]}, ensure_ascii=False) + "\n")
+    if answers:
+        with open(os.path.join(output_dir, "generations.jsonl"), "w", encoding="utf-8") as f:
+            for name, results in answers.items():
+                for i, (prompt, r) in enumerate(zip(prompts, results)):
+                    f.write(json.dumps({"prompt_index": i, "prompt": prompt, "model": name, "answer": r["answer"],
+                                        "score": r["score"], "scores": r["scores"], "length": r["length"],
+                                        "ended": r["ended"]}, ensure_ascii=False) + "\n")
+        plot_arena(summary, os.path.join(output_dir, "arena.png"))
     with open(os.path.join(output_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=str)
-    if answers:
-        plot_arena(summary, os.path.join(output_dir, "arena.png"))
     write_report(output_dir, prompts, answers, summary)
 
 
@@ -370,7 +374,9 @@ def print_summary(summary: dict, output_dir: str) -> None:
                 info_rank0("[eval] " + "  ".join(c.ljust(w) for c, w in zip(row, (12, 24, 16, 12, 8))))
         for warning in summary["length_warnings"]:
             info_rank0(f"[eval] WARNING: {warning}")
-    info_rank0(f"[eval] wrote generations.jsonl, summary.json, arena.png and report.html to {output_dir}")
+    files = "generations.jsonl, summary.json, arena.png and report.html" if summary["models"] else \
+        "summary.json and report.html"
+    info_rank0(f"[eval] wrote {files} to {output_dir}")
 
 
 if __name__ == "__main__":

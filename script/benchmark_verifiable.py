@@ -3,6 +3,7 @@
     python script/benchmark_verifiable.py data                 # the prompt files (seeded), under output/verifiable/
     python script/benchmark_verifiable.py run base grpo ppo    # rows, one after another; a finished row is skipped
     python script/benchmark_verifiable.py report               # the table (Markdown) and verifiable_rewards.png
+    python script/benchmark_verifiable.py trl-grpo DIR 8       # only the peer, 8 steps (for side-by-side timing)
 
 Task "arithmetic": "What is A plus B? Reply with only the number." for two-digit A and B, gold `answer` A + B,
 scored by `utils.verifiers:exact_number`. The unordered pairs {A, B} are split with a fixed seed: 500 held-out
@@ -199,7 +200,8 @@ def run_row(name: str) -> None:
     if name == "best_of_4":
         result.update(best_of_n(row))
     elif name not in ("rejection_sampling", "reward_model"):
-        result.update(evaluate(row, os.path.join(row, model) if model else MODEL))
+        proxy = f"{OUT}/reward_model/model" if name == "ppo_rm" else None
+        result.update(evaluate(row, os.path.join(row, model) if model else MODEL, proxy))
     else:
         result.update(offline_numbers(name, row))
     with open(os.path.join(row, "row.json"), "w") as f:
@@ -208,25 +210,30 @@ def run_row(name: str) -> None:
           flush=True)
 
 
-def evaluate(row: str, model: str) -> dict:
+def evaluate(row: str, model: str, proxy: str | None = None) -> dict:
     """evaluate.py on the task's held-out prompts (greedy, the verifier as the judge); the per-prompt right/wrong
-    list is kept for the paired test against the base. IFEval: also the instruction-level strict accuracy."""
+    list is kept for the paired test against the base. IFEval: also the instruction-level strict accuracy. With a
+    `proxy` reward model, the base answers too and both are scored by it as well (proxy and gold side by side)."""
     task, out = task_of(os.path.basename(row)), os.path.join(row, "eval")
-    test = os.path.join(DATA, task["test"])
+    test, function = os.path.join(DATA, task["test"]), task["verifier"].split(":")[1]
+    models = [f"base={MODEL}", f"model={model}"] if proxy else [f"model={model}"]
     started = time.time()
     with open(os.path.join(row, "log.txt"), "a") as log:
-        subprocess.run([sys.executable, "evaluate.py", "--models", f"model={model}", "--reward_model_path", "none",
+        subprocess.run([sys.executable, "evaluate.py", "--models", *models, "--reward_model_path", proxy or "none",
                         "--reward_function", task["verifier"], "--eval_data_path", test, "--max_new_tokens",
                         str(task["new_tokens"]), "--batch_size", "32", "--output_dir", out], cwd=ROOT, check=True,
                        stdout=log, stderr=subprocess.STDOUT)
     with open(os.path.join(out, "summary.json")) as f:
         summary = json.load(f)
     with open(os.path.join(out, "generations.jsonl")) as f:
-        scores = [json.loads(line)["score"] for line in f]
+        scores = [g["scores"][function] for g in map(json.loads, f) if g["model"] == "model"]
     metrics = summary["models"]["model"]
     result = {"eval_seconds": round(time.time() - started, 1), **accuracy_interval([s == 1 for s in scores]),
               "correct_list": [s == 1 for s in scores], "mean_length": metrics["mean_length"],
               "eos_rate": metrics["eos_rate"]}
+    if proxy:
+        result["proxy_reward"] = {name: m["mean_score_by_judge"]["reward_model"]
+                                  for name, m in summary["models"].items()}
     if task is TASKS["ifeval"]:
         counts = [len(json.loads(line)["instruction_id_list"]) for line in open(test)]
         result["instruction_level"] = sum(s * n for s, n in zip(scores, counts)) / sum(counts)
@@ -292,7 +299,7 @@ def right_answers() -> None:
     print(f"wrote {len(rows)} right answers to {RIGHT}")
 
 
-def trl_grpo(output_dir: str) -> None:
+def trl_grpo(output_dir: str, steps: int = STEPS) -> None:
     """The peer: TRL's GRPOTrainer used directly, with this benchmark's model, data, reward, LoRA and budget."""
     import torch
     from datasets import load_dataset
@@ -305,7 +312,7 @@ def trl_grpo(output_dir: str) -> None:
     torch.manual_seed(SEED)
     tokenizer = AutoTokenizer.from_pretrained(MODEL)
     model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32)
-    config = GRPOConfig(output_dir=output_dir, max_steps=STEPS, learning_rate=LR, lr_scheduler_type="constant",
+    config = GRPOConfig(output_dir=output_dir, max_steps=steps, learning_rate=LR, lr_scheduler_type="constant",
                         per_device_train_batch_size=16, num_generations=4, max_completion_length=16, temperature=0.7,
                         beta=0.0, loss_type="dapo", save_strategy="no", report_to="none", logging_steps=1, seed=SEED,
                         bf16=False, use_cpu=not torch.cuda.is_available())
@@ -340,6 +347,13 @@ def report() -> None:
               f"{fmt(test and test['p_value'], '.2g')} | {r['train_seconds']:.0f} | "
               f"{fmt(r.get('seconds_per_step'), '.2f')} | {fmt(r.get('mean_length'), '.1f')} | "
               f"{fmt(r.get('kl'), '.3f')} |")
+    for name, r in rows.items():
+        if "proxy_reward" in r:
+            print(f"\n{name}: proxy reward (the reward model's mean score on the held-out answers) base "
+                  f"{r['proxy_reward']['base']:+.3f} -> {r['proxy_reward']['model']:+.3f}; gold accuracy "
+                  f"{rows.get('base', {}).get('accuracy', float('nan')):.3f} -> {r['accuracy']:.3f}")
+        if "rm_accuracy" in r:
+            print(f"\n{name}: held-out pair accuracy of the reward model {r['rm_accuracy'].get('accuracy')}")
     plot(rows)
 
 
@@ -389,7 +403,7 @@ def main() -> None:
         for name in args.rows or list(ROWS):
             run_row(name)
     elif args.command == "trl-grpo":
-        trl_grpo(args.rows[0])
+        trl_grpo(args.rows[0], *map(int, args.rows[1:]))  # OUTPUT_DIR [STEPS]
     elif args.command == "right-answers":
         right_answers()
     else:

@@ -144,6 +144,8 @@ def test_accuracy_mode_reports_the_length_split(eval_setup, tmp_path, capsys):
     assert accuracy["n_cut"] == 4  # every pair is over 20 tokens: scored cut, still counted
     printed = capsys.readouterr().out
     assert 'rule "the shorter answer wins"' in printed and "reading:" in printed and "scored cut" in printed
+    assert sorted(os.listdir(tmp_path / "acc")) == ["report.html", "summary.json"]  # no answers: no empty files
+    assert "wrote summary.json and report.html to" in printed and "arena.png" not in printed
 
 
 class _Text(HTMLParser):
