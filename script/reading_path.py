@@ -67,9 +67,14 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--"]:
         argv = argv[1:]
     if not argv:
-        print(__doc__)
+        print("error: give the command to run after --, e.g. python script/reading_path.py -- train_rlhf.py "
+              "--rlhf_type DPO ... (or --all)", file=sys.stderr)
         return 2
     script = os.path.join(ROOT, argv[0]) if not os.path.isabs(argv[0]) else argv[0]
+    if not os.path.isfile(script):
+        scripts = sorted(f for f in os.listdir(ROOT) if f.endswith(".py"))
+        print(f"error: no such script {argv[0]}; the entry scripts are {', '.join(scripts)}", file=sys.stderr)
+        return 2
     sys.argv = [script, *argv[1:]]
     sys.path.insert(0, ROOT)
     status = 0

@@ -39,3 +39,12 @@ def test_ppo_layouts_on_a_tiny_model(tiny_model_dir, tmp_path):
     shared, adapters = results["shared"]["trainable_parameters"], results["adapters"]["trainable_parameters"]
     assert shared < adapters < 2 * shared
     assert "| PPO | lora | shared | 4 |" in done.stdout
+
+
+def test_reading_path_without_a_command_or_with_a_misspelled_script_is_one_line():
+    for argv, expected in ((["--"], "give the command to run after --"),
+                           (["--", "train_rlfh.py"], "no such script train_rlfh.py; the entry scripts are")):
+        done = subprocess.run([sys.executable, "script/reading_path.py", *argv], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 2 and done.stderr.strip().startswith("error: " + expected), done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
