@@ -87,7 +87,8 @@ def pick_method(argv: list[str]) -> str:
     from_file = read_config_file(known.config).get("rlhf_type") if known.config else None
     rlhf_type = known.rlhf_type or from_file or CommonArgs.rlhf_type
     if rlhf_type not in METHODS:
-        raise ConfigError(f"unknown --rlhf_type {rlhf_type!r}; choose one of: {', '.join(METHODS)}")
+        where = f" (rlhf_type in {known.config})" if not known.rlhf_type and from_file else ""
+        raise ConfigError(f"unknown --rlhf_type {rlhf_type!r}{where}; choose one of: {', '.join(METHODS)}")
     return rlhf_type
 
 

@@ -39,6 +39,19 @@ class ToolkitArgumentParser(TrlParser):
         raise ConfigError(f"{message}  (see --help for the fields you can set)")
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.YAMLError(f"key {key!r} is given twice (line {key_node.start_mark.line + 1}); keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_config_file(path: str) -> dict:
     """The settings in a YAML recipe or in a run's `run_config.json`, as one flat `{field: value}` dict.
 
@@ -51,9 +64,11 @@ def read_config_file(path: str) -> dict:
         raise PathNotFoundError(f"--config: no such file {path}")
     with open(path, encoding="utf-8") as f:
         try:
-            settings = yaml.safe_load(f)  # JSON is YAML too
+            settings = yaml.load(f, Loader=UniqueKeyLoader)  # JSON is YAML too
         except yaml.YAMLError as error:
             raise ConfigError(f"--config {path}: not valid YAML: {error}") from error
+    if settings is None:
+        raise ConfigError(f"--config {path}: the file is empty; write field: value lines (see recipes/cpu/)")
     if not isinstance(settings, dict):
         raise ConfigError(f"--config {path}: expected a mapping of field names to values, got "
                           f"{type(settings).__name__}")
@@ -99,8 +114,10 @@ def apply_config_file(parser: ToolkitArgumentParser, argv: list[str]) -> list[st
     if not path:
         raise ConfigError("--config needs a file: --config recipe.yaml")
     settings = read_config_file(path)
-    for name, value in (settings.pop("env", None) or {}).items():
-        os.environ[name] = str(value)
+    env = settings.pop("env", None) or {}
+    if not isinstance(env, dict):
+        raise ConfigError(f"--config {path}: env: expected a mapping of variable names to values, got "
+                          f"{describe_value(env)}")
     actions = {a.dest: a for a in parser._actions}
     fields = dataclass_field_types(parser.dataclass_types)
     for key, value in settings.items():
@@ -112,6 +129,8 @@ def apply_config_file(parser: ToolkitArgumentParser, argv: list[str]) -> list[st
         if key in fields and value_fits(value, fields[key]) is False:
             raise ConfigError(f"--config {path}: {key}: expected {expected_type(fields[key], value)}, got "
                               f"{describe_value(value)}")
+    for name, value in env.items():  # once every key is checked: a refused recipe changes nothing
+        os.environ[str(name)] = str(value)
     parser.set_defaults_with_config(**settings)
     return argv
 
