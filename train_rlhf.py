@@ -15,6 +15,7 @@ with full fine-tuning TRL loads a frozen reference from the same checkpoint.
 
 import utils.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
 import argparse
+import dataclasses
 import importlib
 import sys
 from dataclasses import dataclass
@@ -92,6 +93,11 @@ def pick_method(argv: list[str]) -> str:
     return rlhf_type
 
 
+def methods_taking(name: str) -> list[str]:
+    """The methods whose config has a field `name`, for the message about a flag of another method."""
+    return [m for m, row in METHODS.items() if name in {f.name for f in dataclasses.fields(load(row.config))}]
+
+
 @dataclass
 class Run:
     """What `build_trainer` returns: the trainer, ready to train, and the settings `main` needs to finish the run."""
@@ -108,7 +114,7 @@ def build_trainer(argv: list[str]) -> Run | None:
     trainer. With `--check`, stops after the data step, prints the preflight report and returns None.
     Raises a `UserError` for bad input before any weights load. Tests and benchmarks start runs here."""
     method = METHODS[pick_method(argv)]
-    args, config = parse_args((CommonArgs, load(method.config)), argv)
+    args, config = parse_args((CommonArgs, load(method.config)), argv, owners=methods_taking)
 
     # 0. Settings: output folder, model path, LoRA targets; no weights yet.
     resume = prepare_output_dir(config)

@@ -10,6 +10,7 @@ from typing import Literal
 from trl import RewardConfig as TRLRewardConfig
 
 from rlhf_args.base_config import BaseConfig
+from utils.errors import ConfigError
 
 
 @dataclass
@@ -30,3 +31,9 @@ class RewardConfig(BaseConfig, TRLRewardConfig):
         default=1.0, metadata={"help": "ODIN: weight of |corr(quality, length)| - corr(length head, length)"})
     odin_orthogonal_weight: float = field(
         default=1.0, metadata={"help": "ODIN: weight of |w_quality . w_length|, the two heads kept orthogonal"})
+
+    def __post_init__(self):
+        if self.length_debias == "odin" and self.center_rewards_coefficient:
+            raise ConfigError("--center_rewards_coefficient does nothing with --length_debias odin (ODIN's loss "
+                              "replaces the centring term): drop one of the two")
+        super().__post_init__()

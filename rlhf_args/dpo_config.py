@@ -64,4 +64,7 @@ class DPOConfig(BaseConfig, TRLDPOConfig):
             raise ConfigError(f"--rdpo_alpha must be >= 0 (0: plain DPO), got {self.rdpo_alpha}")
         if self.rdpo_alpha and self.ld_alpha is not None:
             raise ConfigError("--rdpo_alpha and --ld_alpha both change how answer length counts; use one of them")
+        if self.rdpo_alpha and "sigmoid_norm" in self.loss_type:
+            raise ConfigError("--rdpo_alpha does nothing with --loss_type sigmoid_norm (R-DPO adds a bonus per answer "
+                              "token, which sigmoid_norm's per-token averages cancel): drop one of the two")
         super().__post_init__()

@@ -95,7 +95,16 @@ def run_config(arg_objects: dict, world_size: int) -> dict:
     return settings
 
 
-def apply_config_file(parser: ToolkitArgumentParser, argv: list[str]) -> list[str]:
+def taken_by(names, owners) -> str:
+    """`" (--x is a flag of DPO, KTO)"` for the first of `names` that `owners(name) -> [methods]` knows, else ""."""
+    for name in names:
+        methods = owners(name) if owners else []
+        if methods:
+            return f" (--{name} is a flag of {', '.join(methods)} only)"
+    return ""
+
+
+def apply_config_file(parser: ToolkitArgumentParser, argv: list[str], owners=None) -> list[str]:
     """Take `--config FILE` out of `argv` and make the file's settings the parser's defaults (flags still win).
 
     Uses TRL's `TrlParser.set_defaults_with_config`. Sets the file's `env:` variables. Returns `argv` without
@@ -123,7 +132,8 @@ def apply_config_file(parser: ToolkitArgumentParser, argv: list[str]) -> list[st
     for key, value in settings.items():
         action = actions.get(key)
         if action is None:
-            raise ConfigError(f"--config {path}: unknown key {key!r} (see --help for the fields you can set)")
+            raise ConfigError(f"--config {path}: unknown key {key!r}{taken_by([key], owners)} (see --help for the "
+                              f"fields you can set)")
         if action.choices and value is not None and value not in action.choices:
             raise ConfigError(f"--config {path}: {key}: {value!r} is not one of {', '.join(map(str, action.choices))}")
         if key in fields and value_fits(value, fields[key]) is False:
@@ -226,17 +236,18 @@ def describe_value(value) -> str:
     return f"{kind} {text if len(text) <= 100 else text[:97] + '...'}"
 
 
-def parse_args(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
+def parse_args(dataclass_types: tuple, argv: list[str] | None = None, owners=None) -> tuple:
     """Build each dataclass from its defaults, then `--config FILE` (a YAML recipe or a run's run_config.json), then
     `--field value` flags.
 
     Returns one instance per type, in order. Raises `ConfigError` naming the flag if a flag is unknown or its value
     is refused (by argparse, or by a config's `__post_init__`, whose `ValueError`s all concern the flags given).
-    Model folders that exist become absolute paths (`utils.model.resolve_model_paths`).
+    Model folders that exist become absolute paths (`utils.model.resolve_model_paths`). `owners(field) -> [method
+    names]`, if given, names the methods that take an unknown flag (a flag of another method).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = ToolkitArgumentParser(dataclass_types)
-    argv = apply_config_file(parser, argv)
+    argv = apply_config_file(parser, argv, owners)
     try:
         *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True,
                                                               look_for_args_file=False)
@@ -245,7 +256,9 @@ def parse_args(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
     except ValueError as error:  # a config's __post_init__ refused a value
         raise ConfigError(str(error)) from error
     if unknown:
-        raise ConfigError(f"unknown flag(s): {' '.join(unknown)}  (see --help for the fields you can set)")
+        names = [u[2:].split("=")[0] for u in unknown if u.startswith("--")]
+        raise ConfigError(f"unknown flag(s): {' '.join(unknown)}{taken_by(names, owners)}  (see --help for the "
+                          f"fields you can set)")
     for settings in parsed:  # saved adapters and run_config.json then record where each model really is
         resolve_model_paths(settings)
         if hasattr(settings, "log_level"):  # TrainingArguments' --log_level also sets the toolkit's own lines
