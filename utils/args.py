@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import types
@@ -136,6 +137,8 @@ def apply_config_file(parser: ToolkitArgumentParser, argv: list[str], owners=Non
                               f"fields you can set)")
         if action.choices and value is not None and value not in action.choices:
             raise ConfigError(f"--config {path}: {key}: {value!r} is not one of {', '.join(map(str, action.choices))}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--config {path}: {key}: {value} is not a finite number; give one")
         if key in fields and value_fits(value, fields[key]) is False:
             raise ConfigError(f"--config {path}: {key}: expected {expected_type(fields[key], value)}, got "
                               f"{describe_value(value)}")
@@ -236,6 +239,21 @@ def describe_value(value) -> str:
     return f"{kind} {text if len(text) <= 100 else text[:97] + '...'}"
 
 
+def refuse_non_finite(argv: list[str]) -> None:
+    """Raise `ConfigError` naming the flag for a value nan or inf (`--beta nan`): range checks such as `>= 0` let
+    NaN through (every comparison with it is False), and no setting of this toolkit takes an infinite value."""
+    flag = None
+    for item in argv:
+        name, _, value = item.partition("=") if item.startswith("--") else (flag, "", item)
+        flag = item if item.startswith("--") and "=" not in item else flag
+        try:
+            number = float(value)
+        except ValueError:  # not a number: argparse and the configs check it
+            continue
+        if not math.isfinite(number):
+            raise ConfigError(f"{name}: {value} is not a finite number; give one (e.g. {name} 0.1)")
+
+
 def parse_args(dataclass_types: tuple, argv: list[str] | None = None, owners=None) -> tuple:
     """Build each dataclass from its defaults, then `--config FILE` (a YAML recipe or a run's run_config.json), then
     `--field value` flags.
@@ -248,6 +266,7 @@ def parse_args(dataclass_types: tuple, argv: list[str] | None = None, owners=Non
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = ToolkitArgumentParser(dataclass_types)
     argv = apply_config_file(parser, argv, owners)
+    refuse_non_finite(argv)
     try:
         *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True,
                                                               look_for_args_file=False)
