@@ -26,6 +26,7 @@ from transformers import AutoTokenizer
 from utils.errors import ConfigError, OutputExistsError, PathNotFoundError, ToolParser, run_cli
 from utils.log import info_rank0
 from utils.model import is_adapter_dir, load_checkpoint, resolve_checkpoint
+from utils.outputs import check_can_write
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Largest accepted |merged - adapter| output difference, relative to the largest |output| (at least 1). fp32 only sees
@@ -102,6 +103,7 @@ def merge_adapter(adapter_dir: str, output_dir: str, dtype: str = "fp32", base_m
         raise PathNotFoundError(f"{adapter_dir} is not a LoRA adapter folder (no adapter_config.json)")
     if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
         raise OutputExistsError(f"{output_dir} already exists and is not an empty folder; nothing is overwritten")
+    check_can_write(output_dir, "output folder")
     checkpoint = resolve_checkpoint(adapter_dir, base_model_path)
     has_tokenizer = os.path.isfile(os.path.join(adapter_dir, "tokenizer_config.json"))
     tokenizer_dir = adapter_dir if has_tokenizer else checkpoint.base

@@ -24,6 +24,20 @@ NOT_CURVES = {"epoch", "step", "total_flos", "train_loss", "train_runtime", "tra
               "num_tokens", "eval_num_tokens"}
 
 
+def check_can_write(path: str, flag: str = "--output_dir") -> None:
+    """Raise `OutputExistsError` naming `flag` if `path` cannot be (or become) a folder to write in: it is a file, an
+    ancestor is a file, or the nearest existing ancestor is not writable. Run before any work."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputExistsError(f"{flag} {path} is a file, not a folder; nothing is overwritten. Use another {flag}")
+    parent = os.path.abspath(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise OutputExistsError(f"{flag} {path}: {parent} is a file, so no folder can be made there; use another {flag}")
+    if not os.access(parent, os.W_OK):
+        raise OutputExistsError(f"{flag} {path}: {parent} is not writable; use another {flag}")
+
+
 def prepare_output_dir(config) -> str | None:
     """Check `output_dir` before any work, and resolve `--resume_from_checkpoint`.
 
@@ -31,13 +45,11 @@ def prepare_output_dir(config) -> str | None:
     `--resume_from_checkpoint true` (or `last`) picks the newest complete `checkpoint-N/` in `output_dir` and prints
     one `[resume] skipping ...: <reason>` line per newer, torn one (a save cut by a kill; the folder is kept).
     Raises `OutputExistsError` if `output_dir` holds files and no resume was asked for (nothing is ever overwritten
-    silently), `PathNotFoundError` if a resume was asked for but there is no checkpoint or none is complete, and
+    silently) or cannot be written (`check_can_write`), `PathNotFoundError` if a resume was asked for but there is no checkpoint or none is complete, and
     `ConfigError` if the checkpoint named by `--resume_from_checkpoint PATH` is torn.
     """
     out, resume = config.output_dir, config.resume_from_checkpoint
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise OutputExistsError(f"--output_dir {out} is a file, not a folder; nothing is overwritten. Use another "
-                                f"--output_dir")
+    check_can_write(out)
     if resume in ("true", "True", "last"):
         scan = scan_checkpoints(out)
         if scan.newest is None and not scan.torn:

@@ -29,6 +29,7 @@ from utils.data import count_too_long, load_preference_file
 from utils.errors import ConfigError, ToolParser, read_json, run_cli
 from utils.log import info_rank0
 from utils.model import check_reward_model_path, load_reward_model
+from utils.outputs import check_can_write
 from utils.reward import ScoreFn, reward_scorer
 
 VARIANTS = ("empty", "filler", "truncated", "repeated", "off_topic")
@@ -320,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     check_reward_model_path(args.rm_dir)
     if args.max_prompts < 1:
         raise ConfigError(f"--max_prompts must be >= 1, got {args.max_prompts}")
+    check_can_write(args.output_dir or args.rm_dir)
 
     rows = load_preference_file(args.data, drop_bad_rows=True)
     model, tokenizer = load_reward_model(args.rm_dir)
