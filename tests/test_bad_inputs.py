@@ -9,12 +9,14 @@ with two processes to check that the message is printed once.
 
 import gzip
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
 import pytest
+import torch
 import transformers
 from conftest import ROOT, easy_pairs, write_jsonl
 
@@ -249,6 +251,13 @@ CASES = [
     # --- output folders that are files, cut JSON, the length flags
     Case("output-dir-is-a-file", T, lambda c: c.dpo("--output_dir", c.raw(b"my notes", "notes.txt")),
          ["--output_dir", "notes.txt is a file, not a folder"]),
+    Case("model-config-cut", T, lambda c: c.dpo("--model_name_or_path", damaged_model(c, "config")),
+         ["config.json does not parse as JSON (cut short?)", "not written completely"]),
+    Case("model-weights-cut", T, lambda c: c.dpo("--model_name_or_path", damaged_model(c, "weights")),
+         ["model.safetensors is cut short"]),
+    Case("judge-two-output-head", E, lambda c: ["--models", f"base={c.model}", "--reward_model_path",
+                                                damaged_model(c, "odin"), "--eval_data_path", c.good,
+                                                "--output_dir", c.out], ["score head has 2 outputs"]),
     Case("output-dir-under-a-file", T, lambda c: c.dpo("--output_dir", c.raw(b"my notes", "notes.txt") + "/run"),
          ["--output_dir", "notes.txt is a file, so no folder can be made there"]),
     Case("probe-output-dir-under-a-file", P, lambda c: [c.model, c.good, "--output_dir",
@@ -343,6 +352,25 @@ def make_adapter_dir(c: Ctx) -> str:
     path.mkdir()
     (path / "adapter_config.json").write_text('{"base_model_name_or_path": "x", "peft_type": "LORA"}')
     return str(path)
+
+
+def damaged_model(c: Ctx, damage: str) -> str:
+    """A copy of the tiny model with config.json cut short, model.safetensors half-written, or (as a reward model)
+    a score head with two outputs, like a checkpoint of an ODIN run."""
+    folder = c.tmp / f"model_{damage}"
+    shutil.copytree(c.model, folder)
+    if damage == "config":
+        text = (folder / "config.json").read_text()
+        (folder / "config.json").write_text(text[:len(text) // 2])
+    elif damage == "weights":
+        data = (folder / "model.safetensors").read_bytes()
+        (folder / "model.safetensors").write_bytes(data[:len(data) // 2])
+    else:
+        from safetensors.torch import save_file
+
+        (folder / "model.safetensors").unlink()
+        save_file({"model.score.weight": torch.zeros(2, 64)}, str(folder / "model.safetensors"))
+    return str(folder)
 
 
 def cut_run(c: Ctx) -> str:

