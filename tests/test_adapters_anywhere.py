@@ -93,6 +93,7 @@ def test_moved_base_gives_the_documented_error_and_rebase_fixes_it(runs, tmp_pat
     message = str(error.value)
     assert f"the LoRA adapter {adapter} was trained on the base model '{old_base}'" in message
     assert f"python -m utils.rebase_adapter {adapter} NEW_BASE_DIR" in message and "--base_model_path" in message
+    assert "\n" not in message  # one line
     with pytest.raises(SystemExit) as exit_status:  # the CLI prints it as one error line, no Hub error
         run_cli(merge_adapter.main, [str(adapter), str(tmp_path / "merged")])
     assert exit_status.value.code == 2

@@ -215,11 +215,12 @@ def test_recipe_values_are_checked_against_the_field_types(text, words, tmp_path
 def test_recipe_values_that_the_command_line_would_take_are_kept(tmp_path):
     recipe = write(tmp_path / "ok.yaml", "lora_r: 8\nlora_dropout: 0\nlearning_rate: 1e-4\nuse_dora: 'true'\n"
                                          "train_data_path: [a.jsonl, b.jsonl]\ntrain_data_ratios: [1, 0.5]\n"
-                                         "eval_data_path: null\nloss_weights: null\nreport_to: [none]\n")
+                                         "eval_data_path: null\nloss_weights: null\nreport_to: [none]\n"
+                                         "drop_bad_rows: 'yes'\n")  # as --drop_bad_rows yes
     args, config = parse_args((CommonArgs, DPOConfig), ["--config", recipe, "--output_dir", "x"])
     assert (args.lora_r, args.lora_dropout, config.learning_rate, args.use_dora) == (8, 0, 1e-4, True)
     assert args.train_data_path == ["a.jsonl", "b.jsonl"] and args.train_data_ratios == [1, 0.5]
-    assert args.eval_data_path is None
+    assert args.eval_data_path is None and args.drop_bad_rows is True
 
 
 def test_help_comes_from_the_field_metadata(capsys):

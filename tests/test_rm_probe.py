@@ -280,6 +280,9 @@ def test_print_saved_probe_for_the_online_methods(tmp_path, capsys):
     table = print_saved_probe(str(tmp_path))
     assert table == format_probe_table(RESULT) and table in capsys.readouterr().out
     assert table.count("WARNING:") == 3
+    (tmp_path / "rm_probe.json").write_text('{"variants": {"empty": {"win_rate": 0.')  # a cut file: warn, go on
+    assert print_saved_probe(str(tmp_path)) is None
+    assert "WARNING: the saved probe is not shown" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------- reward_scorer and the CLI

@@ -165,12 +165,15 @@ def _members(hint) -> tuple:
     return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
 
 
+BOOL_WORDS = ("true", "false", "yes", "no", "y", "n", "t", "f", "1", "0")  # what transformers' string_to_bool takes
+
+
 def value_fits(value, hint) -> bool | None:
     """Whether a `--config` file's value fits a field's annotation: True, False, or None when this cannot tell
     (`dict`, `tuple`, enums, classes: the field's own parsing and checks then judge it).
 
     The rules follow what the command line accepts: `list[X]` takes a YAML list of X (a single value is refused,
-    even a string for `list[str]`), `str` a string, `bool` a boolean or "true" / "false", `int` an integer (not a
+    even a string for `list[str]`), `str` a string, `bool` a boolean or a word the command line takes ("true", "yes", "0", ...), `int` an integer (not a
     boolean), `float` an integer or a float, and numbers written as strings (YAML reads `1e-4` as a string) where
     argparse would convert them. Null fits only a type that allows None.
     """
@@ -184,7 +187,7 @@ def value_fits(value, hint) -> bool | None:
     if origin is typing.Literal:
         return value in typing.get_args(hint)
     if hint is bool:
-        return isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false"))
+        return isinstance(value, bool) or (isinstance(value, str) and value.lower() in BOOL_WORDS)
     if hint in (int, float):
         if isinstance(value, bool):
             return False

@@ -219,10 +219,9 @@ def resolve_checkpoint(path: str, base_model_path: str | None = None) -> Checkpo
             if base is None:
                 raise PathNotFoundError(
                     f"the LoRA adapter {path} was trained on the base model {recorded!r}, which is not a model folder "
-                    f"here (moved, deleted, or the adapter was copied from another machine; models load from local "
-                    f"folders only). Point the adapter at the base model's folder:\n"
-                    f"  python -m utils.rebase_adapter {path} NEW_BASE_DIR\n"
-                    f"or pass --base_model_path NEW_BASE_DIR to a tool that takes it (python -m utils.merge_adapter)")
+                    f"here (moved, deleted, or copied from another machine): point the adapter at the base's folder "
+                    f"with `python -m utils.rebase_adapter {path} NEW_BASE_DIR` (utils.merge_adapter also takes "
+                    f"--base_model_path NEW_BASE_DIR)")
         check_model_files(base)
         value_head = os.path.isfile(os.path.join(path, VALUE_HEAD_FILE))
         task_type = "SEQ_CLS" if value_head or adapter_config.get("task_type") == "SEQ_CLS" else "CAUSAL_LM"

@@ -26,7 +26,7 @@ import random
 import re
 
 from utils.data import count_too_long, load_preference_file
-from utils.errors import ConfigError, ToolParser, read_json, run_cli
+from utils.errors import ConfigError, ToolParser, UserError, read_json, run_cli
 from utils.log import info_rank0
 from utils.model import check_reward_model_path, load_reward_model
 from utils.outputs import check_can_write
@@ -271,7 +271,11 @@ def print_saved_probe(reward_model_path: str, log=info_rank0) -> str | None:
     path = os.path.join(str(reward_model_path), PROBE_FILE)
     if not os.path.isfile(path):
         return None
-    table = format_probe_table(read_json(path))
+    try:
+        table = format_probe_table(read_json(path))
+    except UserError as error:  # the probe only informs: a cut file is no reason to stop
+        log(f"[reward model] WARNING: the saved probe is not shown: {error}")
+        return None
     log(f"[reward model] degenerate-answer probe saved with {reward_model_path}:\n{table}")
     return table
 
