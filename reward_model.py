@@ -32,7 +32,7 @@ from utils.data import preference_data
 from utils.errors import ConfigError, run_cli
 from utils.log import info_rank0
 from utils.model import (check_lora_targets, check_model_path, check_train_mode, deepspeed_zero_stage, load_model,
-                         load_tokenizer, lora_config, match_trainable_dtype)
+                         load_tokenizer, lora_config, match_trainable_dtype, safetensors_weight_shapes)
 from utils.odin import ODINRewardTrainer, keep_quality_head
 from utils.outputs import prepare_output_dir, save_outputs
 from utils.preflight import preflight
@@ -52,6 +52,9 @@ def main(argv=None):
     if odin and deepspeed_zero_stage(config) == 3:
         raise ConfigError("--length_debias odin cuts the score layer to its quality head before saving, which ZeRO-3 "
                           "shards; use ds_config/deepspeed_zero2.yaml")
+    if odin and any(k.endswith("score.weight") for k in safetensors_weight_shapes(model_args.model_name_or_path)):
+        raise ConfigError(f"--length_debias odin trains a new 2-output score head, but {model_args.model_name_or_path} "
+                          f"is a reward model with its own; start from the causal LM it was trained from")
 
     # 1. Data: every row is checked before any model is loaded.
     tokenizer = load_tokenizer(model_args.model_name_or_path, config.trust_remote_code)
