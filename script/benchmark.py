@@ -119,6 +119,15 @@ def run_row(row, options, reward_model_path: str | None, passthrough: list[str])
     return {"method": method, "train_mode": mode, "layout": layout, **measured}
 
 
+def check_paths(parser: argparse.ArgumentParser, options: argparse.Namespace, names: list[str]) -> None:
+    """Stop with argparse's one error line (exit 2) for the first option among `names` that is set to a path that
+    does not exist, before any run starts."""
+    for name in names:
+        path = getattr(options, name)
+        if path and not os.path.exists(path):
+            parser.error(f"--{name} {path}: no such file or folder")
+
+
 def run_json(cmd: list[str], label: str, prefix: str = "BENCH ") -> dict:
     """Run a benchmark process and return the JSON object of its last stdout line of the form `<prefix>{...}`; exit
     with its stderr's tail if it fails or prints no such line."""
@@ -180,7 +189,8 @@ def main(argv=None):
         print("BENCH " + json.dumps(child(options, passthrough)), flush=True)
         return
     if options.steps < 2:
-        sys.exit("--steps must be at least 2 (the first step is not timed)")
+        parser.error("--steps must be at least 2 (the first step is not timed)")
+    check_paths(parser, options, ["model_name_or_path", "reward_model_path"])
     chosen = rows(options.methods, options.train_modes)
     with tempfile.TemporaryDirectory(prefix="bench_rm_") as fixture:
         reward_model_path = options.reward_model_path

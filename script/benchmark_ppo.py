@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 
-from benchmark import run_json, split_flags, spread  # script/benchmark.py, beside this file
+from benchmark import check_paths, run_json, split_flags, spread  # script/benchmark.py, beside this file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -140,7 +140,9 @@ def main(argv=None):
         print("BENCH " + json.dumps(child(options.child, options, passthrough)), flush=True)
         return
     if options.trl_baseline and not options.hh_data:
-        sys.exit("--trl_baseline needs --hh_data (the baseline's prompts)")
+        parser.error("--trl_baseline needs --hh_data (the baseline's prompts)")
+    check_paths(parser, options, ["model_name_or_path", "reward_model_path", "train_data_path", "trl_baseline",
+                                  "trl_python", "hh_data"])
     layouts = [name for arg in options.layouts for name in arg.split(",") if name]
     results = []
     with tempfile.TemporaryDirectory(prefix="ppo_bench_") as folder:
