@@ -15,7 +15,8 @@ Rows (`ROWS` below): the base; the online methods (GRPO, RLOO, PPO in its three 
 reward; TRL's GRPOTrainer used directly with the same model, reward, LoRA and budget (the peer); best-of-4 of the
 base on the held-out prompts (the verifier picks: pass@4, an oracle RL has to approach); the offline path
 (rejection sampling of the base on the training prompts, scored by the verifier -> pairs of a right and a wrong
-answer -> DPO, KTO, SimPO, ORPO, and -> SFT on the right answers); and the classic pipeline (a reward model trained on those verifier-labelled pairs
+answer -> DPO, KTO, SimPO, ORPO, and -> SFT on the right answers; `rejection_sampling_48` / `dpo_48` sample 48 new
+tokens instead of 16, so that the answers end); and the classic pipeline (a reward model trained on those verifier-labelled pairs
 -> PPO with it, scored on held-out prompts by the verifier; proxy reward and gold accuracy side by side).
 
 Task "ifeval" (rows `ifeval_*`): training prompts are the first user turns of ../shared/data's hh-rlhf file, each
@@ -141,7 +142,7 @@ ONLINE = ["--reward_model_path", "none", "--reward_function", VERIFIER, "--tempe
 GROUPS = ["--per_device_train_batch_size", "16", "--num_generations", "4", "--max_completion_length", "16"]
 PPO = ["--per_device_train_batch_size", "16", "--response_length", "16"]
 PAIRS = os.path.join(OUT, "rejection_sampling", "out", "pairs.jsonl")
-RIGHT = os.path.join(OUT, "rejection_sampling", "out", "right_answers.jsonl")
+RIGHT = os.path.join(OUT, "rejection_sampling_48", "out", "right_answers.jsonl")
 OFFLINE = ["--per_device_train_batch_size", "8", "--max_length", "64"]
 
 # row -> list of commands (argv after `python`), the trained model's folder relative to the row (None: the base)
@@ -160,6 +161,13 @@ ROWS: dict[str, tuple[list[list[str]], str | None]] = {
                              "--max_new_tokens", "16", "--batch_size", "32", "--min_score_gap", "1",
                              "--output_dir", "{row}/out", "--seed", str(SEED)]], None),
     "dpo": ([train_flags("DPO", "{row}/model", PAIRS, *OFFLINE)], "model"),
+    "rejection_sampling_48": ([["rejection_sampling.py", "--policy_name_or_path", MODEL, "--reward_model_path", "none",
+                                "--reward_function", VERIFIER, "--prompts_path", "{data}/train.jsonl",
+                                "--max_prompts", "512", "--num_samples", "4", "--temperature", "0.7",
+                                "--max_new_tokens", "48", "--batch_size", "32", "--min_score_gap", "1",
+                                "--output_dir", "{row}/out", "--seed", str(SEED)]], None),
+    "dpo_48": ([train_flags("DPO", "{row}/model", PAIRS.replace("rejection_sampling", "rejection_sampling_48"),
+                            *OFFLINE[:2], "--max_length", "96")], "model"),
     "kto": ([train_flags("KTO", "{row}/model", PAIRS, *OFFLINE)], "model"),
     "simpo": ([train_flags("SimPO", "{row}/model", PAIRS, *OFFLINE)], "model"),
     "orpo": ([train_flags("ORPO", "{row}/model", PAIRS, *OFFLINE)], "model"),
@@ -199,7 +207,7 @@ def run_row(name: str) -> None:
     result = {"row": name, "train_seconds": round(train_seconds, 1), **training_numbers(row)}
     if name == "best_of_4":
         result.update(best_of_n(row))
-    elif name not in ("rejection_sampling", "reward_model"):
+    elif not name.startswith("rejection_sampling") and name != "reward_model":
         proxy = f"{OUT}/reward_model/model" if name == "ppo_rm" else None
         result.update(evaluate(row, os.path.join(row, model) if model else MODEL, proxy))
     else:
@@ -256,7 +264,7 @@ def best_of_n(row: str, n: int = 4) -> dict:
 
 def offline_numbers(name: str, row: str) -> dict:
     """Rejection sampling: pairs and SFT rows written; reward model: its held-out pair accuracy (the proxy)."""
-    if name == "rejection_sampling":
+    if name.startswith("rejection_sampling"):
         with open(os.path.join(row, "out", "summary.json")) as f:
             return {"counts": json.load(f)["counts"]}
     path = os.path.join(row, "model", "rm_accuracy.json")
