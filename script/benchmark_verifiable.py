@@ -366,24 +366,33 @@ def report() -> None:
 
 
 def plot(rows: dict) -> None:
-    """verifiable_rewards.png: training reward against steps per online row; held-out accuracy (95% CI) per row."""
+    """verifiable_rewards.png: training reward against steps per online row (a running mean over 8 logged values);
+    held-out accuracy (95% CI) per row after training, the base's as a dashed line."""
+    import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(12, 4.5))
     FigureCanvasAgg(fig)
     left, right = fig.subplots(1, 2)
+    colors = {name: f"C{i}" for i, name in enumerate(rows)}
     for name, r in rows.items():
         curve = [(s, v) for s, v in r.get("reward_curve", []) if v is not None]
-        if curve:
-            left.plot(*zip(*curve), label=name, linewidth=1)
-    left.set(xlabel="optimizer step", ylabel="mean training reward (verifier)", title="reward during training")
+        if len(curve) >= 8:
+            steps, values = np.array(curve).T
+            mean = np.convolve(values, np.ones(8) / 8, mode="valid")
+            left.plot(steps[7:], mean, label=name, linewidth=1.5, color=colors[name])
+    left.set(xlabel="optimizer step", ylabel="training reward (verifier), mean of 8 logs", ylim=(0, 1),
+             title="reward during training")
     if left.lines:
         left.legend(fontsize=7)
     named = [(n, r) for n, r in rows.items() if "accuracy" in r]
     for y, (name, r) in enumerate(named):
         low, high = r["accuracy_ci"]
-        right.errorbar(r["accuracy"], y, xerr=[[r["accuracy"] - low], [high - r["accuracy"]]], fmt="o", capsize=3)
+        right.errorbar(r["accuracy"], y, xerr=[[r["accuracy"] - low], [high - r["accuracy"]]], fmt="o", capsize=3,
+                       color=colors[name])
+    if "base" in rows:
+        right.axvline(rows["base"]["accuracy"], color="grey", linestyle="--", linewidth=1)
     right.set(yticks=range(len(named)), yticklabels=[n for n, _ in named], xlim=(0, 1),
               xlabel=f"held-out accuracy after {STEPS} steps (Wilson 95% CI)", title="two-digit addition, 500 prompts")
     fig.tight_layout()
