@@ -78,7 +78,7 @@ class RejectionSamplingArgs:
                                        "off)"})
     batch_size: int = field(default=8, metadata={"help": "prompts per generate call (each gives num_samples answers)"})
     min_score_gap: float = field(
-        default=0.0, metadata={"help": "write a pair only if best - worst score >= this (score units; 1 with a 0/1 verifier)"})
+        default=0.0, metadata={"help": "write a pair only if best - worst score >= this (1 with a 0/1 verifier)"})
     drop_bad_rows: bool = field(
         default=False, metadata={"help": "False: stop on bad rows in prompts_path; True: skip them and count them"})
     prompt_turns: Literal["last", "all"] = field(

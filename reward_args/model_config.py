@@ -3,11 +3,11 @@
 The fields and their meaning are shared with train_rlhf.py (see `common_args.py`); change the defaults here
 for reward-model runs only, or override on the command line: `python reward_model.py --train_mode full`.
 
-Degenerate negatives (docs/online-rl.md, "Reward hacking: degenerate answers"): for `degenerate_negatives_ratio` x the training
-pairs, one more pair is added whose rejected answer is a degenerate version of the chosen one: empty, "Ok.", cut to a
-quarter, repeated 3 times, or another prompt's chosen answer (shares set by `degenerate_variant_weights`, training
-rows only). Without them a reward model trained on hh-rlhf scored an empty answer above the human-chosen one for 79%
-of prompts.
+Degenerate negatives (docs/online-rl.md, "Reward hacking: degenerate answers"): for `degenerate_negatives_ratio` x
+the training pairs, one more pair is added whose rejected answer is a degenerate version of the chosen one: empty,
+"Ok.", cut to a quarter, repeated 3 times, or another prompt's chosen answer (shares set by
+`degenerate_variant_weights`, training rows only). Without them a reward model trained on hh-rlhf scored an empty
+answer above the human-chosen one for 79% of prompts.
 """
 
 from dataclasses import dataclass, field

@@ -12,8 +12,8 @@ score on the last real token; advantages by GAE (Schulman et al. 2016, arXiv:150
 REINFORCE++ (Hu 2025, arXiv:2501.03262).
 
 The fields shared with RLOO and GRPO (`reward_model_path`, `reward_function`, `max_prompt_length`,
-`min_new_tokens`, `missing_eos_penalty`, `sample_every`, `num_samples_logged`, `length_control`) are in `rlhf_args/base_config.py` (`OnlineConfig`); set them here or on
-the command line as any other field.
+`min_new_tokens`, `missing_eos_penalty`, `sample_every`, `num_samples_logged`, `length_control`) are in
+`rlhf_args/base_config.py` (`OnlineConfig`); set them here or on the command line as any other field.
 """
 
 import math

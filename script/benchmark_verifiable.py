@@ -16,8 +16,8 @@ reward; TRL's GRPOTrainer used directly with the same model, reward, LoRA and bu
 base on the held-out prompts (the verifier picks: pass@4, an oracle RL has to approach); the offline path
 (rejection sampling of the base on the training prompts, scored by the verifier -> pairs of a right and a wrong
 answer -> DPO, KTO, SimPO, ORPO, and -> SFT on the right answers; `rejection_sampling_48` / `dpo_48` sample 48 new
-tokens instead of 16, so that the answers end); and the classic pipeline (a reward model trained on those verifier-labelled pairs
--> PPO with it, scored on held-out prompts by the verifier; proxy reward and gold accuracy side by side).
+tokens instead of 16, so that the answers end); and the classic pipeline (a reward model trained on those
+verifier-labelled pairs -> PPO with it, scored on held-out prompts by the verifier; proxy and gold side by side).
 
 Task "ifeval" (rows `ifeval_*`): training prompts are the first user turns of ../shared/data's hh-rlhf file, each
 with one or two IFEval instructions attached (the Tulu 3 RLVR recipe; descriptions and arguments drawn by lm-eval's
@@ -415,7 +415,8 @@ def main() -> None:
             parser.error(f"unknown row(s) {', '.join(unknown)}; choose among {', '.join(ROWS)}")
         if not os.path.isfile(os.path.join(DATA, "train.jsonl")):
             make_data()
-        if any(r.startswith("ifeval_") for r in args.rows) and not os.path.isfile(os.path.join(DATA, "ifeval_test.jsonl")):
+        ifeval_missing = not os.path.isfile(os.path.join(DATA, "ifeval_test.jsonl"))
+        if ifeval_missing and any(r.startswith("ifeval_") for r in args.rows):
             make_ifeval_data()
         for name in args.rows or list(ROWS):
             run_row(name)

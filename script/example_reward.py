@@ -25,7 +25,8 @@ POLITE = re.compile(r"\b(please|thank|thanks|sure|happy to|glad)\b", re.IGNORECA
 def concise_and_polite(prompts, completions, completion_ids, **kwargs) -> list[float]:
     """+0.5 for a polite word, minus 0.5 per 100 tokens beyond the first 100: a nudge against rambling.
 
-    An empty answer gets -1 (weak reward models sometimes love empty answers; see docs/online-rl.md, "Reward hacking")."""
+    An empty answer gets -1 (weak reward models sometimes love empty answers; see docs/online-rl.md, "Reward
+    hacking")."""
     rewards = []
     for completion, ids in zip(completions, completion_ids):
         text = completion[0]["content"] if isinstance(completion, list) else completion

@@ -173,9 +173,10 @@ def value_fits(value, hint) -> bool | None:
     (`dict`, `tuple`, enums, classes: the field's own parsing and checks then judge it).
 
     The rules follow what the command line accepts: `list[X]` takes a YAML list of X (a single value is refused,
-    even a string for `list[str]`), `str` a string, `bool` a boolean or a word the command line takes ("true", "yes", "0", ...), `int` an integer (not a
-    boolean), `float` an integer or a float, and numbers written as strings (YAML reads `1e-4` as a string) where
-    argparse would convert them. Null fits only a type that allows None.
+    even a string for `list[str]`), `str` a string, `bool` a boolean or a word the command line takes ("true",
+    "yes", "0", ...), `int` an integer (not a boolean), `float` an integer or a float, and numbers written as
+    strings (YAML reads `1e-4` as a string) where argparse would convert them. Null fits only a type that allows
+    None.
     """
     members = _members(hint)
     if len(members) > 1:

@@ -33,7 +33,8 @@ def check_can_write(path: str, flag: str = "--output_dir") -> None:
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
-        raise OutputExistsError(f"{flag} {path}: {parent} is a file, so no folder can be made there; use another {flag}")
+        raise OutputExistsError(f"{flag} {path}: {parent} is a file, so no folder can be made there; use another "
+                                f"{flag}")
     if not os.access(parent, os.W_OK):
         raise OutputExistsError(f"{flag} {path}: {parent} is not writable; use another {flag}")
 
@@ -45,8 +46,9 @@ def prepare_output_dir(config) -> str | None:
     `--resume_from_checkpoint true` (or `last`) picks the newest complete `checkpoint-N/` in `output_dir` and prints
     one `[resume] skipping ...: <reason>` line per newer, torn one (a save cut by a kill; the folder is kept).
     Raises `OutputExistsError` if `output_dir` holds files and no resume was asked for (nothing is ever overwritten
-    silently) or cannot be written (`check_can_write`), `PathNotFoundError` if a resume was asked for but there is no checkpoint or none is complete, and
-    `ConfigError` if the checkpoint named by `--resume_from_checkpoint PATH` is torn.
+    silently) or cannot be written (`check_can_write`), `PathNotFoundError` if a resume was asked for but there is
+    no checkpoint or none is complete, and `ConfigError` if the checkpoint named by `--resume_from_checkpoint PATH`
+    is torn.
     """
     out, resume = config.output_dir, config.resume_from_checkpoint
     check_can_write(out)

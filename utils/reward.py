@@ -99,7 +99,8 @@ def call_reward_function(function: Callable, prompts: list, answers: list[str], 
     arguments, one list per column, as TRL's trainers do; `extra` (e.g. `trainer_state`) is passed as is. Raises
     `ValueError` if the function returns the wrong number of values."""
     columns = {k: [row.get(k) for row in rows] for k in rows[0] if k != "prompt"} if rows else {}
-    completions = [[{"role": "assistant", "content": a}] if isinstance(p, list) else a for p, a in zip(prompts, answers)]
+    completions = [[{"role": "assistant", "content": a}] if isinstance(p, list) else a
+                   for p, a in zip(prompts, answers)]
     out = list(function(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns, **extra))
     if len(out) != len(answers):
         raise ValueError(f"reward function {getattr(function, '__name__', function)} returned {len(out)} values for "
