@@ -368,6 +368,7 @@ def report() -> None:
 def plot(rows: dict) -> None:
     """verifiable_rewards.png: training reward against steps per online row (a running mean over 8 logged values);
     held-out accuracy (95% CI) per row after training, the base's as a dashed line."""
+    import matplotlib
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -375,10 +376,10 @@ def plot(rows: dict) -> None:
     fig = Figure(figsize=(12, 4.5))
     FigureCanvasAgg(fig)
     left, right = fig.subplots(1, 2)
-    colors = {name: f"C{i}" for i, name in enumerate(rows)}
+    colors = {name: matplotlib.colormaps["tab20"](i % 20) for i, name in enumerate(rows)}
     for name, r in rows.items():
         curve = [(s, v) for s, v in r.get("reward_curve", []) if v is not None]
-        if len(curve) >= 8:
+        if len(curve) >= 8 and name != "ppo_rm":  # ppo_rm's reward is the reward model's score, not the verifier
             steps, values = np.array(curve).T
             mean = np.convolve(values, np.ones(8) / 8, mode="valid")
             left.plot(steps[7:], mean, label=name, linewidth=1.5, color=colors[name])
