@@ -160,10 +160,10 @@ def test_math_answer_accepts_equivalent_forms():
 
 
 def needs_lm_eval():
-    if importlib.util.find_spec("lm_eval") is None:
+    if importlib.util.find_spec("lm_eval") is None or importlib.util.find_spec("langdetect") is None:
         if os.environ.get("RLHF_CI"):
             pytest.fail("lm-eval is not installed in CI (.ci/run installs it)")
-        pytest.skip("lm-eval not installed: pip install lm-eval==0.4.13")
+        pytest.skip("lm-eval not installed: pip install 'lm-eval[ifeval]==0.4.13'")
 
 
 def test_ifeval_scores_the_share_of_instructions_followed():
@@ -214,7 +214,7 @@ def test_ifeval_without_lm_eval_is_one_line_naming_the_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "lm_eval.tasks.ifeval.utils", None)  # import fails as if not installed
     from utils.reward import load_reward_function
 
-    with pytest.raises(ConfigError, match=r"pip install lm-eval==0\.4\.13"):
+    with pytest.raises(ConfigError, match=r"pip install 'lm-eval\[ifeval\]==0\.4\.13'"):
         load_reward_function("utils.verifiers:ifeval")
 
 

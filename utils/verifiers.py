@@ -8,7 +8,7 @@ arguments (one list per column, one entry per answer) and returns one float per 
     math_answer   column `answer` (text or LaTeX): Hugging Face's `math-verify` finds the two equivalent
     ifeval        columns `instruction_id_list`, `kwargs` (IFEval rows): the share of the prompt's instructions the
                   answer follows, strict (Zhou et al. 2023, arXiv:2311.07911), with the checkers shipped in
-                  `lm-eval` (`pip install lm-eval==0.4.13`); 1.0 when all are followed (prompt-level accuracy)
+                  `lm-eval` (`pip install 'lm-eval[ifeval]==0.4.13'`); 1.0 when all are followed (prompt-level accuracy)
 
 A missing column raises `ValueError` naming it: a verifier never scores without its gold answer. evaluate.py
 reports a function whose scores all lie in [0, 1] as an accuracy (share of answers scored 1.0).
@@ -69,7 +69,7 @@ def ifeval_function():
         from lm_eval.tasks.ifeval.utils import InputExample, test_instruction_following_strict
     except ImportError as error:
         raise ConfigError(f"--reward_function utils.verifiers:ifeval needs the IFEval checkers of lm-eval "
-                          f"({error}): pip install lm-eval==0.4.13") from error
+                          f"({error}): pip install 'lm-eval[ifeval]==0.4.13'") from error
     langdetect.DetectorFactory.seed = 0  # the language checks sample: the same answer gets the same score
 
     def ifeval(prompts, completions, completion_ids=None, instruction_id_list=None, kwargs=None,
