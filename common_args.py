@@ -45,6 +45,18 @@ def check_choices(settings) -> None:
             raise ConfigError(f"--{name} must be one of {allowed}, got {value!r}")
 
 
+def check_reward_sources(settings, needs: str) -> None:
+    """`--reward_model_path` / `--reward_function` given as "none" (or "") become None; raise `ConfigError`
+    "`needs` --reward_model_path ... and/or --reward_function ..." if neither is left (PPO, RLOO, GRPO, evaluate.py,
+    rejection_sampling.py)."""
+    for name in ("reward_model_path", "reward_function"):
+        if getattr(settings, name) in ("", "none", "None"):
+            setattr(settings, name, None)
+    if not settings.reward_model_path and not settings.reward_function:
+        raise ConfigError(f"{needs} --reward_model_path (reward_model.py's output) and/or --reward_function "
+                          f"file.py:name")
+
+
 @dataclass
 class ModelArgs:
     model_name_or_path: str = field(

@@ -35,7 +35,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from transformers import set_seed
 
-from common_args import DEMO_MODEL
+from common_args import DEMO_MODEL, check_reward_sources
 from utils.args import parse_args
 from utils.data import load_prompt_file
 from utils.errors import ConfigError, run_cli
@@ -90,13 +90,7 @@ class RejectionSamplingArgs:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "allow custom model code from the checkpoint dirs"})
     def __post_init__(self):
-        if self.reward_model_path in ("", "none", "None"):
-            self.reward_model_path = None
-        if self.reward_function in ("", "none", "None"):
-            self.reward_function = None
-        if not self.reward_model_path and not self.reward_function:
-            raise ConfigError("rejection sampling needs a score: --reward_model_path (reward_model.py's output) "
-                              "and/or --reward_function file.py:name")
+        check_reward_sources(self, "rejection sampling needs a score:")
         if self.temperature <= 0:
             raise ConfigError(f"--temperature must be > 0 (best-of-N samples its answers), got {self.temperature}")
         if self.num_samples < 2:

@@ -6,6 +6,7 @@ Change a default here or override it on the command line:
 
 from dataclasses import dataclass, field
 
+from common_args import check_reward_sources
 from utils.errors import ConfigError
 
 
@@ -44,13 +45,7 @@ class EvalArgs:
         default=False, metadata={"help": "allow custom model code from the checkpoint folders"})
 
     def __post_init__(self):
-        if self.reward_model_path in ("", "none", "None"):
-            self.reward_model_path = None
-        if self.reward_function in ("", "none", "None"):
-            self.reward_function = None
-        if not self.reward_model_path and not self.reward_function:
-            raise ConfigError("evaluate.py needs a judge: --reward_model_path (reward_model.py's output) and/or "
-                              "--reward_function file.py:name")
+        check_reward_sources(self, "evaluate.py needs a judge:")
         if self.temperature < 0:
             raise ConfigError(f"--temperature must be >= 0 (0: greedy), got {self.temperature}")
         for name in ("max_new_tokens", "batch_size", "max_prompts", "max_prompt_length", "max_length"):

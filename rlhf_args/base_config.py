@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 
 import torch
 
-from common_args import check_choices
+from common_args import check_choices, check_reward_sources
 from utils.errors import ConfigError
 
 # Fields that must be at least 1 when set (None means "not used" for the optional ones).
@@ -112,15 +112,8 @@ class OnlineConfig(BaseConfig):
                                           "before the advantages, so no answer earns anything by its length alone"})
 
     def __post_init__(self):
-        if self.reward_model_path in ("", "none", "None"):  # --reward_model_path none: reward functions only
-            self.reward_model_path = None
-        if self.reward_function in ("", "none", "None"):
-            self.reward_function = None
         super().__post_init__()
-        if not self.reward_model_path and not self.reward_function:
-            method = type(self).__name__.removesuffix("Config")
-            raise ConfigError(f"{method} needs a reward: set --reward_model_path (reward_model.py's output) and/or "
-                              "--reward_function file.py:name")
+        check_reward_sources(self, f"{type(self).__name__.removesuffix('Config')} needs a reward: set")
         if self.min_new_tokens < 0:
             raise ConfigError(f"--min_new_tokens must be >= 0, got {self.min_new_tokens}")
         for name in ("sample_every", "num_samples_logged"):
