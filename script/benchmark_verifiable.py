@@ -144,11 +144,12 @@ PPO = ["--per_device_train_batch_size", "16", "--response_length", "16"]
 PAIRS = os.path.join(OUT, "rejection_sampling", "out", "pairs.jsonl")
 RIGHT = os.path.join(OUT, "rejection_sampling_48", "out", "right_answers.jsonl")
 OFFLINE = ["--per_device_train_batch_size", "8", "--max_length", "64"]
+CHECKPOINTS = ["--save_strategy", "steps", "--save_steps", str(STEPS // 4)]  # held-out accuracy against steps
 
 # row -> list of commands (argv after `python`), the trained model's folder relative to the row (None: the base)
 ROWS: dict[str, tuple[list[list[str]], str | None]] = {
     "base": ([], None),
-    "grpo": ([train_flags("GRPO", "{row}/model", None, *ONLINE, *GROUPS)], "model"),
+    "grpo": ([train_flags("GRPO", "{row}/model", None, *ONLINE, *GROUPS, *CHECKPOINTS)], "model"),
     "rloo": ([train_flags("RLOO", "{row}/model", None, *ONLINE, *GROUPS)], "model"),
     "ppo_separate": ([train_flags("PPO", "{row}/model", None, *ONLINE, *PPO, "--model_mode", "separate")], "model"),
     "ppo_adapters": ([train_flags("PPO", "{row}/model", None, *ONLINE, *PPO, "--model_mode", "adapters")], "model"),
@@ -210,19 +211,40 @@ def run_row(name: str) -> None:
     elif not name.startswith("rejection_sampling") and name != "reward_model":
         proxy = f"{OUT}/reward_model/model" if name == "ppo_rm" else None
         result.update(evaluate(row, os.path.join(row, model) if model else MODEL, proxy))
+        if model:
+            result["accuracy_curve"] = accuracy_curve(row, os.path.join(row, model), result)
     else:
         result.update(offline_numbers(name, row))
     with open(os.path.join(row, "row.json"), "w") as f:
         json.dump(result, f, indent=2)
-    print(f"[{name}] " + json.dumps({k: v for k, v in result.items() if k not in ("correct_list", "reward_curve")}),
+    print(f"[{name}] " + json.dumps({k: v for k, v in result.items() if k not in ("correct_list", "reward_curve",
+                                                                                  "accuracy_curve")}),
           flush=True)
 
 
-def evaluate(row: str, model: str, proxy: str | None = None) -> dict:
+def accuracy_curve(row: str, model: str, final: dict) -> list[tuple[int, float, list[float]]]:
+    """Held-out accuracy (95% CI) at step 0 (the base's row.json), at each checkpoint-N under `model` and at the end."""
+    task = task_of(os.path.basename(row))
+    base_path = os.path.join(OUT, "ifeval_base" if task is TASKS["ifeval"] else "base", "row.json")
+    curve = []
+    if os.path.isfile(base_path):
+        with open(base_path) as f:
+            base = json.load(f)
+        curve.append((0, base["accuracy"], base["accuracy_ci"]))
+    names = [n for n in os.listdir(model) if n.startswith("checkpoint-")]
+    for name in sorted(names, key=lambda n: int(n.split("-")[1])):
+        step = int(name.split("-")[1])
+        if step < STEPS:
+            point = evaluate(row, os.path.join(model, name), out=f"eval_step_{step}")
+            curve.append((step, point["accuracy"], point["accuracy_ci"]))
+    return curve + [(STEPS, final["accuracy"], final["accuracy_ci"])] if len(curve) > 1 else []
+
+
+def evaluate(row: str, model: str, proxy: str | None = None, out: str = "eval") -> dict:
     """evaluate.py on the task's held-out prompts (greedy, the verifier as the judge); the per-prompt right/wrong
     list is kept for the paired test against the base. IFEval: also the instruction-level strict accuracy. With a
     `proxy` reward model, the base answers too and both are scored by it as well (proxy and gold side by side)."""
-    task, out = task_of(os.path.basename(row)), os.path.join(row, "eval")
+    task, out = task_of(os.path.basename(row)), os.path.join(row, out)
     test, function = os.path.join(DATA, task["test"]), task["verifier"].split(":")[1]
     models = [f"base={MODEL}", f"model={model}"] if proxy else [f"model={model}"]
     started = time.time()
@@ -367,15 +389,16 @@ def report() -> None:
 
 def plot(rows: dict) -> None:
     """verifiable_rewards.png: training reward against steps per online row (a running mean over 8 logged values);
-    held-out accuracy (95% CI) per row after training, the base's as a dashed line."""
+    held-out accuracy against steps for rows with checkpoints; held-out accuracy (95% CI) per row after training, the
+    base's as a dashed line."""
     import matplotlib
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12, 4.5))
+    fig = Figure(figsize=(16, 4.5))
     FigureCanvasAgg(fig)
-    left, right = fig.subplots(1, 2)
+    left, middle, right = fig.subplots(1, 3)
     colors = {name: matplotlib.colormaps["tab20"](i % 20) for i, name in enumerate(rows)}
     for name, r in rows.items():
         curve = [(s, v) for s, v in r.get("reward_curve", []) if v is not None]
@@ -387,6 +410,16 @@ def plot(rows: dict) -> None:
              title="reward during training")
     if left.lines:
         left.legend(fontsize=7)
+    for name, r in rows.items():
+        if r.get("accuracy_curve"):
+            steps, accuracy, ci = zip(*r["accuracy_curve"])
+            low, high = zip(*ci)
+            middle.plot(steps, accuracy, marker="o", label=name, color=colors[name])
+            middle.fill_between(steps, low, high, alpha=0.2, color=colors[name])
+    middle.set(xlabel="optimizer step", ylabel="held-out accuracy (Wilson 95% CI)", ylim=(0, 1),
+               title="held-out accuracy during training")
+    if middle.lines:
+        middle.legend(fontsize=7)
     named = [(n, r) for n, r in rows.items() if "accuracy" in r]
     for y, (name, r) in enumerate(named):
         low, high = r["accuracy_ci"]
