@@ -11,9 +11,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
-from utils.errors import ConfigError
+from rlhfkit.errors import ConfigError
 
-DEMO_MODEL = "models/SmolLM2-135M-Instruct"  # made by `python -m utils.demo_model`
+DEMO_MODEL = "models/SmolLM2-135M-Instruct"  # made by `python -m rlhfkit.demo_model`
 DEMO_DATA = "data_example/data.jsonl"
 PreferenceKey = Literal["better_response_id", "safer_response_id"]  # PKU-SafeRLHF's two preference labels
 

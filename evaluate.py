@@ -13,12 +13,12 @@ unless `--baseline NAME`. Config: `eval_args/eval_config.py`.
 
 Per model: mean score, mean length (tokens), EOS rate (share of answers that ended before `max_new_tokens`), share
 of empty answers, distinct-2 (repetition). A reward function receives each row's other columns (e.g. a gold
-`answer`) as keyword arguments; when all its scores lie in [0, 1] it is a verifier (`utils/verifiers.py`) and each
+`answer`) as keyword arguments; when all its scores lie in [0, 1] it is a verifier (`rlhfkit/verifiers.py`) and each
 model's accuracy (share of answers scored 1) is reported with its Wilson 95% interval and, against the baseline, the
 exact McNemar p-value on the same prompts. Per model vs the baseline: win rate (ties 0.5) with a 95% bootstrap
 interval over prompts, and the length-controlled win rate (the win rate at equal answer lengths, after AlpacaEval
-2.0; `utils/arena.py`). With a preference file and a reward model, the reward model's own accuracy on the pairs is
-reported too, split by answer length (`utils/rm_accuracy.py`); without `--models` that is all it does.
+2.0; `rlhfkit/report/arena.py`). With a preference file and a reward model, the reward model's own accuracy on the pairs is
+reported too, split by answer length (`rlhfkit/report/rm_accuracy.py`); without `--models` that is all it does.
 
 Writes to `output_dir` (never overwritten): generations.jsonl (prompt, model, answer, score, length, ended),
 summary.json, arena.png (win rates with intervals; lengths) and report.html (one self-contained page: the
@@ -27,25 +27,25 @@ summary table, the plot and the answers side by side per prompt).
 
 from __future__ import annotations
 
-import utils.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
+import rlhfkit.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
 import json
 import os
 import statistics
 from types import SimpleNamespace
 
 from eval_args.eval_config import EvalArgs
-from utils.arena import accuracy_interval, compare_to_baseline, distinct_n, paired_accuracy_test
-from utils.args import parse_args
-from utils.data import (count_too_long, detect_preference_format, load_preference_file, load_prompt_file,
+from rlhfkit.report.arena import accuracy_interval, compare_to_baseline, distinct_n, paired_accuracy_test
+from rlhfkit.args import parse_args
+from rlhfkit.data import (count_too_long, detect_preference_format, load_preference_file, load_prompt_file,
                         read_file)
-from utils.errors import ConfigError, run_cli
-from utils.log import info_rank0
-from utils.generation import generate_answers
-from utils.html_report import escape, image, table, write_page
-from utils.model import check_policy_path, check_reward_model_path, load_policy, load_reward_model
-from utils.outputs import prepare_output_dir
-from utils.reward import call_reward_function, load_reward_function, reward_scorer
-from utils.rm_accuracy import accuracy_rows, format_accuracy, preference_accuracy
+from rlhfkit.errors import ConfigError, run_cli
+from rlhfkit.log import info_rank0
+from rlhfkit.generation import generate_answers
+from rlhfkit.report.html_report import escape, image, table, write_page
+from rlhfkit.model import check_policy_path, check_reward_model_path, load_policy, load_reward_model
+from rlhfkit.outputs import prepare_output_dir
+from rlhfkit.reward import call_reward_function, load_reward_function, reward_scorer
+from rlhfkit.report.rm_accuracy import accuracy_rows, format_accuracy, preference_accuracy
 
 
 def main(argv=None) -> dict:
@@ -132,7 +132,7 @@ def load_eval_data(args, accuracy_only: bool) -> tuple[list[dict], list[dict] | 
     (first `max_prompts`).
 
     `accuracy_only` (no `--models`): the file must be preference pairs (`DataFormatError` otherwise) and no prompts
-    are returned. Raises `DataFormatError` / `PathNotFoundError` as `utils.data`'s loaders do."""
+    are returned. Raises `DataFormatError` / `PathNotFoundError` as `rlhfkit.data`'s loaders do."""
     if accuracy_only:
         if not args.reward_model_path:
             raise ConfigError("without --models, evaluate.py measures the reward model's accuracy on preference "
@@ -154,7 +154,7 @@ def load_judge(args, reward_function) -> dict:
     """`{"reward_model": score_fn, "rm_tokenizer": ..., "<function name>": (fn, ...)}`: the loaded judges.
 
     The reward model scores `(prompts, answers)` with its own chat template, texts cut at `args.max_length` tokens
-    (`utils.reward.reward_scorer`); the function is called with TRL's signature."""
+    (`rlhfkit.reward.reward_scorer`); the function is called with TRL's signature."""
     judge = {}
     if args.reward_model_path:
         model, tokenizer = load_reward_model(args.reward_model_path)
@@ -168,7 +168,7 @@ def load_judge(args, reward_function) -> dict:
 
 def score_answers(judge: dict, rows: list[dict], results: list[dict]) -> None:
     """Add `scores` (per judge) and `score` (their sum) to each generation result, in place. The reward function
-    gets each row's columns besides `prompt` as keyword arguments (`utils.reward.call_reward_function`)."""
+    gets each row's columns besides `prompt` as keyword arguments (`rlhfkit.reward.call_reward_function`)."""
     prompts, texts = [row["prompt"] for row in rows], [r["answer"] for r in results]
     per_judge = {}
     if "reward_model" in judge:
@@ -255,7 +255,7 @@ def verifier_accuracy(answers: dict[str, list[dict]], baseline: str | None) -> d
     """Per model, the accuracy under the reward function when it is a verifier (every score in [0, 1], no NaN):
     the share of answers scored 1 with its Wilson 95% interval, and against the baseline the exact McNemar test on
     the same prompts. Returns `{}` when there is no such function, else `{name: {"function", "n", "correct",
-    "accuracy", "accuracy_ci", "vs_baseline": {...} | None}}` (`utils.arena`)."""
+    "accuracy", "accuracy_ci", "vs_baseline": {...} | None}}` (`rlhfkit.report.arena`)."""
     first = next(iter(answers.values()), [])
     names = [j for j in (first[0]["scores"] if first else {}) if j != "reward_model"]
     if not names or not all(0 <= r["scores"][names[0]] <= 1 for results in answers.values() for r in results):

@@ -1,12 +1,12 @@
 """Rejection sampling (best-of-N): sample N answers per prompt from a policy, score them with a reward model and/or a
-reward function (e.g. a verifier with gold answers, `utils/verifiers.py`), keep the best as SFT data and best vs
+reward function (e.g. a verifier with gold answers, `rlhfkit/verifiers.py`), keep the best as SFT data and best vs
 worst as preference pairs, so you can iterate SFT or DPO on your model's own outputs.
 
     python reward_model.py --output_dir output/reward_model                   # step 1: a reward model
     python rejection_sampling.py --policy_name_or_path models/SmolLM2-135M-Instruct \\
         --reward_model_path output/reward_model --prompts_path data_example/data.jsonl --num_samples 4
     python train_rlhf.py --rlhf_type DPO --train_data_path output/rejection_sampling/pairs.jsonl
-    python rejection_sampling.py --reward_model_path none --reward_function utils.verifiers:exact_number \
+    python rejection_sampling.py --reward_model_path none --reward_function rlhfkit.verifiers:exact_number \
         --prompts_path arithmetic_train.jsonl          # scored by a verifier: each row's `answer` column is the gold
 
 Method: best-of-N sampling scored by a reward model (Nakano et al. 2021, WebGPT), kept as fine-tuning data
@@ -22,7 +22,7 @@ A prompt gives no pair when its best and worst answers are the same text (train_
 or when their score gap is below `min_score_gap`. Empty answers are not kept (the data loaders refuse them).
 """
 
-import utils.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
+import rlhfkit.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
 import json
 import os
 import statistics
@@ -36,16 +36,16 @@ from matplotlib.figure import Figure
 from transformers import set_seed
 
 from common_args import DEMO_MODEL, check_reward_sources
-from utils.args import parse_args
-from utils.data import load_prompt_file
-from utils.errors import ConfigError, run_cli
-from utils.log import info_rank0
-from utils.generation import generate_answers
-from utils.model import (check_model_path, check_reward_model_path, load_policy, load_reward_model, load_tokenizer,
+from rlhfkit.args import parse_args
+from rlhfkit.data import load_prompt_file
+from rlhfkit.errors import ConfigError, run_cli
+from rlhfkit.log import info_rank0
+from rlhfkit.generation import generate_answers
+from rlhfkit.model import (check_model_path, check_reward_model_path, load_policy, load_reward_model, load_tokenizer,
                          resolve_checkpoint)
-from utils.outputs import prepare_output_dir
-from utils.preflight import preflight
-from utils.reward import call_reward_function, load_reward_function, reward_scorer
+from rlhfkit.outputs import prepare_output_dir
+from rlhfkit.report.preflight import preflight
+from rlhfkit.reward import call_reward_function, load_reward_function, reward_scorer
 
 
 @dataclass
@@ -100,7 +100,7 @@ class RejectionSamplingArgs:
 def sample_answers(model, tokenizer, prompts: list[list[dict]], args) -> tuple[list[list[dict]], int]:
     """Sample `args.num_samples` answers for each prompt (lists of messages, rendered with the chat template).
 
-    Returns `(answers, cut)`: `answers[i]` holds the N results of prompt i (`utils.generation.generate_answers`:
+    Returns `(answers, cut)`: `answers[i]` holds the N results of prompt i (`rlhfkit.generation.generate_answers`:
     `answer` decoded without special tokens, `token_ids`, ...), `cut` the number of answers that reached
     `max_new_tokens` without an end-of-turn token.
     """

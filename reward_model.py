@@ -8,10 +8,10 @@ The model is `AutoModelForSequenceClassification(num_labels=1)` on top of a caus
 score for the last token of prompt + answer. Trained with TRL's RewardTrainer on the Bradley-Terry loss
 -log sigmoid(r_chosen - r_rejected). With LoRA the score head is trained and saved with the adapter.
 The held-out accuracy (share of pairs where r_chosen > r_rejected) is printed at the end, on every held-out pair,
-split by answer length and beside the rule "the shorter answer wins" (utils/rm_accuracy.py, saved as rm_accuracy.json).
+split by answer length and beside the rule "the shorter answer wins" (rlhfkit/report/rm_accuracy.py, saved as rm_accuracy.json).
 
 Length (`--length_debias odin`): the score layer gets a second output trained to carry answer length (ODIN, Chen et
-al. 2024, utils/odin.py); only the quality output is saved, so the folder loads and scores as any reward model.
+al. 2024, rlhfkit/methods/odin.py); only the quality output is saved, so the folder loads and scores as any reward model.
 
 Reward hacking guard: human pairs never show an empty, "Ok.", truncated, repeated or off-topic answer, so a reward
 model may score them high and PPO/RLOO/GRPO then learn to produce them. Training adds pairs (chosen, degenerate
@@ -19,26 +19,26 @@ version of chosen) (`--degenerate_negatives_ratio`, training rows only), and the
 often each degenerate answer still beats the chosen one (printed, and saved as rm_probe.json / rm_probe.png).
 """
 
-import utils.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
+import rlhfkit.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification
 from trl import RewardTrainer
 
 from reward_args.model_config import RewardModelArgs
 from reward_args.training_config import RewardConfig
-from utils.args import parse_args
-from utils.checkpoint import NonFiniteLossGuard
-from utils.data import preference_data
-from utils.errors import ConfigError, run_cli
-from utils.log import info_rank0
-from utils.model import (check_lora_targets, check_model_path, check_train_mode, deepspeed_zero_stage, load_model,
+from rlhfkit.args import parse_args
+from rlhfkit.checkpoint import NonFiniteLossGuard
+from rlhfkit.data import preference_data
+from rlhfkit.errors import ConfigError, run_cli
+from rlhfkit.log import info_rank0
+from rlhfkit.model import (check_lora_targets, check_model_path, check_train_mode, deepspeed_zero_stage, load_model,
                          load_tokenizer, lora_config, match_trainable_dtype, safetensors_weight_shapes)
-from utils.odin import ODINRewardTrainer, keep_quality_head
-from utils.outputs import prepare_output_dir, save_outputs
-from utils.preflight import preflight
-from utils.rm_accuracy import accuracy_after_training
-from utils.rm_probe import augment_with_degenerate_negatives, parse_variant_weights, probe_after_training
-from utils.run_health import run_health
+from rlhfkit.methods.odin import ODINRewardTrainer, keep_quality_head
+from rlhfkit.outputs import prepare_output_dir, save_outputs
+from rlhfkit.report.preflight import preflight
+from rlhfkit.report.rm_accuracy import accuracy_after_training
+from rlhfkit.report.rm_probe import augment_with_degenerate_negatives, parse_variant_weights, probe_after_training
+from rlhfkit.report.run_health import run_health
 
 
 def main(argv=None):
@@ -95,7 +95,7 @@ def main(argv=None):
         accuracy_after_training(trainer, tokenizer, eval_rows, config.max_length)
     if odin:  # the saved model scores with the quality head; the length head goes beside it
         keep_quality_head(trainer.model, config.output_dir if trainer.is_world_process_zero() else None)
-    save_outputs(trainer, {"model": model_args, "training": config})
+    save_outputs(trainer, "reward model", model_args, config)
     if trainer.is_world_process_zero():
         info_rank0(f"[reward model] saved to {config.output_dir} (curves: {config.output_dir}/training_curves.png)")
 

@@ -18,7 +18,7 @@ teacher (counted from the safetensors headers) gets a warning. The student is tr
 (`--train_mode`); the teacher is frozen and can be loaded in 4-bit or 8-bit (`--teacher_quantization`).
 """
 
-import utils.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
+import rlhfkit.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
 import glob
 import math
 import os
@@ -29,16 +29,16 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from trl.experimental.gkd import GKDTrainer
 
 from rlhf_args.gkd_config import GKDConfig, GKDModelArgs
-from utils.args import parse_args
-from utils.checkpoint import NonFiniteLossGuard
-from utils.data.distillation import distillation_data
-from utils.errors import ConfigError, run_cli
-from utils.log import info_rank0, show_dataset_progress
-from utils.model import (check_lora_targets, check_model_path, check_train_mode, deepspeed_zero_stage, is_adapter_dir,
+from rlhfkit.args import parse_args
+from rlhfkit.checkpoint import NonFiniteLossGuard
+from rlhfkit.data.distillation import distillation_data
+from rlhfkit.errors import ConfigError, run_cli
+from rlhfkit.log import info_rank0, show_dataset_progress
+from rlhfkit.model import (check_lora_targets, check_model_path, check_train_mode, deepspeed_zero_stage, is_adapter_dir,
                          load_model, load_teacher, load_tokenizer, lora_config, match_trainable_dtype)
-from utils.outputs import prepare_output_dir, save_outputs
-from utils.preflight import preflight
-from utils.run_health import run_health
+from rlhfkit.outputs import prepare_output_dir, save_outputs
+from rlhfkit.report.preflight import preflight
+from rlhfkit.report.run_health import run_health
 
 TOKENIZER_ADVICE = ("GKD compares the teacher's and the student's next-token distributions token by token, so both "
                     "models must share one tokenizer: pick a teacher and a student of the same model family")
@@ -191,7 +191,7 @@ def main(argv=None):
     after = trainer.evaluate()["eval_loss"] if eval_rows else None
     if before is not None:  # train() starts a fresh log; keep the step-0 point for the curves
         trainer.state.log_history.insert(0, {"eval_loss": before, "step": 0})
-    save_outputs(trainer, {"model": args, "training": config})
+    save_outputs(trainer, "GKD", args, config)
     if trainer.is_world_process_zero():
         if after is not None:
             change = f"{before:.4g} before training -> {after:.4g}" if before is not None else f"{after:.4g}"

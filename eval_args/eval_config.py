@@ -7,7 +7,7 @@ Change a default here or override it on the command line:
 from dataclasses import dataclass, field
 
 from common_args import check_reward_sources
-from utils.errors import ConfigError
+from rlhfkit.errors import ConfigError
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Literal
 from trl import RewardConfig as TRLRewardConfig
 
 from rlhf_args.base_config import BaseConfig
-from utils.errors import ConfigError
+from rlhfkit.errors import ConfigError
 
 
 @dataclass
@@ -26,7 +26,7 @@ class RewardConfig(BaseConfig, TRLRewardConfig):
         default="no", metadata={"help": "the held-out accuracy is always computed once at the end"})
     length_debias: Literal["none", "odin"] = field(
         default="none", metadata={"help": "odin: a quality head and a length head (Chen et al. 2024, ODIN); the saved "
-                                          "model scores with the quality head only (utils/odin.py)"})
+                                          "model scores with the quality head only (rlhfkit/methods/odin.py)"})
     odin_length_weight: float = field(
         default=1.0, metadata={"help": "ODIN: weight of |corr(quality, length)| - corr(length head, length)"})
     odin_orthogonal_weight: float = field(

@@ -23,7 +23,7 @@ TRL 1.16. delta = the bracket above (policy-vs-reference log-ratio of chosen min
   sft           NLL on the chosen answer; `--loss_type sigmoid sft` is RPO (Pang et al. 2024).
   sigmoid_norm  sigmoid on per-token averaged log-ratios (length-normalised DPO).
 Length: `--rdpo_alpha` (R-DPO, Park et al. 2024: alpha x (|chosen| - |rejected|) tokens inside the sigmoid;
-utils/dpo.py),
+rlhfkit/methods/dpo.py),
 `--ld_alpha` (TRL; LD-DPO, Liu et al. 2024: tokens past the shorter answer's length weigh ld_alpha in the log-probs) and
 `--loss_type sigmoid_norm` (per-token averaged log-ratios); docs/length.md says when each helps.
 label_smoothing is read only by robust, exo_pair, aot and aot_unpaired; TRL 1.16's sigmoid loss ignores it (there
@@ -34,8 +34,10 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig as TRLDPOConfig
 
-from rlhf_args.base_config import BaseConfig
-from utils.errors import ConfigError
+from rlhf_args.base_config import BaseConfig, Method
+from rlhfkit.data import preference_data
+from rlhfkit.errors import ConfigError
+from rlhfkit.methods.dpo import DPOTrainer
 
 
 @dataclass
@@ -68,3 +70,6 @@ class DPOConfig(BaseConfig, TRLDPOConfig):
             raise ConfigError("--rdpo_alpha does nothing with --loss_type sigmoid_norm (R-DPO adds a bonus per answer "
                               "token, which sigmoid_norm's per-token averages cancel): drop one of the two")
         super().__post_init__()
+
+
+METHOD = Method(DPOConfig, DPOTrainer, preference_data, "DPOTrainer cuts them at the end (keep_start)")

@@ -1,5 +1,5 @@
 """PPO: Proximal Policy Optimization (Schulman et al. 2017, arXiv:1707.06347) for RLHF (Ziegler et al. 2019,
-arXiv:1909.08593; Ouyang et al. 2022), trained by this toolkit's own `utils.ppo_trainer.PPOTrainer`
+arXiv:1909.08593; Ouyang et al. 2022), trained by this toolkit's own `rlhfkit.ppo.trainer.PPOTrainer`
 (TRL 1.16 has no PPO any more). Field names and defaults follow TRL's last `PPOConfig` so old runs compare directly;
 changes are marked "toolkit".
 
@@ -22,8 +22,10 @@ from typing import Literal
 
 from transformers import TrainingArguments
 
-from rlhf_args.base_config import OnlineConfig
-from utils.errors import ConfigError
+from rlhf_args.base_config import Method, OnlineConfig
+from rlhfkit.errors import ConfigError
+from rlhfkit.methods.online import online_inputs, ppo_models, ppo_prompt_data
+from rlhfkit.ppo.trainer import PPOTrainer
 
 
 @dataclass
@@ -35,7 +37,7 @@ class PPOConfig(OnlineConfig, TrainingArguments):
         default="separate", metadata={"help": '"separate": policy, value model, RM; "adapters": one base + '
                                               'policy/value LoRA adapters; "shared": one adapter for policy and '
                                               "value, the value head on the policy's last hidden state (toolkit; "
-                                              'see utils/ppo_models.py)'})
+                                              'see rlhfkit/ppo/models.py)'})
     value_model_path: str | None = field(
         default=None, metadata={"help": "None: the reward model (critic initialised from the RM: TRL, Huang et al.)"})
     value_train_mode: Literal["full", "lora", "qlora"] | None = field(
@@ -74,7 +76,7 @@ class PPOConfig(OnlineConfig, TrainingArguments):
         default=0.05, metadata={"help": "KL penalty per nat (TRL default 0.05; Ouyang et al. 2022: 0.02)"})
     kl_estimator: Literal["k1", "k2", "k3"] = field(
         default="k1", metadata={"help": '"k1" (log-ratio, TRL default), "k2" or "k3" (always >= 0), see '
-                                        'utils/ppo_core.py'})
+                                        'rlhfkit/ppo/core.py'})
     kl_target: float | None = field(default=None, metadata={"help": "e.g. 6.0: adapt kl_coef so the per-response KL "
                                                                     "tracks it (Ziegler et al. 2019)"})
     kl_horizon: float = field(default=10000, metadata={"help": "adaptive KL horizon in episodes (Ziegler et al. 2019)"})
@@ -168,3 +170,7 @@ class PPOConfig(OnlineConfig, TrainingArguments):
     def uses_critic(self) -> bool:
         """True when the advantage estimator needs a value model (GAE)."""
         return self.advantage_estimator == "gae"
+
+
+METHOD = Method(PPOConfig, PPOTrainer, ppo_prompt_data, "PPOTrainer keeps their last tokens",
+                inputs=online_inputs, models=ppo_models)

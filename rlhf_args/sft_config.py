@@ -8,11 +8,13 @@ completion-only loss applies with any chat template (no `{% generation %}` marke
 """
 
 from dataclasses import dataclass, field
+from trl import SFTTrainer
 from typing import Literal
 
 from trl import SFTConfig as TRLSFTConfig
 
-from rlhf_args.base_config import BaseConfig
+from rlhf_args.base_config import BaseConfig, Method
+from rlhfkit.data import sft_data
 
 
 @dataclass
@@ -29,3 +31,6 @@ class SFTConfig(BaseConfig, TRLSFTConfig):
         default=512, metadata={"help": "prompt + answer tokens; longer rows are cut at the end (keep_start)"})
     packing: bool = field(default=False, metadata={"help": "True packs several short rows into one max_length "
                                                            "sequence (faster, same loss mask)"})
+
+
+METHOD = Method(SFTConfig, SFTTrainer, sft_data, "SFTTrainer cuts them at the end (keep_start)")

@@ -16,9 +16,12 @@ responses"; they grid-search 3e-7, 5e-7, 1e-6 for full fine-tuning). Lower `--le
 """
 
 from dataclasses import dataclass, field
+from trl.experimental.cpo import CPOTrainer
 
+from rlhf_args.base_config import Method
 from rlhf_args.cpo_config import CPOConfig
-from utils.errors import ConfigError
+from rlhfkit.data import preference_data
+from rlhfkit.errors import ConfigError
 
 
 @dataclass
@@ -44,3 +47,6 @@ class SimPOConfig(CPOConfig):
                               f"from CPO-SimPO: for an NLL term use --rlhf_type CPOSimPO, for other losses "
                               f"--rlhf_type CPO")
         super().__post_init__()
+
+
+METHOD = Method(SimPOConfig, CPOTrainer, preference_data, "CPOTrainer cuts the answer, keeping the prompt")

@@ -43,7 +43,7 @@ def child(layout: str, options: argparse.Namespace, passthrough: list[str]) -> d
 
     sys.path.insert(0, ROOT)
     import train_rlhf
-    from utils.ppo_trainer import PPOTrainer
+    from rlhfkit.ppo.trainer import PPOTrainer
 
     starts = []
     make_rollout = PPOTrainer._make_rollout
@@ -69,7 +69,7 @@ def child(layout: str, options: argparse.Namespace, passthrough: list[str]) -> d
              "--disable_tqdm", "true", "--logging_steps", "1", *passthrough]
     from common_args import CommonArgs
     from rlhf_args.ppo_config import PPOConfig
-    from utils.args import parse_args
+    from rlhfkit.args import parse_args
 
     steps = parse_args((CommonArgs, PPOConfig), flags)[1].optimizer_steps_per_rollout  # M x E
     trainer = train_rlhf.main(flags + ["--max_steps", str(options.rollouts * steps)])

@@ -6,7 +6,7 @@
     python script/benchmark_verifiable.py trl-grpo DIR 8       # only the peer, 8 steps (for side-by-side timing)
 
 Task "arithmetic": "What is A plus B? Reply with only the number." for two-digit A and B, gold `answer` A + B,
-scored by `utils.verifiers:exact_number`. The unordered pairs {A, B} are split with a fixed seed: 500 held-out
+scored by `rlhfkit.verifiers:exact_number`. The unordered pairs {A, B} are split with a fixed seed: 500 held-out
 pairs (one prompt each, A < B or A = B) and training prompts from the other pairs, so no held-out sum is seen in
 training in either order. Every row trains a LoRA on the demo model from the same training prompts with the same
 seed, then evaluate.py answers the 500 held-out prompts greedily (16 new tokens) and scores them with the verifier.
@@ -23,7 +23,7 @@ Task "ifeval" (rows `ifeval_*`): training prompts are the first user turns of ..
 with one or two IFEval instructions attached (the Tulu 3 RLVR recipe; descriptions and arguments drawn by lm-eval's
 own `build_description`, seeded), held out are the official IFEval prompts (data_example/ifeval/, Apache-2.0;
 prompts with a sentence-count instruction are left out while nltk's `punkt_tab` data is missing, as it is offline),
-scored by `utils.verifiers:ifeval` (prompt-level strict accuracy; the instruction-level share is in row.json).
+scored by `rlhfkit.verifiers:ifeval` (prompt-level strict accuracy; the instruction-level share is in row.json).
 
 Each row writes `output/verifiable/<row>/row.json` (held-out accuracy with its Wilson 95% interval, the exact
 McNemar p-value against the base on the same prompts, wall-clock, seconds per step, mean answer length, the last
@@ -44,13 +44,13 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from utils.arena import accuracy_interval, paired_accuracy_test  # noqa: E402
+from rlhfkit.report.arena import accuracy_interval, paired_accuracy_test  # noqa: E402
 
 OUT = os.path.join(ROOT, "output", "verifiable")
 DATA = os.path.join(OUT, "data")
 MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct")
-VERIFIER = "utils.verifiers:exact_number"
-IFEVAL = "utils.verifiers:ifeval"
+VERIFIER = "rlhfkit.verifiers:exact_number"
+IFEVAL = "rlhfkit.verifiers:ifeval"
 IFEVAL_PROMPTS = os.path.join(ROOT, "data_example", "ifeval", "input_data.jsonl")
 HH_RLHF = os.path.join(os.path.dirname(ROOT), "shared", "data", "hh-rlhf-harmless-base-test.first1000.jsonl")
 IFEVAL_TRAIN_IDS = ("punctuation:no_comma", "change_case:english_lowercase", "change_case:english_capital",
@@ -85,7 +85,7 @@ def make_ifeval_data() -> None:
     import nltk
     from lm_eval.tasks.ifeval import instructions_registry as registry
 
-    from utils.data import split_hh_transcript
+    from rlhfkit.data import split_hh_transcript
 
     random.seed(SEED)  # lm-eval's build_description draws its arguments with `random`
     rng, train = random.Random(SEED), []
@@ -337,7 +337,7 @@ def trl_grpo(output_dir: str, steps: int = STEPS) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from utils.verifiers import exact_number
+    from rlhfkit.verifiers import exact_number
 
     torch.manual_seed(SEED)
     tokenizer = AutoTokenizer.from_pretrained(MODEL)

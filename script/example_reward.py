@@ -7,7 +7,7 @@ A reward function has TRL's signature and returns one float per response (None: 
 * prompts: the prompts, each a list of chat messages (as in the data file);
 * completions: the sampled responses, each `[{"role": "assistant", "content": text}]` (special tokens removed);
 * completion_ids: the response token ids (up to and including the EOS);
-* kwargs: the row's other data columns (e.g. a gold `answer`: see `utils/verifiers.py`), and `trainer_state` (the
+* kwargs: the row's other data columns (e.g. a gold `answer`: see `rlhfkit/verifiers.py`), and `trainer_state` (the
   Trainer's state: `global_step`, ...).
 
 Given with `--reward_model_path`, its value is added to the reward model's score (PPO) or is a second reward

@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MODEL=models/SmolLM2-135M-Instruct  # made by `python -m utils.demo_model`
+MODEL=models/SmolLM2-135M-Instruct  # made by `python -m rlhfkit.demo_model`
 
 # One CPU or one GPU:
 python train_gkd.py --model_name_or_path "$MODEL" --teacher_model_name_or_path "$MODEL" \

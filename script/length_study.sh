@@ -33,7 +33,7 @@ for step in "$@"; do
           --probe_prompts 0 "${flags[@]}" --output_dir "$OUT/rm_$rm"
         python evaluate.py --reward_model_path "$OUT/rm_$rm" --eval_data_path "$OUT/pairs_801_1000.jsonl" \
           --drop_bad_rows true --output_dir "$OUT/eval_rm_$rm"
-        python -m utils.rm_probe "$OUT/rm_$rm" "$OUT/pairs_801_1000.jsonl" --max_prompts 64 \
+        python -m rlhfkit.report.rm_probe "$OUT/rm_$rm" "$OUT/pairs_801_1000.jsonl" --max_prompts 64 \
           --output_dir "$OUT/probe_rm_$rm"
       done ;;
     dpo)  # DPO: sigmoid vs R-DPO vs LD-DPO, the same pairs and budget (4x the LoRA default learning rate, so that

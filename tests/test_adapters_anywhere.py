@@ -1,5 +1,5 @@
 """Outputs a user can take anywhere: adapters record an absolute base path and load from any folder; a moved base
-gives one clear error that `python -m utils.rebase_adapter` fixes; `utils.merge_adapter` checks each merge (policy,
+gives one clear error that `python -m rlhfkit.rebase_adapter` fixes; `rlhfkit.merge_adapter` checks each merge (policy,
 reward model, DoRA, PPO value adapter) and refuses a wrong one. Also `check_lora_targets` and the PPO value model
 under `--value_train_mode full`."""
 
@@ -16,9 +16,9 @@ from conftest import ROOT, base_flags
 
 import reward_model
 import train_rlhf
-from utils.errors import ConfigError, PathNotFoundError, run_cli
-from utils.model import check_lora_targets, resolve_checkpoint
-from utils.rebase_adapter import rebase_adapter
+from rlhfkit.errors import ConfigError, PathNotFoundError, run_cli
+from rlhfkit.model import check_lora_targets, resolve_checkpoint
+from rlhfkit.rebase_adapter import rebase_adapter
 
 FAST = ("--max_steps", "2", "--eval_split_size", "0", "--per_device_train_batch_size", "2", "--learning_rate", "2e-2",
         "--lora_r", "4", "--lora_alpha", "8")
@@ -78,7 +78,7 @@ def test_relative_base_of_older_outputs_still_resolves(runs, tmp_path, monkeypat
 def test_moved_base_gives_the_documented_error_and_rebase_fixes_it(runs, tmp_path, capsys):
     from peft import AutoPeftModelForCausalLM
 
-    from utils import merge_adapter
+    from rlhfkit import merge_adapter
 
     adapter, old_base, new_base = tmp_path / "adapter", tmp_path / "base", tmp_path / "base_moved"
     shutil.copytree(runs["dpo"], adapter)
@@ -92,14 +92,14 @@ def test_moved_base_gives_the_documented_error_and_rebase_fixes_it(runs, tmp_pat
         resolve_checkpoint(str(adapter))
     message = str(error.value)
     assert f"the LoRA adapter {adapter} was trained on the base model '{old_base}'" in message
-    assert f"python -m utils.rebase_adapter {adapter} NEW_BASE_DIR" in message and "--base_model_path" in message
+    assert f"python -m rlhfkit.rebase_adapter {adapter} NEW_BASE_DIR" in message and "--base_model_path" in message
     assert "\n" not in message  # one line
     with pytest.raises(SystemExit) as exit_status:  # the CLI prints it as one error line, no Hub error
         run_cli(merge_adapter.main, [str(adapter), str(tmp_path / "merged")])
     assert exit_status.value.code == 2
     assert "error: the LoRA adapter" in capsys.readouterr().err and not (tmp_path / "merged").exists()
 
-    done = subprocess.run([sys.executable, "-m", "utils.rebase_adapter", str(adapter), os.path.relpath(new_base, ROOT)],
+    done = subprocess.run([sys.executable, "-m", "rlhfkit.rebase_adapter", str(adapter), os.path.relpath(new_base, ROOT)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert recorded_base(adapter) == str(new_base)  # made absolute
@@ -114,8 +114,8 @@ def adapter_changes_outputs(adapter_dir):
     trained adapter moves the outputs by far more than the tolerance."""
     from transformers import AutoTokenizer
 
-    from utils.merge_adapter import example_inputs, model_outputs
-    from utils.model import load_checkpoint
+    from rlhfkit.merge_adapter import example_inputs, model_outputs
+    from rlhfkit.model import load_checkpoint
 
     checkpoint = resolve_checkpoint(adapter_dir)
     inputs = example_inputs(AutoTokenizer.from_pretrained(adapter_dir))
@@ -130,9 +130,9 @@ def adapter_changes_outputs(adapter_dir):
 def test_merge_equals_the_adapter_model(runs, tmp_path, capsys, name):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    from utils.merge_adapter import example_inputs, merge_adapter, model_outputs
-    from utils.merge_adapter import main as merge_main
-    from utils.model import load_checkpoint
+    from rlhfkit.merge_adapter import example_inputs, merge_adapter, model_outputs
+    from rlhfkit.merge_adapter import main as merge_main
+    from rlhfkit.model import load_checkpoint
 
     assert adapter_changes_outputs(runs[name]) > 1e-2  # the adapter matters: a merge that lost it would be refused
     out = merge_adapter(runs[name], str(tmp_path / "merged"))
@@ -159,7 +159,7 @@ def test_merge_equals_the_adapter_model(runs, tmp_path, capsys, name):
 
 
 def test_a_merge_that_does_not_match_is_refused_and_nothing_is_written(runs, tmp_path, monkeypatch):
-    from utils import merge_adapter
+    from rlhfkit import merge_adapter
 
     original = merge_adapter.merge_weights
 
@@ -181,7 +181,7 @@ def test_ppo_value_adapter_merges_into_a_scorer_with_its_value_head(tiny_model_d
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from utils.merge_adapter import merge_adapter
+    from rlhfkit.merge_adapter import merge_adapter
 
     torch.manual_seed(0)
     policy = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
@@ -205,9 +205,9 @@ def test_value_model_trains_every_weight_with_value_train_mode_full(runs, tmp_pa
     """`--value_train_mode full` with a LoRA reward model: the merged value model must train as a whole."""
     from common_args import CommonArgs
     from rlhf_args.ppo_config import PPOConfig
-    from utils.args import parse_args
-    from utils.model import load_tokenizer
-    from utils.model import load_value_model
+    from rlhfkit.args import parse_args
+    from rlhfkit.model import load_tokenizer
+    from rlhfkit.model import load_value_model
 
     args, config = parse_args((CommonArgs, PPOConfig), base_flags(runs["base"], "unused.jsonl", tmp_path / "o",
                                                                    "--rlhf_type", "PPO", "--value_train_mode", "full"))

@@ -25,8 +25,9 @@ import rejection_sampling
 import train_gkd
 import evaluate
 import train_rlhf
-from utils import merge_adapter, rebase_adapter, rm_probe, run_health
-from utils.errors import run_cli
+from rlhfkit import merge_adapter, rebase_adapter
+from rlhfkit.report import rm_probe, run_health
+from rlhfkit.errors import run_cli
 
 GOOD = easy_pairs(8)
 ROW = {"prompt": "q", "chosen": "good", "rejected": "bad"}
@@ -182,7 +183,7 @@ CASES = [
     Case("model-missing", T, lambda c: c.dpo("--model_name_or_path", str(c.tmp / "no_model")),
          ["model directory not found", "no_model"]),
     Case("model-is-adapter", T, lambda c: c.dpo("--model_name_or_path", make_adapter_dir(c)),
-         ["is a LoRA adapter", "python -m utils.merge_adapter"]),
+         ["is a LoRA adapter", "python -m rlhfkit.merge_adapter"]),
     Case("resume-missing-checkpoint", T, lambda c: c.dpo("--resume_from_checkpoint", str(c.tmp / "checkpoint-9")),
          ["--resume_from_checkpoint", "checkpoint-9"]),
     Case("resume-true-without-checkpoint", T, lambda c: c.dpo("--resume_from_checkpoint", "true"),
@@ -295,7 +296,7 @@ CASES = [
     Case("length-debias-unknown", R, lambda c: c.rm("--length_debias", "odn"), ["invalid choice: 'odn'"]),
     Case("sampling-output-not-empty", S, lambda c: c.sampling("--output_dir", precious_dir(c)), ["is not empty"]),
     Case("sampling-adapter-base-moved", S, lambda c: c.sampling("--policy_name_or_path", make_adapter_dir(c)),
-         ["python -m utils.rebase_adapter"]),
+         ["python -m rlhfkit.rebase_adapter"]),
     # --- --config recipes
     Case("config-unknown-key", T, lambda c: c.dpo("--config", c.raw(b"betta: 0.2\n", "r.yaml")),
          ["--config", "r.yaml", "unknown key 'betta'"]),
@@ -311,9 +312,9 @@ CASES = [
          ["--config", "t.yaml", "key 'beta' is given twice (line 3)"]),
     Case("config-env-not-a-mapping", T, lambda c: c.dpo("--config", c.raw(b"env: [A=1]\n", "v.yaml")),
          ["--config", "v.yaml", "env: expected a mapping"]),
-    # --- python -m utils.merge_adapter / rebase_adapter
+    # --- python -m rlhfkit.merge_adapter / rebase_adapter
     Case("merge-not-an-adapter", M, lambda c: [c.model, c.out], ["is not a LoRA adapter folder"]),
-    Case("merge-base-moved", M, lambda c: [make_adapter_dir(c), c.out], ["python -m utils.rebase_adapter"]),
+    Case("merge-base-moved", M, lambda c: [make_adapter_dir(c), c.out], ["python -m rlhfkit.rebase_adapter"]),
     Case("merge-output-not-empty", M, lambda c: [make_adapter_dir(c), precious_dir(c)], ["is not an empty folder"]),
     Case("merge-bad-dtype", M, lambda c: [make_adapter_dir(c), c.out, "--dtype", "int8"], ["--dtype",
                                                                                          "invalid choice"]),
@@ -342,7 +343,7 @@ CASES = [
     Case("eval-bad-data", E, lambda c: ["--models", f"base={c.model}", "--reward_model_path", c.model,
                                         "--eval_data_path", c.jsonl([ROW, "{x"]), "--output_dir", c.out],
          ["d.jsonl:2", "malformed JSON"]),
-    # --- python -m utils.rm_probe
+    # --- python -m rlhfkit.report.rm_probe
     Case("probe-rm-missing", P, lambda c: [str(c.tmp / "missing_rm"), c.good], ["reward model not found",
                                                                                 "missing_rm"]),
     Case("probe-data-missing", P, lambda c: [c.model, str(c.tmp / "pairs.jsonl")], ["data file not found"]),
@@ -434,7 +435,7 @@ def snapshot(folder: str) -> dict | None:
 
 
 def test_a_byte_order_mark_is_accepted(tmp_path):
-    from utils.data import load_preference_file
+    from rlhfkit.data import load_preference_file
 
     path = tmp_path / "bom.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + '{"prompt": "q", "chosen": "a", "rejected": "b"}\n'.encode())

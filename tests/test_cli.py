@@ -10,9 +10,9 @@ from conftest import base_flags, write_jsonl
 import reward_model
 import train_rlhf
 from rlhf_args.dpo_config import DPOConfig
-from utils.args import parse_args
+from rlhfkit.args import parse_args
 from common_args import CommonArgs
-from utils.errors import ConfigError
+from rlhfkit.errors import ConfigError
 
 ROW = {"prompt": "q", "chosen": "good", "rejected": "bad"}
 
@@ -85,7 +85,7 @@ def test_non_empty_output_dir_is_never_overwritten(tiny_model_dir, tmp_path):
 def test_qlora_with_zero3_is_refused_naming_zero2(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
-    from utils.model import check_train_mode
+    from rlhfkit.model import check_train_mode
 
     args, config = parse_args((CommonArgs, DPOConfig), ["--train_mode", "qlora", "--output_dir", "x"])
     with pytest.raises(ValueError, match="deepspeed_zero2.yaml"):
@@ -97,7 +97,7 @@ def test_qlora_with_zero3_is_refused_naming_zero2(tiny_model_dir, tmp_path, monk
 def test_missing_demo_model_says_how_to_create_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no models/ folder here
     data = write_jsonl(tmp_path / "d.jsonl", [ROW])
-    with pytest.raises(FileNotFoundError, match="python -m utils.demo_model"):
+    with pytest.raises(FileNotFoundError, match="python -m rlhfkit.demo_model"):
         train_rlhf.main(["--train_data_path", data, "--output_dir", str(tmp_path / "out")])
 
 
@@ -113,15 +113,15 @@ def test_adapter_folder_as_model_is_refused_and_merge_makes_a_model(tiny_model_d
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from utils.merge_adapter import merge_adapter
-    from utils.model import check_model_path
+    from rlhfkit.merge_adapter import merge_adapter
+    from rlhfkit.model import check_model_path
 
     adapter = tmp_path / "adapter"
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
                            LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
     model.save_pretrained(adapter)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(adapter)
-    with pytest.raises(ValueError, match=f"python -m utils.merge_adapter {adapter} {adapter}_merged"):
+    with pytest.raises(ValueError, match=f"python -m rlhfkit.merge_adapter {adapter} {adapter}_merged"):
         check_model_path(str(adapter))
     merged = merge_adapter(str(adapter), str(tmp_path / "merged"))
     check_model_path(merged)

@@ -17,8 +17,8 @@ from reward_args.training_config import RewardConfig
 from rlhf_args.dpo_config import DPOConfig
 from rlhf_args.gkd_config import GKDConfig, GKDModelArgs
 from rlhf_args.ppo_config import PPOConfig
-from utils.args import parse_args, run_config
-from utils.errors import ConfigError, PathNotFoundError
+from rlhfkit.args import parse_args, run_config
+from rlhfkit.errors import ConfigError, PathNotFoundError
 
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "recipes", "*", "*.yaml")))
 
@@ -67,16 +67,16 @@ def test_run_config_json_repeats_the_run(tiny_model_dir, tmp_path):
     recorded = json.load(open(first / "run_config.json"))
     args, config = parse_args((CommonArgs, DPOConfig), ["--config", str(first / "run_config.json"),
                                                         "--output_dir", str(tmp_path / "second")])
-    again = json.loads(json.dumps(run_config({"common": args, "training": config}, 1), default=str))
+    again = json.loads(json.dumps(run_config("DPO", args, config, 1), default=str))
     assert recorded["training"].pop("output_dir") != again["training"].pop("output_dir")
     assert again == recorded
-    assert recorded["training"]["beta"] == 0.3 and recorded["common"]["lora_r"] == 4
+    assert recorded["training"]["beta"] == 0.3 and recorded["args"]["lora_r"] == 4
 
 
 def test_run_config_keeps_the_stop_token_and_masks_the_hub_token():
     args, config = parse_args((CommonArgs, PPOConfig), ["--rlhf_type", "PPO", "--output_dir", "x",
                                                         "--hub_token", "secret", "--stop_token", "none"])
-    settings = run_config({"common": args, "training": config}, 1)
+    settings = run_config("DPO", args, config, 1)
     assert settings["training"]["stop_token"] == "none"
     assert settings["training"]["hub_token"] == "<HUB_TOKEN>"
 
@@ -88,8 +88,8 @@ def script_of(recipe: str):
         return reward_model.main, (RewardModelArgs, RewardConfig)
     if name.startswith("gkd"):
         return train_gkd.main, (GKDModelArgs, GKDConfig)
-    method = train_rlhf.METHODS[train_rlhf.pick_method(["--config", recipe])]
-    return train_rlhf.main, (CommonArgs, train_rlhf.load(method.config))
+    method = train_rlhf.load_method(train_rlhf.pick_method(["--config", recipe]))
+    return train_rlhf.main, (CommonArgs, method.config)
 
 
 def test_there_is_a_recipe_per_stage():
@@ -160,7 +160,7 @@ def test_cpu_recipe_trains_one_step(recipe, tiny_model_dir, tmp_path):
 def test_a_recipe_value_of_the_wrong_type_is_one_error_line(text, expected, tmp_path, monkeypatch, capsys):
     import transformers
 
-    from utils.errors import run_cli
+    from rlhfkit.errors import run_cli
 
     monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained",
                         classmethod(lambda cls, *a, **k: pytest.fail("weights were loaded")))

@@ -1,4 +1,4 @@
-"""Crash safety: torn checkpoints are told apart from complete ones (utils/checkpoint.py), `--resume_from_checkpoint
+"""Crash safety: torn checkpoints are told apart from complete ones (rlhfkit/checkpoint.py), `--resume_from_checkpoint
 true` skips them for every method family, a run killed with SIGKILL resumes with the same losses, and a NaN loss
 stops the run before a checkpoint of the diverged weights is written."""
 
@@ -21,12 +21,12 @@ from trl import DPOTrainer
 import reward_model
 import train_gkd
 import train_rlhf
-from utils.checkpoint import (NonFiniteLossGuard, checkpoint_problem, list_checkpoints, non_finite_values,
+from rlhfkit.checkpoint import (NonFiniteLossGuard, checkpoint_problem, list_checkpoints, non_finite_values,
                               scan_checkpoints)
-from utils.errors import ConfigError, OutputExistsError, PathNotFoundError, TrainingDivergedError
-from utils.outputs import prepare_output_dir
-from utils.ppo_trainer import STATE_FILE, TRAINABLE_FILE, PPOTrainer
-from utils.trl_online import GRPOTrainer, RLOOTrainer
+from rlhfkit.errors import ConfigError, OutputExistsError, PathNotFoundError, TrainingDivergedError
+from rlhfkit.outputs import prepare_output_dir
+from rlhfkit.ppo.trainer import STATE_FILE, TRAINABLE_FILE, PPOTrainer
+from rlhfkit.methods.trl_online import GRPOTrainer, RLOOTrainer
 
 REWARD_FILE = ("def length(prompts, completions, completion_ids, **kwargs):\n"
                "    return [float(len(c)) for c in completion_ids]\n")
@@ -275,7 +275,7 @@ import os, signal, sys
 sys.path.insert(0, {root!r})
 from transformers import Trainer
 import train_rlhf
-from utils.errors import run_cli
+from rlhfkit.errors import run_cli
 
 save = Trainer._save_optimizer_and_scheduler
 

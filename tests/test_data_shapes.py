@@ -7,12 +7,12 @@ import pytest
 from conftest import ROOT, write_jsonl
 
 from common_args import CommonArgs
-from utils.args import parse_args
-from utils.data import (DataFormatError, ShapeOptions, convert_row, load_preference_file, load_prompt_file, load_splits,
+from rlhfkit.args import parse_args
+from rlhfkit.data import (DataFormatError, ShapeOptions, convert_row, load_preference_file, load_prompt_file, load_splits,
                         to_sft_rows, to_unpaired_rows)
-from utils.data.distillation import load_distillation_file
-from utils.data.methods import converter
-from utils.errors import ConfigError
+from rlhfkit.data.distillation import load_distillation_file
+from rlhfkit.data.methods import converter
+from rlhfkit.errors import ConfigError
 
 QUIET = dict(log=lambda *_: None)
 
@@ -116,7 +116,7 @@ def test_sharegpt_rows_from_value_or_role_content():
 def test_kto_labels_given_as_0_1_in_a_numeric_file(tmp_path):
     rows = [{"prompt": "Q?", "completion": "good", "label": 1}, {"prompt": "Q?", "completion": "bad", "label": 0}]
     args, config = kto_args(tmp_path, rows)
-    from utils.data import kto_data
+    from rlhfkit.data import kto_data
 
     said = []
     config.per_device_train_batch_size = 2
@@ -150,9 +150,9 @@ def tokenizer():
     ("alpaca.json", "sft"), ("sharegpt.jsonl", "sft"), ("kto_numeric_labels.jsonl", "unpaired"),
     ("prompts.jsonl", "prompt"), ("alpaca.json", "distillation"), ("sharegpt.jsonl", "prompt")])
 def test_every_example_file_loads_without_a_conversion_step(name, method):
-    from utils.data.chats import uses_number_labels
-    from utils.data.loader import load_file
-    from utils.data.shapes import ShapeOptions as Options
+    from rlhfkit.data.chats import uses_number_labels
+    from rlhfkit.data.loader import load_file
+    from rlhfkit.data.shapes import ShapeOptions as Options
 
     def prepare(rows):
         return converter(method, Options(number_labels=uses_number_labels(rows)))
@@ -217,7 +217,7 @@ def test_conversational_rows_in_csv_and_parquet_cells():
 
     row = pair("Q?", "yes", "no")
     for text in (json.dumps(row["chosen"]), repr(row["chosen"])):
-        from utils.data.tables import csv_value
+        from rlhfkit.data.tables import csv_value
 
         assert csv_value(text, "chosen", str) == row["chosen"]
 
@@ -240,8 +240,8 @@ def test_malformed_csv_and_wrapped_json_are_reported(tmp_path):
 def test_kto_numeric_labels_from_csv(tmp_path):
     path = tmp_path / "k.csv"
     path.write_text("prompt,completion,label\nQ?,good,1\nQ?,bad,0\n")
-    from utils.data.chats import uses_number_labels
-    from utils.data.loader import load_file
+    from rlhfkit.data.chats import uses_number_labels
+    from rlhfkit.data.loader import load_file
 
     loaded = load_file(str(path), None, prepare=lambda rows: converter("unpaired", ShapeOptions(
         number_labels=uses_number_labels(rows))), **QUIET)
@@ -285,7 +285,7 @@ def test_prompt_turns_all_gives_one_prompt_per_user_turn(tmp_path):
     assert [p["prompt"][-1]["content"] for p in prompts] == ["one", "two", "three"]
     assert prompts[2] == {"prompt": chat["messages"][:5]}
     assert len(load_prompt_file(path, **QUIET)) == 1
-    from utils.data import prompt_data
+    from rlhfkit.data import prompt_data
 
     args = CommonArgs(train_data_path=path, eval_split_size=0, prompt_turns="all")
     config = type("C", (), {"seed": 0, "max_prompt_length": None})()

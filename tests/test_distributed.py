@@ -29,7 +29,7 @@ def test_dpo_runs_on_two_ranks_and_saves_a_loadable_model(yaml, mode, tiny_model
 
     assert json.load(open(out / "run_config.json"))["world_size"] == 2  # both ranks joined the process group
     output = done.stdout + done.stderr
-    for noise in NOISE:  # known-harmless library messages are filtered (utils/log.py)
+    for noise in NOISE:  # known-harmless library messages are filtered (rlhfkit/log.py)
         assert noise not in output, noise
     own = [line for line in done.stdout.splitlines() if line.startswith(("[data]", "[DPO]", "[run health]"))]
     assert own and len(own) == len(set(own)), own  # the toolkit's own lines come from rank 0 only

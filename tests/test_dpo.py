@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOTrainer
 
 import train_rlhf
-from utils.outputs import plot_log_history
+from rlhfkit.outputs import plot_log_history
 
 PROBE = "<|im_start|>user\nTell me about tea.<|im_end|>\n<|im_start|>assistant\nSure"
 
@@ -51,7 +51,7 @@ def test_lora_adapter_reloads_to_identical_logits(lora_dpo):
     reloaded = AutoPeftModelForCausalLM.from_pretrained(out).eval()
     assert torch.allclose(logits_of(reloaded, tokenizer), logits_of(trainer.model.eval(), tokenizer), atol=1e-5)
     settings = json.load(open(out / "run_config.json"))
-    assert settings["common"]["rlhf_type"] == "DPO" and settings["training"]["beta"] == 0.1
+    assert settings["method"] == settings["args"]["rlhf_type"] == "DPO" and settings["training"]["beta"] == 0.1
     assert os.path.isfile(out / "adapter_model.safetensors") and os.path.isfile(out / "trainer_state.json")
 
 

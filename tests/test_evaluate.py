@@ -18,8 +18,8 @@ import torch
 from conftest import ROOT, TINY, demo_tokenizer, easy_pairs, write_jsonl
 
 import evaluate
-from utils.arena import pairwise_outcomes
-from utils.errors import ConfigError, PathNotFoundError
+from rlhfkit.report.arena import pairwise_outcomes
+from rlhfkit.errors import ConfigError, PathNotFoundError
 
 
 @pytest.fixture(scope="module")

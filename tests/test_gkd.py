@@ -10,8 +10,8 @@ from conftest import TINY, base_flags, easy_pairs, write_jsonl
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 import train_gkd
-from utils.data import DataFormatError
-from utils.data.distillation import distillation_data, load_distillation_file
+from rlhfkit.data import DataFormatError
+from rlhfkit.data.distillation import distillation_data, load_distillation_file
 
 
 def chats(n, seed=0):
@@ -80,8 +80,9 @@ def test_each_method_trains_and_saves(teacher_dir, tiny_model_dir, gkd_data, tmp
         assert set(calls) == {"student"} and 0 < len(calls) < steps  # seed 42: a mix of the two kinds of step
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert len(losses) == steps and all(0 < loss < 1e4 for loss in losses)  # teacher != student: divergence > 0
-    settings = json.load(open(out / "run_config.json"))["training"]
-    assert (settings["lmbda"], settings["seq_kd"]) == (float(lmbda), seq_kd == "true")
+    recorded = json.load(open(out / "run_config.json"))
+    settings = recorded["training"]
+    assert (settings["lmbda"], settings["seq_kd"]) == (float(lmbda), seq_kd == "true") and recorded["method"] == "GKD"
     for name in ("adapter_model.safetensors", "trainer_state.json", "training_curves.png"):
         assert os.path.isfile(out / name), name
     assert [e["step"] for e in trainer.state.log_history if "eval_loss" in e] == [0, steps]  # before and after

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from utils.reward import remove_length_trend
+from rlhfkit.reward import remove_length_trend
 
 
 def test_a_pure_length_reward_becomes_flat():

@@ -19,8 +19,8 @@ import train_rlhf
 from common_args import CommonArgs
 from rlhf_args.kto_config import KTOConfig, kto_class_weights
 from rlhf_args.sft_config import SFTConfig
-from utils.args import parse_args
-from utils.data import DataFormatError, kto_data, sft_data, to_sft_rows, to_unpaired_rows
+from rlhfkit.args import parse_args
+from rlhfkit.data import DataFormatError, kto_data, sft_data, to_sft_rows, to_unpaired_rows
 
 PROBE = "<|im_start|>user\nTell me about tea.<|im_end|>\n<|im_start|>assistant\nSure"
 
@@ -95,7 +95,7 @@ def test_pairwise_run_saves_and_reloads(pairwise_run):
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert torch.allclose(logits_of(reloaded, tokenizer), logits_of(trainer.model.eval(), tokenizer), atol=1e-5)
     settings = json.load(open(out / "run_config.json"))
-    assert settings["common"]["rlhf_type"] == PAIRWISE[name][1]
+    assert settings["method"] == settings["args"]["rlhf_type"] == PAIRWISE[name][1]
     state = json.load(open(out / "trainer_state.json"))
     assert state["global_step"] == 10
     assert open(out / "training_curves.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
@@ -198,9 +198,9 @@ def test_sft_saves_and_reloads(sft_run):
 @pytest.fixture
 def no_curves(monkeypatch):
     """Skip drawing training_curves.png (matplotlib takes seconds per run; the LoRA runs above check the PNG)."""
-    import utils.outputs
+    import rlhfkit.outputs
 
-    monkeypatch.setattr(utils.outputs, "plot_log_history", lambda *a, **k: [])
+    monkeypatch.setattr(rlhfkit.outputs, "plot_log_history", lambda *a, **k: [])
 
 
 @pytest.mark.parametrize("method", ["CPO", "SimPO", "CPOSimPO", "ORPO", "KTO", "SFT"])

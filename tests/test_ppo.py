@@ -1,4 +1,4 @@
-"""PPO (utils/ppo_trainer.py) and the RLOO / GRPO rows, on a toy task a 2-layer model learns in seconds.
+"""PPO (rlhfkit/ppo/trainer.py) and the RLOO / GRPO rows, on a toy task a 2-layer model learns in seconds.
 
 The toy: a 64-word vocabulary ("t5".."t63", pad == eos == "<|im_end|>", like SmolLM2), a tiny Llama whose lm_head
 is scaled x10 (so that LoRA can move the logits), and a reward = number of "t7" tokens in the response.
@@ -16,10 +16,10 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 import train_rlhf
-from utils import ppo_trainer
-from utils.errors import ConfigError
-from utils.ppo_core import truncate_after_stop
-from utils.ppo_trainer import PPOTrainer
+from rlhfkit.ppo import trainer as ppo_trainer
+from rlhfkit.errors import ConfigError
+from rlhfkit.ppo.core import truncate_after_stop
+from rlhfkit.ppo.trainer import PPOTrainer
 
 WORDS = ["<|im_end|>", "<|im_start|>", "user", "assistant", "system"] + [f"t{i}" for i in range(5, 64)]
 TARGET = WORDS.index("t7")
@@ -58,7 +58,7 @@ def make_lora_reward_model(base_dir, path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from common_args import ModelArgs
-    from utils.model import lora_config
+    from rlhfkit.model import lora_config
 
     torch.manual_seed(1)
     base = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1)
@@ -197,9 +197,9 @@ def test_checkpoint_generation_config_does_not_leak_into_sampling(toy, tmp_path)
 
 
 def test_adapters_layout_one_base_both_adapters_and_value_head_get_gradients(toy, tmp_path):
-    from utils.ppo_models import AdapterRewardModel
-    from utils.model import load_reward_model
-    from utils.reward import reward_scorer
+    from rlhfkit.ppo.models import AdapterRewardModel
+    from rlhfkit.model import load_reward_model
+    from rlhfkit.reward import reward_scorer
 
     rm = make_lora_reward_model(toy["model"], str(tmp_path / "rm"))
     trainer = build_trainer(toy, tmp_path / "o", *LAYOUTS["adapters"], "--reward_model_path", rm,
@@ -275,7 +275,7 @@ def test_gradient_accumulation_does_not_change_the_mini_batch_gradient(toy, tmp_
 
 def count_layer_calls(model):
     """A list that grows by one each time the first decoder layer of the policy's base runs forward; and its hook."""
-    from utils.ppo_models import base_of
+    from rlhfkit.ppo.models import base_of
 
     calls = []
     layer = base_of(model.policy).model.layers[0]
@@ -283,10 +283,10 @@ def count_layer_calls(model):
 
 
 def test_shared_layout_one_backbone_pass_and_both_losses_move_the_adapter(toy, tmp_path):
-    from utils.ppo_core import ppo_policy_loss, ppo_value_loss
-    from utils.ppo_models import AdapterRewardModel
-    from utils.model import load_reward_model
-    from utils.reward import reward_scorer
+    from rlhfkit.ppo.core import ppo_policy_loss, ppo_value_loss
+    from rlhfkit.ppo.models import AdapterRewardModel
+    from rlhfkit.model import load_reward_model
+    from rlhfkit.reward import reward_scorer
 
     rm = make_lora_reward_model(toy["model"], str(tmp_path / "rm"))
     trainer = build_trainer(toy, tmp_path / "o", *LAYOUTS["shared"], "--reward_model_path", rm, "--kl_coef", "0.1")
@@ -386,7 +386,7 @@ def test_ptx_term_is_ptx_coef_times_the_sft_loss_on_its_batch(toy, tmp_path, mon
 
 
 def test_bad_ptx_rows_stop_the_run_before_any_weights_load(toy, tmp_path, monkeypatch):
-    from utils.data import DataFormatError
+    from rlhfkit.data import DataFormatError
 
     bad = write_jsonl(tmp_path / "sft.jsonl", [{"messages": [{"role": "user", "content": "t9"}]}])
     monkeypatch.setattr(train_rlhf, "load_model", lambda *a, **k: pytest.fail("weights loaded before the check"))
@@ -593,8 +593,8 @@ def test_ppo_two_steps_with_a_full_reward_model_on_the_tiny_model(tiny_model_dir
 def test_reward_model_with_another_tokenizer_scores_the_decoded_text(toy, tiny_rm, tmp_path):
     """Toy policy (64-word vocabulary) + a reward model with the 49k-token demo tokenizer: answers are decoded and
     re-tokenised for the reward model, and the value model starts from the policy checkpoint instead."""
-    from utils.model import load_reward_model
-    from utils.reward import reward_scorer
+    from rlhfkit.model import load_reward_model
+    from rlhfkit.reward import reward_scorer
 
     trainer = build_trainer(toy, tmp_path / "o", *LAYOUTS["separate-lora"], "--reward_model_path", tiny_rm,
                             "--reward_function", "none", "--per_device_train_batch_size", "4")
@@ -626,8 +626,8 @@ def test_two_steps_with_a_lora_reward_model(method, toy, tmp_path):
 
 def test_prompt_data_reads_prompt_only_and_preference_files_and_names_bad_lines(tmp_path, tiny_model_dir):
     from common_args import CommonArgs
-    from utils.data import DataFormatError, prompt_data
-    from utils.model import load_tokenizer
+    from rlhfkit.data import DataFormatError, prompt_data
+    from rlhfkit.model import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_model_dir)
     config = type("C", (), {"seed": 0, "max_prompt_length": 8})()
@@ -649,7 +649,7 @@ def test_prompt_data_reads_prompt_only_and_preference_files_and_names_bad_lines(
 
 def test_settings_errors_name_the_fix(toy, tmp_path):
     from rlhf_args.ppo_config import PPOConfig
-    from utils.reward import load_reward_function
+    from rlhfkit.reward import load_reward_function
 
     with pytest.raises(ValueError, match="--reward_model_path"):
         PPOConfig(output_dir="x", reward_model_path=None)

@@ -1,4 +1,4 @@
-"""Tests for utils/ppo_core.py: hand-computed numbers for every piece of PPO maths."""
+"""Tests for rlhfkit/ppo/core.py: hand-computed numbers for every piece of PPO maths."""
 
 import math
 import os
@@ -9,12 +9,12 @@ import torch
 
 torch.set_num_threads(1)
 
-# Make `import utils` work however pytest is started (no conftest in this repo).
+# Make `import rlhfkit` work however pytest is started (no conftest in this repo).
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
-from utils.ppo_core import (  # noqa: E402
+from rlhfkit.ppo.core import (  # noqa: E402
     AdaptiveKLController,
     FixedKLController,
     compute_gae,

@@ -11,7 +11,7 @@ import rejection_sampling
 import reward_model
 import train_gkd
 import train_rlhf
-from utils.errors import run_cli
+from rlhfkit.errors import run_cli
 
 
 @pytest.fixture

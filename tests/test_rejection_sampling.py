@@ -10,10 +10,10 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassificat
 
 import rejection_sampling
 import train_rlhf
-from utils.data import load_preference_file
-from utils.data.distillation import load_distillation_file
-from utils.model import load_reward_model
-from utils.reward import reward_scorer
+from rlhfkit.data import load_preference_file
+from rlhfkit.data.distillation import load_distillation_file
+from rlhfkit.model import load_reward_model
+from rlhfkit.reward import reward_scorer
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def test_saved_lora_reward_model_reloads_with_its_score_head(lora_rm):
     assert score(reloaded, tokenizer, texts)[0] > score(reloaded, tokenizer, texts)[1]
     # the resolved config, the log history and the curves are there too
     settings = json.load(open(os.path.join(out, "run_config.json")))
-    assert settings["training"]["learning_rate"] == 3e-3 and settings["model"]["lora_r"] == 8
+    assert settings["training"]["learning_rate"] == 3e-3 and settings["args"]["lora_r"] == 8 and settings["method"] == "reward model"
     assert settings["world_size"] == 1 and settings["training"]["bf16"] is False
     history = json.load(open(os.path.join(out, "trainer_state.json")))["log_history"]
     assert any("eval_accuracy" in e for e in history)
@@ -103,7 +103,7 @@ def test_the_new_score_head_is_not_reported_as_a_loading_problem(tiny_model_dir)
 
     from transformers import AutoModelForSequenceClassification
 
-    from utils.log import _OnlyMissingScoreHead, score_head_from_elsewhere
+    from rlhfkit.log import _OnlyMissingScoreHead, score_head_from_elsewhere
 
     records = []
 
@@ -129,7 +129,7 @@ def test_the_new_score_head_is_not_reported_as_a_loading_problem(tiny_model_dir)
 
 
 def test_odin_loss_by_hand():
-    from utils.odin import answer_lengths, odin_loss
+    from rlhfkit.methods.odin import answer_lengths, odin_loss
 
     # two pairs: answers (chosen 1, chosen 2, rejected 1, rejected 2) of lengths 4, 2, 1, 1 tokens
     scores = torch.tensor([[1.0, 0.5], [0.0, 0.2], [0.0, 0.1], [0.5, 0.1]])  # (r_Q, r_L) per answer
@@ -167,10 +167,10 @@ def test_odin_quality_head_tracks_length_less_and_loads_as_a_plain_reward_model(
     from peft import AutoPeftModelForSequenceClassification
     from safetensors.torch import load_file
 
-    from utils.data import load_preference_file
-    from utils.model import load_reward_model
-    from utils.reward import reward_scorer
-    from utils.rm_accuracy import preference_accuracy
+    from rlhfkit.data import load_preference_file
+    from rlhfkit.model import load_reward_model
+    from rlhfkit.reward import reward_scorer
+    from rlhfkit.report.rm_accuracy import preference_accuracy
 
     pairs = confounded_pairs(80)
     train = write_jsonl(tmp_path / "train.jsonl", pairs[:64])

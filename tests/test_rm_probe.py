@@ -1,4 +1,4 @@
-"""utils.rm_probe: the degenerate answers, the augmentation, the probe's numbers for hand-built scorers, the saved
+"""rlhfkit.report.rm_probe: the degenerate answers, the augmentation, the probe's numbers for hand-built scorers, the saved
 report, the CLI, and (on the tiny model) that reward_model.py with degenerate negatives ranks the chosen answer
 far above empty and truncated ones where plain training does not."""
 
@@ -11,10 +11,10 @@ import torch
 from conftest import base_flags, demo_tokenizer, write_jsonl
 
 import reward_model
-from utils import rm_probe
-from utils.model import load_reward_model
-from utils.reward import reward_scorer
-from utils.rm_probe import (
+from rlhfkit.report import rm_probe
+from rlhfkit.model import load_reward_model
+from rlhfkit.reward import reward_scorer
+from rlhfkit.report.rm_probe import (
     VARIANTS,
     augment_with_degenerate_negatives,
     degenerate_answer,
@@ -355,7 +355,7 @@ def test_cli_main_full_model(tmp_path, tokenizer, tiny_rm, capsys):
     assert saved["n_prompts"] == 3 and list(saved["variants"]) == list(VARIANTS)
     assert (tmp_path / "o" / "rm_probe.png").read_bytes()[:4] == b"\x89PNG"
     # the same numbers as the functions give on the loaded rows (seed 42, the training scripts' default)
-    from utils.data import load_preference_file
+    from rlhfkit.data import load_preference_file
 
     model, tok = load_reward_model(str(rm_dir), device="cpu")
     expected = run_probe(reward_scorer(model, tok), load_preference_file(data, True), max_prompts=3, seed=42)

@@ -1,4 +1,4 @@
-"""utils/run_health.py: each rule fires on a synthetic log history built to trigger it and stays silent on a healthy
+"""rlhfkit/report/run_health.py: each rule fires on a synthetic log history built to trigger it and stays silent on a healthy
 one; the CLI and report.html; samples.jsonl from PPO, RLOO and GRPO runs on the toy task of test_ppo.py."""
 
 import json
@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from utils import run_health
-from utils.errors import PathNotFoundError
-from utils.run_health import HealthThresholds, RunInfo, check_history
-from utils.samples import is_sampled_rollout, read_samples, write_samples
+from rlhfkit.report import run_health
+from rlhfkit.errors import PathNotFoundError
+from rlhfkit.report.run_health import HealthThresholds, RunInfo, check_history
+from rlhfkit.report.samples import is_sampled_rollout, read_samples, write_samples
 
 
 def log(n, **curves):
@@ -85,7 +85,7 @@ def test_length_rules_have_their_own_bands():
 
 
 def test_a_cut_json_file_is_one_error_naming_it(tmp_path):
-    from utils.errors import ConfigError
+    from rlhfkit.errors import ConfigError
 
     (tmp_path / "trainer_state.json").write_text('{"log_history": [{"step": 1, "loss": 0.')
     with pytest.raises(ConfigError, match="trainer_state.json is not readable JSON"):
@@ -103,7 +103,7 @@ def test_probe_rule_reads_rm_probe_json():
 def write_run(folder, history, method="DPO", beta=0.1):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "trainer_state.json").write_text(json.dumps({"log_history": history}))
-    (folder / "run_config.json").write_text(json.dumps({"common": {"rlhf_type": method}, "training": {"beta": beta}}))
+    (folder / "run_config.json").write_text(json.dumps({"method": method, "args": {"rlhf_type": method}, "training": {"beta": beta}}))
     return str(folder)
 
 

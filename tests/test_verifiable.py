@@ -1,5 +1,5 @@
 """Verifiable rewards: gold columns reach every reward function (PPO, RLOO, GRPO, evaluate.py, rejection_sampling.py),
-the verifiers of utils/verifiers.py, and the accuracy maths (Wilson interval, exact McNemar)."""
+the verifiers of rlhfkit/verifiers.py, and the accuracy maths (Wilson interval, exact McNemar)."""
 
 import importlib
 import json
@@ -14,9 +14,9 @@ from test_ppo import toy, toy_flags  # noqa: F401  (the toy model and its flags)
 import evaluate
 import rejection_sampling
 import train_rlhf
-from utils.arena import accuracy_interval, paired_accuracy_test
-from utils.errors import ConfigError
-from utils.verifiers import exact_number, last_number, math_answer
+from rlhfkit.report.arena import accuracy_interval, paired_accuracy_test
+from rlhfkit.errors import ConfigError
+from rlhfkit.verifiers import exact_number, last_number, math_answer
 
 GOLD_FILE = """
 def gold(prompts, completions, completion_ids, answer, **kwargs):
@@ -123,8 +123,8 @@ def test_rejection_sampling_needs_a_score():
 
 def test_prompt_loaders_keep_other_columns_and_fill_missing_ones(tmp_path, tiny_model_dir):
     from common_args import CommonArgs
-    from utils.data import load_prompt_file, prompt_data
-    from utils.model import load_tokenizer
+    from rlhfkit.data import load_prompt_file, prompt_data
+    from rlhfkit.model import load_tokenizer
 
     rows = [{"prompt": "1+1?", "answer": 2, "source": "a"}, {"messages": [{"role": "user", "content": "2+2?"}],
                                                              "answer": 4},
@@ -168,7 +168,7 @@ def needs_lm_eval():
 
 def test_ifeval_scores_the_share_of_instructions_followed():
     needs_lm_eval()
-    from utils.verifiers import ifeval
+    from rlhfkit.verifiers import ifeval
 
     ids = ["punctuation:no_comma", "change_case:english_lowercase"]
     kwargs = [{}, {"num_words": None}]  # None-valued keys, as a datasets column of mixed dicts has them
@@ -188,14 +188,14 @@ def test_ifeval_columns_of_the_official_prompts_survive_loading_and_datasets(tin
     needs_lm_eval()
     from datasets import Dataset
 
-    from utils.data import load_prompt_file
-    from utils.verifiers import ifeval
+    from rlhfkit.data import load_prompt_file
+    from rlhfkit.verifiers import ifeval
 
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data_example", "ifeval",
                         "input_data.jsonl")
     out = tmp_path / "eval"
     summary = evaluate.main(["--models", f"tiny={tiny_model_dir}", "--reward_model_path", "none", "--reward_function",
-                             "utils.verifiers:ifeval", "--eval_data_path", path, "--max_prompts", "6",
+                             "rlhfkit.verifiers:ifeval", "--eval_data_path", path, "--max_prompts", "6",
                              "--max_new_tokens", "8", "--output_dir", str(out)])
     rows = load_prompt_file(path, log=lambda *_: None)[:6]
     answers = [json.loads(line)["answer"] for line in open(out / "generations.jsonl")]
@@ -212,10 +212,10 @@ def test_ifeval_columns_of_the_official_prompts_survive_loading_and_datasets(tin
 
 def test_ifeval_without_lm_eval_is_one_line_naming_the_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "lm_eval.tasks.ifeval.utils", None)  # import fails as if not installed
-    from utils.reward import load_reward_function
+    from rlhfkit.reward import load_reward_function
 
     with pytest.raises(ConfigError, match=r"pip install 'lm-eval\[ifeval\]==0\.4\.13'"):
-        load_reward_function("utils.verifiers:ifeval")
+        load_reward_function("rlhfkit.verifiers:ifeval")
 
 
 # ------------------------------------------------------------------------------------------------------------------

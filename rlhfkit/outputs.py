@@ -1,0 +1,139 @@
+"""What every script writes to `output_dir`, and the guard that keeps it from overwriting earlier work.
+
+`output_dir/` after a run:
+    adapter_model.safetensors + adapter_config.json   (LoRA / QLoRA), or model.safetensors + config.json (full)
+    tokenizer files, run_config.json (every resolved setting), trainer_state.json (the log history),
+    training_curves.png (one panel per logged metric), checkpoint-N/ (for --resume_from_checkpoint),
+    and, written by the run-health step that follows, report.html (rlhfkit/report/run_health.py)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from rlhfkit.args import run_config
+from rlhfkit.checkpoint import checkpoint_problem, checkpoint_step, scan_checkpoints
+from rlhfkit.errors import ConfigError, OutputExistsError, PathNotFoundError
+from rlhfkit.log import info_rank0
+
+# Log-history keys that are run summaries or counters, not curves worth a panel.
+NOT_CURVES = {"epoch", "step", "total_flos", "train_loss", "train_runtime", "train_samples_per_second",
+              "train_steps_per_second", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second",
+              "num_tokens", "eval_num_tokens"}
+
+
+def check_can_write(path: str, flag: str = "--output_dir") -> None:
+    """Raise `OutputExistsError` naming `flag` if `path` cannot be (or become) a folder to write in: it is a file, an
+    ancestor is a file, or the nearest existing ancestor is not writable. Run before any work."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputExistsError(f"{flag} {path} is a file, not a folder; nothing is overwritten. Use another {flag}")
+    parent = os.path.abspath(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise OutputExistsError(f"{flag} {path}: {parent} is a file, so no folder can be made there; use another "
+                                f"{flag}")
+    if not os.access(parent, os.W_OK):
+        raise OutputExistsError(f"{flag} {path}: {parent} is not writable; use another {flag}")
+
+
+def prepare_output_dir(config) -> str | None:
+    """Check `output_dir` before any work, and resolve `--resume_from_checkpoint`.
+
+    Returns what `Trainer.train(resume_from_checkpoint=...)` takes: None for a fresh run, or a checkpoint path.
+    `--resume_from_checkpoint true` (or `last`) picks the newest complete `checkpoint-N/` in `output_dir` and prints
+    one `[resume] skipping ...: <reason>` line per newer, torn one (a save cut by a kill; the folder is kept).
+    Raises `OutputExistsError` if `output_dir` holds files and no resume was asked for (nothing is ever overwritten
+    silently) or cannot be written (`check_can_write`), `PathNotFoundError` if a resume was asked for but there is
+    no checkpoint or none is complete, and `ConfigError` if the checkpoint named by `--resume_from_checkpoint PATH`
+    is torn.
+    """
+    out, resume = config.output_dir, config.resume_from_checkpoint
+    check_can_write(out)
+    if resume in ("true", "True", "last"):
+        scan = scan_checkpoints(out)
+        if scan.newest is None and not scan.torn:
+            raise PathNotFoundError(f"--resume_from_checkpoint: no checkpoint-N/ folder in {out}")
+        newest_step = checkpoint_step(scan.newest) if scan.newest else -1
+        for path, reason in scan.torn:
+            if checkpoint_step(path) > newest_step:
+                info_rank0(f"[resume] skipping {path}: {reason}")
+        if scan.newest is None:
+            raise PathNotFoundError(f"--resume_from_checkpoint: no complete checkpoint in {out}: all {len(scan.torn)} "
+                                    f"checkpoint-N/ folders are torn (listed above); start afresh with another "
+                                    f"--output_dir")
+        resume = scan.newest
+    elif resume and not os.path.isdir(resume):
+        raise PathNotFoundError(f"--resume_from_checkpoint: no such checkpoint: {resume}")
+    elif resume and (problem := checkpoint_problem(resume)):
+        newest = scan_checkpoints(os.path.dirname(os.path.normpath(resume))).newest
+        instead = f"; the newest complete one next to it is {newest}" if newest else ""
+        raise ConfigError(f"--resume_from_checkpoint: {resume} is incomplete ({problem}), so it cannot be resumed "
+                          f"from{instead}")
+    elif not resume and os.path.isdir(out) and os.listdir(out):
+        raise OutputExistsError(f"output_dir {out} is not empty; nothing is overwritten. Use another --output_dir, "
+                                f"delete it, or continue the run with --resume_from_checkpoint true")
+    return resume or None
+
+
+def save_outputs(trainer, method: str, args, config) -> None:
+    """Save the final model or adapter + tokenizer, the trainer state, the resolved config and the curves.
+
+    Call it on every process (ZeRO-3 gathers the weights on save); only the main process writes files. `method` is
+    what run_config.json records as the method ("DPO", "reward model", "GKD"); `args` is the script's own settings
+    dataclass, `config` the trainer's.
+    """
+    out = trainer.args.output_dir
+    trainer.save_model(out)
+    if not trainer.is_world_process_zero():
+        return
+    trainer.save_state()
+    with open(os.path.join(out, "run_config.json"), "w") as f:  # `--config` this file to repeat the run
+        json.dump(run_config(method, args, config, trainer.args.world_size), f, indent=2, default=str)
+    plot_log_history(trainer.state.log_history, os.path.join(out, "training_curves.png"))
+
+
+def plot_log_history(log_history: list[dict], path: str, title: str | None = None) -> list[str]:
+    """Draw one panel per logged metric (train as a line, eval as dots) and save a PNG.
+
+    `log_history` is `trainer.state.log_history`: a list of dicts with a `step` and metric values; eval metrics
+    carry an `eval_` prefix and share a panel with their train twin. Returns the panel names, in order
+    (nothing is written if there is nothing to plot).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib loads only when a plot is drawn
+    from matplotlib.figure import Figure
+
+    series: dict[str, dict[str, list]] = {}
+    for entry in log_history:
+        for key, value in entry.items():
+            if key in NOT_CURVES or not isinstance(value, (int, float)) or not math.isfinite(value):
+                continue
+            split = "eval" if key.startswith("eval_") else "train"
+            name = key.removeprefix("eval_")
+            series.setdefault(name, {}).setdefault(split, []).append((entry.get("step", 0), value))
+    names = list(series)
+    if not names:
+        return []
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig = Figure(figsize=(4.5 * cols, 3 * rows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        for split, points in series[name].items():
+            steps, values = zip(*points)
+            ax.plot(steps, values, "o" if split == "eval" or len(points) == 1 else "-", label=split, markersize=4)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if len(series[name]) > 1:
+            ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return names
