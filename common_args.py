@@ -11,9 +11,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rlhfkit import DEMO_MODEL
 from rlhfkit.errors import ConfigError
 
-DEMO_MODEL = "models/SmolLM2-135M-Instruct"  # made by `python -m rlhfkit.demo_model`
 DEMO_DATA = "data_example/data.jsonl"
 PreferenceKey = Literal["better_response_id", "safer_response_id"]  # PKU-SafeRLHF's two preference labels
 
@@ -21,7 +21,8 @@ PreferenceKey = Literal["better_response_id", "safer_response_id"]  # PKU-SafeRL
 @functools.cache
 def literal_choices(cls) -> dict[str, tuple]:
     """`{field: allowed values}` for the dataclass fields of `cls` typed `Literal[...]` or `Literal[...] | None`
-    (None is then one of the values)."""
+    (None is then one of the values).
+    """
     hints = typing.get_type_hints(cls)
     choices = {}
     for f in dataclasses.fields(cls):
@@ -37,7 +38,8 @@ def literal_choices(cls) -> dict[str, tuple]:
 def check_choices(settings) -> None:
     """Refuse a `Literal` field of a settings dataclass whose value is not one of its choices. The parser already
     refuses these on the command line and in `--config` files; this covers settings built in Python (tests, scripts,
-    `dataclasses.replace`). Raises `ConfigError`: `--pairs must be one of best_worst, all, got 'some'`."""
+    `dataclasses.replace`). Raises `ConfigError`: `--pairs must be one of best_worst, all, got 'some'`.
+    """
     for name, choices in literal_choices(type(settings)).items():
         value = getattr(settings, name)
         if value not in choices:
@@ -48,7 +50,8 @@ def check_choices(settings) -> None:
 def check_reward_sources(settings, needs: str) -> None:
     """`--reward_model_path` / `--reward_function` given as "none" (or "") become None; raise `ConfigError`
     "`needs` --reward_model_path ... and/or --reward_function ..." if neither is left (PPO, RLOO, GRPO, evaluate.py,
-    rejection_sampling.py)."""
+    rejection_sampling.py).
+    """
     for name in ("reward_model_path", "reward_function"):
         if getattr(settings, name) in ("", "none", "None"):
             setattr(settings, name, None)

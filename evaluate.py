@@ -1,4 +1,4 @@
-"""Evaluation: did training help? Answers from several models on the same prompts, scored by one judge.
+r"""Evaluation: did training help? Answers from several models on the same prompts, scored by one judge.
 
     python evaluate.py --models base=models/SmolLM2-135M-Instruct dpo=output/dpo_demo \\
         --reward_model_path output/reward_model --eval_data_path data_example/data.jsonl --max_prompts 50 \\
@@ -17,8 +17,9 @@ of empty answers, distinct-2 (repetition). A reward function receives each row's
 model's accuracy (share of answers scored 1) is reported with its Wilson 95% interval and, against the baseline, the
 exact McNemar p-value on the same prompts. Per model vs the baseline: win rate (ties 0.5) with a 95% bootstrap
 interval over prompts, and the length-controlled win rate (the win rate at equal answer lengths, after AlpacaEval
-2.0; `rlhfkit/report/arena.py`). With a preference file and a reward model, the reward model's own accuracy on the pairs is
-reported too, split by answer length (`rlhfkit/report/rm_accuracy.py`); without `--models` that is all it does.
+2.0; `rlhfkit/report/arena.py`). With a preference file and a reward model, the reward model's own accuracy on the
+pairs is reported too, split by answer length (`rlhfkit/report/rm_accuracy.py`); without `--models` that is all it
+does.
 
 Writes to `output_dir` (never overwritten): generations.jsonl (prompt, model, answer, score, length, ended),
 summary.json, arena.png (win rates with intervals; lengths) and report.html (one self-contained page: the
@@ -27,25 +28,24 @@ summary table, the plot and the answers side by side per prompt).
 
 from __future__ import annotations
 
-import rlhfkit.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
+from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
+
 import json
 import os
 import statistics
 from types import SimpleNamespace
 
 from eval_args.eval_config import EvalArgs
-from rlhfkit.report.arena import accuracy_interval, compare_to_baseline, distinct_n, paired_accuracy_test
 from rlhfkit.args import parse_args
-from rlhfkit.data import (count_too_long, detect_preference_format, load_preference_file, load_prompt_file,
-                        read_file)
+from rlhfkit.data import count_too_long, detect_preference_format, load_preference_file, load_prompt_file, read_file
 from rlhfkit.errors import ConfigError, run_cli
-from rlhfkit.log import info_rank0
 from rlhfkit.generation import generate_answers
-from rlhfkit.report.html_report import escape, image, table, write_page
 from rlhfkit.model import check_policy_path, check_reward_model_path, load_policy, load_reward_model
 from rlhfkit.outputs import prepare_output_dir
-from rlhfkit.reward import call_reward_function, load_reward_function, reward_scorer
+from rlhfkit.report.arena import accuracy_interval, compare_to_baseline, distinct_n, paired_accuracy_test
+from rlhfkit.report.html_report import escape, image, table, write_page
 from rlhfkit.report.rm_accuracy import accuracy_rows, format_accuracy, preference_accuracy
+from rlhfkit.reward import call_reward_function, load_reward_function, reward_scorer
 
 
 def main(argv=None) -> dict:
@@ -103,7 +103,8 @@ def parse_models(specs: list[str]) -> dict[str, str]:
     """`["base=DIR", "dpo=DIR"]` -> `{"base": "DIR", "dpo": "DIR"}` (order kept), each folder checked.
 
     Raises `ConfigError` (not NAME=DIR, a repeated name, a reward model) or `PathNotFoundError` (no such folder,
-    or an adapter whose base is missing)."""
+    or an adapter whose base is missing).
+    """
     models = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
@@ -132,7 +133,8 @@ def load_eval_data(args, accuracy_only: bool) -> tuple[list[dict], list[dict] | 
     (first `max_prompts`).
 
     `accuracy_only` (no `--models`): the file must be preference pairs (`DataFormatError` otherwise) and no prompts
-    are returned. Raises `DataFormatError` / `PathNotFoundError` as `rlhfkit.data`'s loaders do."""
+    are returned. Raises `DataFormatError` / `PathNotFoundError` as `rlhfkit.data`'s loaders do.
+    """
     if accuracy_only:
         if not args.reward_model_path:
             raise ConfigError("without --models, evaluate.py measures the reward model's accuracy on preference "
@@ -154,7 +156,8 @@ def load_judge(args, reward_function) -> dict:
     """`{"reward_model": score_fn, "rm_tokenizer": ..., "<function name>": (fn, ...)}`: the loaded judges.
 
     The reward model scores `(prompts, answers)` with its own chat template, texts cut at `args.max_length` tokens
-    (`rlhfkit.reward.reward_scorer`); the function is called with TRL's signature."""
+    (`rlhfkit.reward.reward_scorer`); the function is called with TRL's signature.
+    """
     judge = {}
     if args.reward_model_path:
         model, tokenizer = load_reward_model(args.reward_model_path)
@@ -168,7 +171,8 @@ def load_judge(args, reward_function) -> dict:
 
 def score_answers(judge: dict, rows: list[dict], results: list[dict]) -> None:
     """Add `scores` (per judge) and `score` (their sum) to each generation result, in place. The reward function
-    gets each row's columns besides `prompt` as keyword arguments (`rlhfkit.reward.call_reward_function`)."""
+    gets each row's columns besides `prompt` as keyword arguments (`rlhfkit.reward.call_reward_function`).
+    """
     prompts, texts = [row["prompt"] for row in rows], [r["answer"] for r in results]
     per_judge = {}
     if "reward_model" in judge:
@@ -224,7 +228,8 @@ def write_outputs(output_dir: str, prompts: list, answers: dict[str, list[dict]]
 
 def plot_arena(summary: dict, path: str) -> None:
     """Left: each model's win rate vs the baseline with its 95% interval, and the length-controlled win rate.
-    Right: each model's mean answer length (tokens), with its EOS rate written on the bar."""
+    Right: each model's mean answer length (tokens), with its EOS rate written on the bar.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -255,7 +260,8 @@ def verifier_accuracy(answers: dict[str, list[dict]], baseline: str | None) -> d
     """Per model, the accuracy under the reward function when it is a verifier (every score in [0, 1], no NaN):
     the share of answers scored 1 with its Wilson 95% interval, and against the baseline the exact McNemar test on
     the same prompts. Returns `{}` when there is no such function, else `{name: {"function", "n", "correct",
-    "accuracy", "accuracy_ci", "vs_baseline": {...} | None}}` (`rlhfkit.report.arena`)."""
+    "accuracy", "accuracy_ci", "vs_baseline": {...} | None}}` (`rlhfkit.report.arena`).
+    """
     first = next(iter(answers.values()), [])
     names = [j for j in (first[0]["scores"] if first else {}) if j != "reward_model"]
     if not names or not all(0 <= r["scores"][names[0]] <= 1 for results in answers.values() for r in results):
@@ -271,7 +277,8 @@ LENGTH_BAND = (0.7, 1.5)  # a model whose mean answer length leaves this band x 
 
 def length_warnings(summary: dict) -> list[str]:
     """One line per model whose mean answer length is outside `LENGTH_BAND` x the baseline's: its raw win rate then
-    mostly measures length, and the length-controlled win rate is the one to read."""
+    mostly measures length, and the length-controlled win rate is the one to read.
+    """
     models, baseline = summary["models"], summary["baseline"]
     base = models[baseline]["mean_length"] if baseline else None
     warnings = []
@@ -301,7 +308,8 @@ def summary_rows(summary: dict) -> list[list]:
 
 def accuracy_table(summary: dict) -> list[list[str]]:
     """One row per model for the verifier accuracy table: accuracy [Wilson 95% CI], right / n, change vs the
-    baseline, exact McNemar p-value."""
+    baseline, exact McNemar p-value.
+    """
     rows = []
     for name, a in summary["accuracy"].items():
         versus = a["vs_baseline"]

@@ -1,4 +1,4 @@
-"""Rejection sampling (best-of-N): sample N answers per prompt from a policy, score them with a reward model and/or a
+r"""Rejection sampling (best-of-N): sample N answers per prompt from a policy, score them with a reward model and/or a
 reward function (e.g. a verifier with gold answers, `rlhfkit/verifiers.py`), keep the best as SFT data and best vs
 worst as preference pairs, so you can iterate SFT or DPO on your model's own outputs.
 
@@ -22,14 +22,15 @@ A prompt gives no pair when its best and worst answers are the same text (train_
 or when their score gap is below `min_score_gap`. Empty answers are not kept (the data loaders refuse them).
 """
 
-import rlhfkit.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
+from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
+
 import json
 import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Literal
 from types import SimpleNamespace
+from typing import Literal
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -39,10 +40,15 @@ from common_args import DEMO_MODEL, check_reward_sources
 from rlhfkit.args import parse_args
 from rlhfkit.data import load_prompt_file
 from rlhfkit.errors import ConfigError, run_cli
-from rlhfkit.log import info_rank0
 from rlhfkit.generation import generate_answers
-from rlhfkit.model import (check_model_path, check_reward_model_path, load_policy, load_reward_model, load_tokenizer,
-                         resolve_checkpoint)
+from rlhfkit.model import (
+    check_model_path,
+    check_reward_model_path,
+    load_policy,
+    load_reward_model,
+    load_tokenizer,
+    resolve_checkpoint,
+)
 from rlhfkit.outputs import prepare_output_dir
 from rlhfkit.report.preflight import preflight
 from rlhfkit.reward import call_reward_function, load_reward_function, reward_scorer
@@ -113,7 +119,8 @@ def sample_answers(model, tokenizer, prompts: list[list[dict]], args) -> tuple[l
 
 def score_all(args, rows: list[dict], flat: list[tuple[int, dict]]) -> list[float]:
     """The score of each `(prompt index, result)` in `flat`: the reward model's and/or the reward function's (which
-    gets the prompt rows' other columns, e.g. a gold `answer`), summed as in PPO."""
+    gets the prompt rows' other columns, e.g. a gold `answer`), summed as in PPO.
+    """
     prompts, texts = [rows[i]["prompt"] for i, _ in flat], [r["answer"] for _, r in flat]
     scores = [0.0] * len(flat)
     if args.reward_model_path:
@@ -131,7 +138,8 @@ def score_all(args, rows: list[dict], flat: list[tuple[int, dict]]) -> list[floa
 
 def best_and_worst(answers: list[str], scores: list[float]) -> tuple[int, int]:
     """Indices of the highest- and lowest-scored answers; the worst is taken among answers whose text differs from
-    the best one's, if any (else best == worst text: no pair). Ties keep the earlier sample."""
+    the best one's, if any (else best == worst text: no pair). Ties keep the earlier sample.
+    """
     best = max(range(len(scores)), key=lambda i: (scores[i], -i))
     others = [i for i in range(len(answers)) if answers[i] != answers[best]] or [best]
     worst = min(others, key=lambda i: (scores[i], i))

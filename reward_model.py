@@ -8,10 +8,12 @@ The model is `AutoModelForSequenceClassification(num_labels=1)` on top of a caus
 score for the last token of prompt + answer. Trained with TRL's RewardTrainer on the Bradley-Terry loss
 -log sigmoid(r_chosen - r_rejected). With LoRA the score head is trained and saved with the adapter.
 The held-out accuracy (share of pairs where r_chosen > r_rejected) is printed at the end, on every held-out pair,
-split by answer length and beside the rule "the shorter answer wins" (rlhfkit/report/rm_accuracy.py, saved as rm_accuracy.json).
+split by answer length and beside the rule "the shorter answer wins" (rlhfkit/report/rm_accuracy.py, saved as
+rm_accuracy.json).
 
 Length (`--length_debias odin`): the score layer gets a second output trained to carry answer length (ODIN, Chen et
-al. 2024, rlhfkit/methods/odin.py); only the quality output is saved, so the folder loads and scores as any reward model.
+al. 2024, rlhfkit/methods/odin.py); only the quality output is saved, so the folder loads and scores as any reward
+model.
 
 Reward hacking guard: human pairs never show an empty, "Ok.", truncated, repeated or off-topic answer, so a reward
 model may score them high and PPO/RLOO/GRPO then learn to produce them. Training adds pairs (chosen, degenerate
@@ -19,7 +21,8 @@ version of chosen) (`--degenerate_negatives_ratio`, training rows only), and the
 often each degenerate answer still beats the chosen one (printed, and saved as rm_probe.json / rm_probe.png).
 """
 
-import rlhfkit.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
+from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
+
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification
 from trl import RewardTrainer
@@ -30,10 +33,18 @@ from rlhfkit.args import parse_args
 from rlhfkit.checkpoint import NonFiniteLossGuard
 from rlhfkit.data import preference_data
 from rlhfkit.errors import ConfigError, run_cli
-from rlhfkit.log import info_rank0
-from rlhfkit.model import (check_lora_targets, check_model_path, check_train_mode, deepspeed_zero_stage, load_model,
-                         load_tokenizer, lora_config, match_trainable_dtype, safetensors_weight_shapes)
 from rlhfkit.methods.odin import ODINRewardTrainer, keep_quality_head
+from rlhfkit.model import (
+    check_lora_targets,
+    check_model_path,
+    check_train_mode,
+    deepspeed_zero_stage,
+    load_model,
+    load_tokenizer,
+    lora_config,
+    match_trainable_dtype,
+    safetensors_weight_shapes,
+)
 from rlhfkit.outputs import prepare_output_dir, save_outputs
 from rlhfkit.report.preflight import preflight
 from rlhfkit.report.rm_accuracy import accuracy_after_training

@@ -18,7 +18,8 @@ teacher (counted from the safetensors headers) gets a warning. The student is tr
 (`--train_mode`); the teacher is frozen and can be loaded in 4-bit or 8-bit (`--teacher_quantization`).
 """
 
-import rlhfkit.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
+from rlhfkit.log import info_rank0, show_dataset_progress  # first: filters known-harmless library messages
+
 import glob
 import math
 import os
@@ -33,9 +34,18 @@ from rlhfkit.args import parse_args
 from rlhfkit.checkpoint import NonFiniteLossGuard
 from rlhfkit.data.distillation import distillation_data
 from rlhfkit.errors import ConfigError, run_cli
-from rlhfkit.log import info_rank0, show_dataset_progress
-from rlhfkit.model import (check_lora_targets, check_model_path, check_train_mode, deepspeed_zero_stage, is_adapter_dir,
-                         load_model, load_teacher, load_tokenizer, lora_config, match_trainable_dtype)
+from rlhfkit.model import (
+    check_lora_targets,
+    check_model_path,
+    check_train_mode,
+    deepspeed_zero_stage,
+    is_adapter_dir,
+    load_model,
+    load_teacher,
+    load_tokenizer,
+    lora_config,
+    match_trainable_dtype,
+)
 from rlhfkit.outputs import prepare_output_dir, save_outputs
 from rlhfkit.report.preflight import preflight
 from rlhfkit.report.run_health import run_health

@@ -13,7 +13,8 @@ With LoRA / QLoRA the reference model is the policy with its adapter switched of
 with full fine-tuning TRL loads a frozen reference from the same checkpoint.
 """
 
-import rlhfkit.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
+from rlhfkit.log import info_rank0, show_dataset_progress  # first: filters known-harmless library messages
+
 import argparse
 import dataclasses
 import importlib
@@ -28,13 +29,18 @@ from rlhf_args.base_config import Method
 from rlhfkit.args import parse_args, read_config_file
 from rlhfkit.checkpoint import NonFiniteLossGuard
 from rlhfkit.errors import ConfigError, run_cli
-from rlhfkit.report.compare import compare_on_held_out_prompt
-from rlhfkit.log import info_rank0, show_dataset_progress
-from rlhfkit.model import (check_lora_targets, check_model_path, check_train_mode, load_model, load_tokenizer,
-                         lora_config, match_trainable_dtype)
+from rlhfkit.model import (
+    check_lora_targets,
+    check_model_path,
+    check_train_mode,
+    load_model,
+    load_tokenizer,
+    lora_config,
+    match_trainable_dtype,
+)
 from rlhfkit.outputs import prepare_output_dir, save_outputs
+from rlhfkit.report.compare import compare_on_held_out_prompt
 from rlhfkit.report.run_health import run_health
-
 
 # The method's file in rlhf_args/ ends with `METHOD = Method(config, trainer, data loader, ...)`, written with ordinary
 # imports; only the chosen method's file is imported, so a DPO run loads no PPO code.
@@ -59,7 +65,8 @@ def load_method(name: str) -> Method:
 
 def pick_method(argv: list[str]) -> str:
     """Read --rlhf_type (from the flags, else from the `--config` file) before the full parse, since it decides which
-    config class parses the rest. Raises `ConfigError` for an unknown method."""
+    config class parses the rest. Raises `ConfigError` for an unknown method.
+    """
     peek = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     peek.add_argument("--rlhf_type")
     peek.add_argument("--config")
@@ -91,7 +98,8 @@ class Run:
 def build_trainer(argv: list[str]) -> Run | None:
     """Steps 0-3 of a run: check every setting, load the data, the policy and the method's extra models, build the
     trainer. With `--check`, stops after the data step, prints the preflight report and returns None.
-    Raises a `UserError` for bad input before any weights load. Tests and benchmarks start runs here."""
+    Raises a `UserError` for bad input before any weights load. Tests and benchmarks start runs here.
+    """
     method = load_method(pick_method(argv))
     args, config = parse_args((CommonArgs, method.config), argv, owners=methods_taking)
 

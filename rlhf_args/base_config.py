@@ -102,7 +102,8 @@ def check_training_values(config) -> None:
 @dataclass
 class OnlineConfig(BaseConfig):
     """What PPO, RLOO and GRPO share: where the reward comes from, how long a prompt may be, and the two guards
-    against a reward model that loves degenerate answers (docs/online-rl.md, "Reward hacking")."""
+    against a reward model that loves degenerate answers (docs/online-rl.md, "Reward hacking").
+    """
 
     reward_model_path: str | None = field(
         default="output/reward_model", metadata={"help": 'reward_model.py output (full/LoRA); "none": functions only'})

@@ -9,6 +9,7 @@ that pure SimPO shows at high learning rates.
 """
 
 from dataclasses import dataclass, field
+
 from trl.experimental.cpo import CPOTrainer
 
 from rlhf_args.base_config import Method

@@ -78,7 +78,8 @@ class KTOConfig(BaseConfig, TRLKTOConfig):
     def balance_class_weights(self, n_desirable: int, n_undesirable: int) -> float:
         """Set the class weights left at None for these class counts (`kto_class_weights`); weights the user set are
         kept. Returns the weighted ratio desirable_weight x n_desirable / (undesirable_weight x n_undesirable), inf
-        without undesirable rows."""
+        without undesirable rows.
+        """
         self.desirable_weight, self.undesirable_weight = kto_class_weights(
             n_desirable, n_undesirable, self.desirable_weight, self.undesirable_weight)
         if not n_undesirable:

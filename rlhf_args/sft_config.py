@@ -8,10 +8,10 @@ completion-only loss applies with any chat template (no `{% generation %}` marke
 """
 
 from dataclasses import dataclass, field
-from trl import SFTTrainer
 from typing import Literal
 
 from trl import SFTConfig as TRLSFTConfig
+from trl import SFTTrainer
 
 from rlhf_args.base_config import BaseConfig, Method
 from rlhfkit.data import sft_data

@@ -16,6 +16,7 @@ responses"; they grid-search 3e-7, 5e-7, 1e-6 for full fine-tuning). Lower `--le
 """
 
 from dataclasses import dataclass, field
+
 from trl.experimental.cpo import CPOTrainer
 
 from rlhf_args.base_config import Method

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rlhfkit.log import set_log_level
+
 import argparse
 import dataclasses
 import math
@@ -14,7 +16,6 @@ import yaml
 from trl import TrlParser
 
 from rlhfkit.errors import ConfigError, PathNotFoundError, UserError
-from rlhfkit.log import set_log_level
 from rlhfkit.model import resolve_model_paths
 
 
@@ -58,8 +59,9 @@ def read_config_file(path: str) -> dict:
 
     A recipe is a YAML mapping of field names to values (and optionally `env:`, environment variables, as in TRL).
     `run_config.json` groups the fields by dataclass (`{"method": "DPO", "args": {...}, "training": {...},
-    "world_size": 2}`); the groups are merged, `method` and `world_size` are left out, and so are values `TrainingArguments.to_dict` masked
-    (`"hub_token": "<HUB_TOKEN>"`). Raises `PathNotFoundError` (no such file) or `ConfigError` (not a mapping).
+    "world_size": 2}`); the groups are merged, `method` and `world_size` are left out, and so are values
+    `TrainingArguments.to_dict` masked (`"hub_token": "<HUB_TOKEN>"`). Raises `PathNotFoundError` (no such file) or
+    `ConfigError` (not a mapping).
     """
     if not os.path.isfile(path):
         raise PathNotFoundError(f"--config: no such file {path}")
@@ -246,7 +248,8 @@ def describe_value(value) -> str:
 
 def refuse_non_finite(argv: list[str]) -> None:
     """Raise `ConfigError` naming the flag for a value nan or inf (`--beta nan`): range checks such as `>= 0` let
-    NaN through (every comparison with it is False), and no setting of this toolkit takes an infinite value."""
+    NaN through (every comparison with it is False), and no setting of this toolkit takes an infinite value.
+    """
     flag = None
     for item in argv:
         name, _, value = item.partition("=") if item.startswith("--") else (flag, "", item)

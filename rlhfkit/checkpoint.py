@@ -71,7 +71,8 @@ def json_problem(path: str) -> str | None:
 def zip_problem(path: str) -> str | None:
     """Why the `torch.save` file at `path` is not a complete zip archive (one line), or None if it is one.
 
-    Reads only the end-of-archive record and the central directory, never the tensors."""
+    Reads only the end-of-archive record and the central directory, never the tensors.
+    """
     try:
         with zipfile.ZipFile(path):
             return None
@@ -79,35 +80,34 @@ def zip_problem(path: str) -> str | None:
         return f"{os.path.basename(path)} is cut short (not a complete zip archive)"
 
 
-def safetensors_problem(path: str) -> str | None:
-    """Why the safetensors file at `path` is incomplete (one line), or None if its header parses and the file is as
-    long as the header says.
+def read_safetensors_header(path: str) -> tuple[dict | None, str | None]:
+    """`(header, None)`: the JSON header of the safetensors file at `path` ({tensor name: {"dtype", "shape",
+    "data_offsets"}}, plus "__metadata__"), read without the tensors; `(None, why)` with a one-line reason when the
+    header does not parse or the file is shorter than the header says (the last tensor's end offset).
 
-    Reads the 8-byte little-endian header length and the JSON header only; the end of the last tensor's
-    `data_offsets` gives the length the file must have."""
+    Layout: an 8-byte little-endian header length, the JSON header, then the tensor bytes.
+    """
     name = os.path.basename(path)
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
             head = f.read(8)
             if len(head) < 8:
-                return f"{name} is cut short (no safetensors header)"
+                return None, f"{name} is cut short (no safetensors header)"
             (length,) = struct.unpack("<Q", head)
             if length > MAX_SAFETENSORS_HEADER:
-                return f"{name} is not a safetensors file (header length {length})"
+                return None, f"{name} is not a safetensors file (header length {length})"
             if size < 8 + length:
-                return f"{name} is cut short (its safetensors header is incomplete)"
+                return None, f"{name} is cut short (its safetensors header is incomplete)"
             header = json.loads(f.read(length))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return f"{name} has no valid safetensors header"
-    try:
         data_end = max((int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"),
                        default=0)
-    except (AttributeError, KeyError, IndexError, TypeError, ValueError):
-        return f"{name} has no valid safetensors header"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, IndexError, TypeError,
+            ValueError):
+        return None, f"{name} has no valid safetensors header"
     if size < 8 + length + data_end:
-        return f"{name} is cut short ({size} of {8 + length + data_end} bytes)"
-    return None
+        return None, f"{name} is cut short ({size} of {8 + length + data_end} bytes)"
+    return header, None
 
 
 def file_problem(path: str) -> str | None:
@@ -115,7 +115,7 @@ def file_problem(path: str) -> str | None:
     if path.endswith(".json"):
         return json_problem(path)
     if path.endswith(".safetensors"):
-        return safetensors_problem(path)
+        return read_safetensors_header(path)[1]
     if path.endswith(ZIP_SUFFIXES):
         return zip_problem(path)
     return None
@@ -124,7 +124,8 @@ def file_problem(path: str) -> str | None:
 def deepspeed_problem(path: str, names: list[str]) -> str | None:
     """Why the DeepSpeed state in checkpoint folder `path` is incomplete (one line), or None (also when it has none).
 
-    DeepSpeed writes its `global_step*/` shards first and the `latest` file naming them last."""
+    DeepSpeed writes its `global_step*/` shards first and the `latest` file naming them last.
+    """
     if not any(name.startswith("global_step") for name in names):
         return None
     try:
@@ -146,7 +147,8 @@ def checkpoint_problem(path: str) -> str | None:
 
     A cut or unreadable file is named first, then a missing `trainer_state.json`, then missing weights. Reads file
     headers and zip directories only, never the weights. An unreadable file is a reason; raises `OSError` only if
-    a folder cannot be listed."""
+    a folder cannot be listed.
+    """
     if not os.path.isdir(path):
         return "not a folder"
     names = sorted(os.listdir(path))
@@ -179,7 +181,8 @@ def scan_checkpoints(output_dir: str) -> CheckpointScan:
 
     Returns a `CheckpointScan`: `newest` is the complete checkpoint with the highest N (None if there is none, or
     no `output_dir`); `torn` lists `(folder, reason)` for every incomplete checkpoint, highest N first. A file that
-    cannot be read makes its checkpoint torn; raises `OSError` only if a folder cannot be listed."""
+    cannot be read makes its checkpoint torn; raises `OSError` only if a folder cannot be listed.
+    """
     newest, torn = None, []
     for path in list_checkpoints(output_dir):
         problem = checkpoint_problem(path)
@@ -195,7 +198,8 @@ def non_finite_values(logs: dict, include_grad_norm: bool = True) -> dict[str, f
 
     A loss value is any key with "loss" as a `/`- or `_`-separated word: `loss`, `eval_loss`, `train_loss`,
     `nll_loss`, PPO's `loss/policy_avg` and `loss/value_avg`. With `include_grad_norm`, `grad_norm` too: a
-    non-finite gradient norm means the optimizer step just wrote NaN weights, even if this step's loss was finite."""
+    non-finite gradient norm means the optimizer step just wrote NaN weights, even if this step's loss was finite.
+    """
     bad = {}
     for key, value in (logs or {}).items():
         words = re.split(r"[/_]", key)

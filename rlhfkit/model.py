@@ -11,10 +11,10 @@
 
 from __future__ import annotations
 
+from rlhfkit.log import score_head_from_elsewhere
+
 import dataclasses
-import json
 import os
-import struct
 from contextlib import nullcontext
 from typing import NamedTuple
 
@@ -23,10 +23,9 @@ from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model, prepare_mode
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
 
-from common_args import DEMO_MODEL
-from rlhfkit.checkpoint import file_problem
+from rlhfkit import DEMO_MODEL
+from rlhfkit.checkpoint import file_problem, read_safetensors_header
 from rlhfkit.errors import ConfigError, PathNotFoundError, read_json
-from rlhfkit.log import score_head_from_elsewhere
 
 
 def check_model_path(path: str) -> None:
@@ -49,7 +48,8 @@ def check_model_path(path: str) -> None:
 
 def check_model_files(path: str) -> None:
     """Raise `ConfigError` naming the file if a model folder's config.json / adapter_config.json does not parse or
-    one of its `*.safetensors` files is cut short (`rlhfkit.checkpoint.file_problem`: headers and sizes, no weights)."""
+    one of its `*.safetensors` files is cut short (`rlhfkit.checkpoint.file_problem`: headers and sizes, no weights).
+    """
     for name in sorted(os.listdir(path)):
         if name in ("config.json", ADAPTER_CONFIG) or name.endswith(".safetensors"):
             problem = file_problem(os.path.join(path, name))
@@ -186,7 +186,8 @@ def _task_type_of_model(path: str) -> str:
 
 def _find_base(recorded: str, adapter_dir: str) -> str | None:
     """The absolute base folder for a recorded base path: as recorded, or a relative path taken from the current
-    directory (how older outputs recorded it) or from the adapter's folder. None if no candidate has config.json."""
+    directory (how older outputs recorded it) or from the adapter's folder. None if no candidate has config.json.
+    """
     candidates = [recorded] if os.path.isabs(recorded) else [recorded, os.path.join(adapter_dir, recorded)]
     for candidate in candidates:
         if os.path.isfile(os.path.join(candidate, "config.json")):
@@ -235,7 +236,8 @@ def resolve_checkpoint(path: str, base_model_path: str | None = None) -> Checkpo
 def check_reward_model_path(path: str, flag: str = "--reward_model_path") -> None:
     """Fail early, saying how to make one, if a reward (or value) model folder is missing, is a LoRA adapter whose
     base model folder is gone (`resolve_checkpoint`), has a cut file, or has a score head with more than one output.
-    Reads safetensors headers, no weights. Raises `PathNotFoundError` or `ConfigError`."""
+    Reads safetensors headers, no weights. Raises `PathNotFoundError` or `ConfigError`.
+    """
     if not (os.path.isfile(os.path.join(path, "config.json")) or is_adapter_dir(path)):
         if flag == "--value_model_path":
             raise PathNotFoundError(f"--value_model_path {path}: no model there (no config.json / adapter_config"
@@ -255,7 +257,8 @@ def check_policy_path(path: str, flag: str = "--models") -> str:
     """Check, before any weights load, that `path` is a causal-LM checkpoint or a LoRA adapter on an existing base.
 
     Returns "adapter" or "full". Raises `PathNotFoundError` (missing folder or base) or `ConfigError` (a reward /
-    sequence-classification model, which writes no answers)."""
+    sequence-classification model, which writes no answers).
+    """
     if not os.path.isdir(path):
         raise PathNotFoundError(f"{flag}: no such folder {path}")
     checkpoint = resolve_checkpoint(path)
@@ -268,8 +271,8 @@ def safetensors_weight_shapes(path: str) -> dict[str, list[int]]:
     """The weight names and shapes stored in a checkpoint folder, read from the safetensors headers only.
 
     Reads `model.safetensors.index.json` (sharded checkpoints) to find the files, else every `*.safetensors` file in
-    `path`; of each file only the 8-byte header length and the JSON header are read. Returns {name: shape}; empty
-    if the folder holds no safetensors file.
+    `path`; of each file only the header is read (`rlhfkit.checkpoint.read_safetensors_header`). Returns
+    {name: shape}; empty if the folder holds no safetensors file. Raises `ConfigError` naming an unreadable file.
     """
     index = os.path.join(path, "model.safetensors.index.json")
     if os.path.isfile(index):
@@ -278,13 +281,9 @@ def safetensors_weight_shapes(path: str) -> dict[str, list[int]]:
         files = sorted(name for name in os.listdir(path) if name.endswith(".safetensors"))
     shapes = {}
     for name in files:
-        try:
-            with open(os.path.join(path, name), "rb") as f:
-                (length,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(length))
-        except (OSError, struct.error, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ConfigError(f"{os.path.join(path, name)}: no readable safetensors header (cut short?): {error}") \
-                from None
+        header, problem = read_safetensors_header(os.path.join(path, name))
+        if problem:
+            raise ConfigError(f"{os.path.join(path, name)}: {problem}")
         shapes.update({k: v["shape"] for k, v in header.items() if k != "__metadata__"})
     return shapes
 
@@ -324,7 +323,8 @@ def check_lora_targets(model_path: str, lora_target_modules: str) -> None:
 
 def inference_dtype(config=None) -> torch.dtype:
     """The dtype a frozen model computes in: the run's compute dtype (`compute_dtype(config)`, bf16 / fp16 / fp32
-    as the run trains); without a training config (stand-alone tools), bf16 on GPUs that support it, else fp32."""
+    as the run trains); without a training config (stand-alone tools), bf16 on GPUs that support it, else fp32.
+    """
     if config is not None:
         return compute_dtype(config)
     return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
@@ -356,7 +356,8 @@ def quantized_device_map(config=None) -> dict | str:
 
 def set_pad_token(model, tokenizer) -> None:
     """Give the model (its config, text config and generation config) the tokenizer's pad token id; sequence
-    classifiers need it to find the last real token of a padded row."""
+    classifiers need it to find the last real token of a padded row.
+    """
     model.config.pad_token_id = tokenizer.pad_token_id
     text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     text_config.pad_token_id = tokenizer.pad_token_id
@@ -434,7 +435,8 @@ def load_reward_model(path: str, device: str | None = None, config=None, merge: 
     frozen, for scoring: `(model, tokenizer)`, on `device` (default: CUDA if available, else CPU), the tokenizer's EOS
     as pad token if it has none. `config` gives the precision (`inference_dtype`); `merge` folds an adapter into the
     weights (a merged model's `config._name_or_path` is `path`: TRL names the reward `rewards/<dir name>`).
-    Raises `PathNotFoundError` as `resolve_checkpoint` does."""
+    Raises `PathNotFoundError` as `resolve_checkpoint` does.
+    """
     tokenizer = load_tokenizer(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_frozen_model(path, config, task_type="SEQ_CLS", tokenizer=tokenizer, device=device, merge=merge,
@@ -448,7 +450,8 @@ def load_value_model(path: str, args, config, tokenizer, train_mode: str):
     `path` is a full checkpoint (a reward model, or a causal LM that gets a fresh score head) or a LoRA reward model
     from reward_model.py. LoRA / QLoRA: a LoRA reward adapter keeps training as the value adapter (with its score
     head); a full checkpoint gets a new LoRA adapter (the policy's LoRA settings) plus a trainable head.
-    Full: every weight trains (a LoRA reward adapter is merged first)."""
+    Full: every weight trains (a LoRA reward adapter is merged first).
+    """
     base_args = dataclasses.replace(args, model_name_or_path=resolve_checkpoint(path).base, train_mode=train_mode)
     base = load_model(AutoModelForSequenceClassification, base_args, config, tokenizer, num_labels=1)
     if train_mode == "qlora":
@@ -467,7 +470,8 @@ def load_policy(path: str, device: str | None = None, trust_remote_code: bool = 
     """A policy that only generates (evaluation, rejection sampling, the demo print): a full checkpoint, or a LoRA
     adapter merged into its recorded base, in `inference_dtype()`. Returns `(model, tokenizer)`: the model in eval mode
     on `device` (default: CUDA if available, else CPU), the tokenizer (the adapter folder's own if it has one, else
-    the base's) padding on the left."""
+    the base's) padding on the left.
+    """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     has_tokenizer = any(os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer_config.json"))
     tokenizer = load_tokenizer(path if has_tokenizer else resolve_checkpoint(path).base, trust_remote_code)
@@ -479,6 +483,7 @@ def load_policy(path: str, device: str | None = None, trust_remote_code: bool = 
 
 def load_teacher(config, tokenizer):
     """GKD's frozen teacher (`config.teacher_model_name_or_path`) in the run's compute dtype, or in 4-bit NF4 / 8-bit
-    with bitsandbytes (`--teacher_quantization`: about a quarter / half of the bf16 memory; also on CPU)."""
+    with bitsandbytes (`--teacher_quantization`: about a quarter / half of the bf16 memory; also on CPU).
+    """
     return load_frozen_model(config.teacher_model_name_or_path, config, task_type="CAUSAL_LM", tokenizer=tokenizer,
                              quantization=config.teacher_quantization)

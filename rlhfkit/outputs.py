@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from rlhfkit.log import info_rank0
+
 import json
 import math
 import os
@@ -16,7 +18,6 @@ import os
 from rlhfkit.args import run_config
 from rlhfkit.checkpoint import checkpoint_problem, checkpoint_step, scan_checkpoints
 from rlhfkit.errors import ConfigError, OutputExistsError, PathNotFoundError
-from rlhfkit.log import info_rank0
 
 # Log-history keys that are run summaries or counters, not curves worth a panel.
 NOT_CURVES = {"epoch", "step", "total_flos", "train_loss", "train_runtime", "train_samples_per_second",
@@ -26,7 +27,8 @@ NOT_CURVES = {"epoch", "step", "total_flos", "train_loss", "train_runtime", "tra
 
 def check_can_write(path: str, flag: str = "--output_dir") -> None:
     """Raise `OutputExistsError` naming `flag` if `path` cannot be (or become) a folder to write in: it is a file, an
-    ancestor is a file, or the nearest existing ancestor is not writable. Run before any work."""
+    ancestor is a file, or the nearest existing ancestor is not writable. Run before any work.
+    """
     if os.path.exists(path) and not os.path.isdir(path):
         raise OutputExistsError(f"{flag} {path} is a file, not a folder; nothing is overwritten. Use another {flag}")
     parent = os.path.abspath(path)

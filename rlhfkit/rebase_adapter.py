@@ -11,14 +11,14 @@ training time is never lost. Nothing else in the folders changes.
 
 from __future__ import annotations
 
-import rlhfkit.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
+from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
+
 import argparse
 import json
 import os
 import shutil
 
 from rlhfkit.errors import PathNotFoundError, ToolParser, read_json, run_cli
-from rlhfkit.log import info_rank0
 from rlhfkit.model import ADAPTER_CONFIG, is_adapter_dir
 
 BACKUP_SUFFIX = ".bak"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -67,7 +67,8 @@ def load_reward_function(spec: str) -> Callable:
     """Import a reward function from `"path/to/file.py:name"` or `"package.module:name"`.
 
     Raises `ConfigError` (no ":name", no such module or function, not callable) or `PathNotFoundError` (no such
-    file). Errors inside the user's file propagate with their traceback."""
+    file). Errors inside the user's file propagate with their traceback.
+    """
     if ":" not in spec:
         raise ConfigError(f"--reward_function {spec!r}: expected FILE.py:NAME or MODULE:NAME")
     where, name = spec.rsplit(":", 1)
@@ -97,7 +98,8 @@ def call_reward_function(function: Callable, prompts: list, answers: list[str], 
 
     `rows[i]` is prompt i's data row: its columns other than `prompt` (e.g. a gold `answer`) are passed as keyword
     arguments, one list per column, as TRL's trainers do; `extra` (e.g. `trainer_state`) is passed as is. Raises
-    `ValueError` if the function returns the wrong number of values."""
+    `ValueError` if the function returns the wrong number of values.
+    """
     columns = {k: [row.get(k) for row in rows] for k in rows[0] if k != "prompt"} if rows else {}
     completions = [[{"role": "assistant", "content": a}] if isinstance(p, list) else a
                    for p, a in zip(prompts, answers)]
@@ -111,7 +113,8 @@ def call_reward_function(function: Callable, prompts: list, answers: list[str], 
 def missing_eos_reward(eos_token_id: int, penalty: float) -> Callable:
     """A reward function (TRL's signature) giving `-penalty` to each completion that does not end with
     `eos_token_id` (cut at the length limit) and 0 to the others: RLOO/GRPO's `--missing_eos_penalty`.
-    TRL logs it as `rewards/missing_eos/mean`."""
+    TRL logs it as `rewards/missing_eos/mean`.
+    """
     def missing_eos(prompts, completions, completion_ids, **kwargs) -> list[float]:
         return [0.0 if len(ids) and ids[-1] == eos_token_id else -penalty for ids in completion_ids]
 
@@ -122,7 +125,8 @@ def remove_length_trend(scores: torch.Tensor, lengths: torch.Tensor) -> tuple[to
     """`--length_control batch`: remove a rollout's linear trend of score on answer length, so that no answer earns
     anything by its length alone. `scores` and `lengths` (tokens) are (B,); returns `(scores - slope * (lengths -
     mean length), slope)` with `slope = cov(score, length) / var(length)` (least squares, score units per token; 0
-    when all lengths are equal). The mean score is unchanged; an answer of the mean length keeps its score."""
+    when all lengths are equal). The mean score is unchanged; an answer of the mean length keeps its score.
+    """
     lengths = lengths.to(scores.dtype)
     centred = lengths - lengths.mean()
     variance = (centred ** 2).sum()

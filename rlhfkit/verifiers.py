@@ -52,8 +52,9 @@ def exact_number(prompts, completions, completion_ids=None, answer=None, **kwarg
 
 
 def math_answer(prompts, completions, completion_ids=None, answer=None, **kwargs) -> list[float]:
-    """1.0 where `math-verify` finds the answer's final expression equivalent to the row's `answer` (text or LaTeX,
-    e.g. `\\frac{1}{2}` and `0.5`), else 0.0."""
+    r"""1.0 where `math-verify` finds the answer's final expression equivalent to the row's `answer` (text or LaTeX,
+    e.g. `\\frac{1}{2}` and `0.5`), else 0.0.
+    """
     from math_verify import parse, verify  # sympy underneath: slow to import
 
     texts = answer_texts(completions)
@@ -61,9 +62,13 @@ def math_answer(prompts, completions, completion_ids=None, answer=None, **kwargs
     return [float(bool(verify(parse(str(g)), parse(t)))) for t, g in zip(texts, golds)]
 
 
+NEEDS_PUNKT = ("length_constraints:number_sentences", "change_case:capital_word_frequency")  # nltk tokenizer data
+
+
 def ifeval_function():
     """Build `ifeval` (see the module docstring); raises `ConfigError` with the install line if `lm-eval` is not
-    installed. Runs when `--reward_function rlhfkit.verifiers:ifeval` is imported, before any weights load."""
+    installed. Runs when `--reward_function rlhfkit.verifiers:ifeval` is imported, before any weights load.
+    """
     try:
         import langdetect
         from lm_eval.tasks.ifeval.utils import InputExample, test_instruction_following_strict
@@ -83,7 +88,12 @@ def ifeval_function():
             question = prompt[-1]["content"] if isinstance(prompt, list) else prompt
             example = InputExample(key=0, instruction_id_list=list(id_list), prompt=question,
                                    kwargs=[dict(a or {}) for a in args])
-            followed = test_instruction_following_strict(example, text).follow_instruction_list
+            try:
+                followed = test_instruction_following_strict(example, text).follow_instruction_list
+            except LookupError as error:  # nltk's tokenizer data, which lm-eval downloads on import when online
+                raise ConfigError(f"IFEval instructions {', '.join(id_list)}: a checker needs nltk's tokenizer data, "
+                                  f"which is not installed: python -m nltk.downloader punkt punkt_tab (offline: "
+                                  f"leave out prompts with {' or '.join(NEEDS_PUNKT)})") from error
             scores.append(sum(followed) / len(followed) if followed else 0.0)
         return scores
 

@@ -121,7 +121,8 @@ def run_row(row, options, reward_model_path: str | None, passthrough: list[str])
 
 def check_paths(parser: argparse.ArgumentParser, options: argparse.Namespace, names: list[str]) -> None:
     """Stop with argparse's one error line (exit 2) for the first option among `names` that is set to a path that
-    does not exist, before any run starts."""
+    does not exist, before any run starts.
+    """
     for name in names:
         path = getattr(options, name)
         if path and not os.path.exists(path):
@@ -130,7 +131,8 @@ def check_paths(parser: argparse.ArgumentParser, options: argparse.Namespace, na
 
 def run_json(cmd: list[str], label: str, prefix: str = "BENCH ") -> dict:
     """Run a benchmark process and return the JSON object of its last stdout line of the form `<prefix>{...}`; exit
-    with its stderr's tail if it fails or prints no such line."""
+    with its stderr's tail if it fails or prints no such line.
+    """
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     lines = [line[len(prefix):] for line in done.stdout.splitlines() if line.startswith(prefix + "{")]
     if done.returncode or not lines:

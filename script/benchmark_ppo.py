@@ -1,4 +1,4 @@
-"""Benchmark PPO (not a test): seconds per rollout and peak memory of the "separate", "adapters", "shared" layouts.
+r"""Benchmark PPO (not a test): seconds per rollout and peak memory of the "separate", "adapters", "shared" layouts.
 
     python script/benchmark_ppo.py --reward_model_path output/reward_model
     python script/benchmark_ppo.py --reward_model_path output/reward_model --layouts separate shared
@@ -92,7 +92,8 @@ def child(layout: str, options: argparse.Namespace, passthrough: list[str]) -> d
 
 def hh_prompt_file(hh_path: str, folder: str) -> str:
     """The prompts the TRL baseline trains on (the first human turn of the first 64 rows of an hh-rlhf jsonl), as a
-    prompt file for `train_rlhf.py`; returns its path."""
+    prompt file for `train_rlhf.py`; returns its path.
+    """
     rows = []
     with open(hh_path) as f:
         for line in list(f)[:64]:

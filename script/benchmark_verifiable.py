@@ -81,7 +81,8 @@ def make_data() -> None:
 
 def make_ifeval_data() -> None:
     """`ifeval_train.jsonl`: hh-rlhf first user turns + 1-2 IFEval instructions; `ifeval_test.jsonl`: the official
-    prompts (without sentence-count instructions when nltk's punkt_tab is missing)."""
+    prompts (without sentence-count instructions when nltk's punkt_tab is missing).
+    """
     import nltk
     from lm_eval.tasks.ifeval import instructions_registry as registry
 
@@ -243,7 +244,8 @@ def accuracy_curve(row: str, model: str, final: dict) -> list[tuple[int, float, 
 def evaluate(row: str, model: str, proxy: str | None = None, out: str = "eval") -> dict:
     """evaluate.py on the task's held-out prompts (greedy, the verifier as the judge); the per-prompt right/wrong
     list is kept for the paired test against the base. IFEval: also the instruction-level strict accuracy. With a
-    `proxy` reward model, the base answers too and both are scored by it as well (proxy and gold side by side)."""
+    `proxy` reward model, the base answers too and both are scored by it as well (proxy and gold side by side).
+    """
     task, out = task_of(os.path.basename(row)), os.path.join(row, out)
     test, function = os.path.join(DATA, task["test"]), task["verifier"].split(":")[1]
     models = [f"base={MODEL}", f"model={model}"] if proxy else [f"model={model}"]
@@ -272,7 +274,8 @@ def evaluate(row: str, model: str, proxy: str | None = None, out: str = "eval") 
 
 def best_of_n(row: str, n: int = 4) -> dict:
     """Best-of-n of the base on the held-out prompts, the verifier picking (rejection_sampling.py): right when any
-    of the n sampled answers is right (pass@n)."""
+    of the n sampled answers is right (pass@n).
+    """
     with open(os.path.join(row, "log.txt"), "a") as log:
         subprocess.run([sys.executable, "rejection_sampling.py", "--policy_name_or_path", MODEL, "--reward_model_path",
                         "none", "--reward_function", VERIFIER, "--prompts_path", os.path.join(DATA, "test.jsonl"),
@@ -317,7 +320,8 @@ def training_numbers(row: str) -> dict:
 
 def right_answers() -> None:
     """`right_answers.jsonl` beside the rejection-sampling output: each prompt's first answer the verifier scored 1
-    (rejection-sampling fine-tuning keeps right answers only; best_of_n.jsonl also has a best among wrong ones)."""
+    (rejection-sampling fine-tuning keeps right answers only; best_of_n.jsonl also has a best among wrong ones).
+    """
     rows = []
     for line in open(os.path.join(os.path.dirname(RIGHT), "samples.jsonl")):
         sample = json.loads(line)
@@ -390,7 +394,8 @@ def report() -> None:
 def plot(rows: dict) -> None:
     """verifiable_rewards.png: training reward against steps per online row (a running mean over 8 logged values);
     held-out accuracy against steps for rows with checkpoints; held-out accuracy (95% CI) per row after training, the
-    base's as a dashed line."""
+    base's as a dashed line.
+    """
     import matplotlib
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -1,4 +1,4 @@
-"""Example Python reward functions for PPO / RLOO / GRPO (`--reward_function script/example_reward.py:NAME`).
+r"""Example Python reward functions for PPO / RLOO / GRPO (`--reward_function script/example_reward.py:NAME`).
 
 A reward function has TRL's signature and returns one float per response (None: no opinion on that response):
 
@@ -26,7 +26,8 @@ def concise_and_polite(prompts, completions, completion_ids, **kwargs) -> list[f
     """+0.5 for a polite word, minus 0.5 per 100 tokens beyond the first 100: a nudge against rambling.
 
     An empty answer gets -1 (weak reward models sometimes love empty answers; see docs/online-rl.md, "Reward
-    hacking")."""
+    hacking").
+    """
     rewards = []
     for completion, ids in zip(completions, completion_ids):
         text = completion[0]["content"] if isinstance(completion, list) else completion

@@ -14,8 +14,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 torch.set_num_threads(1)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,7 +90,8 @@ def base_flags(model_dir, train, out, *extra):
 
 def launch_two_ranks(yaml: str, flags: list[str]):
     """`accelerate launch --config_file ds_config/YAML --num_processes 2 train_rlhf.py FLAGS` on CPU, one thread per
-    rank, on a free port (back-to-back launches on the default port can collide). Returns the CompletedProcess."""
+    rank, on a free port (back-to-back launches on the default port can collide). Returns the CompletedProcess.
+    """
     import socket
     import subprocess
 

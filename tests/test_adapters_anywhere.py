@@ -1,7 +1,8 @@
 """Outputs a user can take anywhere: adapters record an absolute base path and load from any folder; a moved base
 gives one clear error that `python -m rlhfkit.rebase_adapter` fixes; `rlhfkit.merge_adapter` checks each merge (policy,
 reward model, DoRA, PPO value adapter) and refuses a wrong one. Also `check_lora_targets` and the PPO value model
-under `--value_train_mode full`."""
+under `--value_train_mode full`.
+"""
 
 import json
 import os
@@ -27,7 +28,8 @@ FAST = ("--max_steps", "2", "--eval_split_size", "0", "--per_device_train_batch_
 @pytest.fixture(scope="module")
 def runs(tiny_model_dir, easy_data, tmp_path_factory):
     """A DPO LoRA adapter, a DPO DoRA adapter and a LoRA reward model, each trained for 2 steps with the base given as
-    the relative path `models/tiny` (the working directory is the run's folder during training)."""
+    the relative path `models/tiny` (the working directory is the run's folder during training).
+    """
     root = tmp_path_factory.mktemp("anywhere")
     shutil.copytree(tiny_model_dir, root / "models" / "tiny")
     train, _ = easy_data
@@ -99,8 +101,8 @@ def test_moved_base_gives_the_documented_error_and_rebase_fixes_it(runs, tmp_pat
     assert exit_status.value.code == 2
     assert "error: the LoRA adapter" in capsys.readouterr().err and not (tmp_path / "merged").exists()
 
-    done = subprocess.run([sys.executable, "-m", "rlhfkit.rebase_adapter", str(adapter), os.path.relpath(new_base, ROOT)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "rlhfkit.rebase_adapter", str(adapter),
+                           os.path.relpath(new_base, ROOT)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert recorded_base(adapter) == str(new_base)  # made absolute
     assert (adapter / "adapter_config.json.bak").read_text() == original  # what training recorded is kept
@@ -111,7 +113,8 @@ def test_moved_base_gives_the_documented_error_and_rebase_fixes_it(runs, tmp_pat
 
 def adapter_changes_outputs(adapter_dir):
     """Largest |adapter model - base model| output on the merge examples: the check below is only meaningful if the
-    trained adapter moves the outputs by far more than the tolerance."""
+    trained adapter moves the outputs by far more than the tolerance.
+    """
     from transformers import AutoTokenizer
 
     from rlhfkit.merge_adapter import example_inputs, model_outputs
@@ -206,8 +209,7 @@ def test_value_model_trains_every_weight_with_value_train_mode_full(runs, tmp_pa
     from common_args import CommonArgs
     from rlhf_args.ppo_config import PPOConfig
     from rlhfkit.args import parse_args
-    from rlhfkit.model import load_tokenizer
-    from rlhfkit.model import load_value_model
+    from rlhfkit.model import load_tokenizer, load_value_model
 
     args, config = parse_args((CommonArgs, PPOConfig), base_flags(runs["base"], "unused.jsonl", tmp_path / "o",
                                                                    "--rlhf_type", "PPO", "--value_train_mode", "full"))

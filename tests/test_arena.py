@@ -1,11 +1,20 @@
 """rlhfkit/report/arena.py: win rate, bootstrap interval, length-controlled win rate, length-split accuracy, distinct-n,
-checked against hand-computed values."""
+checked against hand-computed values.
+"""
 
 import numpy as np
 import pytest
 
-from rlhfkit.report.arena import (bootstrap_interval, compare_to_baseline, distinct_n, length_controlled_win_rate,
-                         length_split_accuracy, pairwise_outcomes, read_length_split, win_rate)
+from rlhfkit.report.arena import (
+    bootstrap_interval,
+    compare_to_baseline,
+    distinct_n,
+    length_controlled_win_rate,
+    length_split_accuracy,
+    pairwise_outcomes,
+    read_length_split,
+    win_rate,
+)
 
 
 def test_all_wins_give_one_and_a_degenerate_interval():

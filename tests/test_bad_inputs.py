@@ -12,22 +12,22 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import pytest
 import torch
 import transformers
 from conftest import ROOT, easy_pairs, write_jsonl
 
-import reward_model
-import rejection_sampling
-import train_gkd
 import evaluate
+import rejection_sampling
+import reward_model
+import train_gkd
 import train_rlhf
 from rlhfkit import merge_adapter, rebase_adapter
-from rlhfkit.report import rm_probe, run_health
 from rlhfkit.errors import run_cli
+from rlhfkit.report import rm_probe, run_health
 
 GOOD = easy_pairs(8)
 ROW = {"prompt": "q", "chosen": "good", "rejected": "bad"}
@@ -360,7 +360,8 @@ def make_adapter_dir(c: Ctx) -> str:
 
 def damaged_model(c: Ctx, damage: str) -> str:
     """A copy of the tiny model with config.json cut short, model.safetensors half-written, or (as a reward model)
-    a score head with two outputs, like a checkpoint of an ODIN run."""
+    a score head with two outputs, like a checkpoint of an ODIN run.
+    """
     folder = c.tmp / f"model_{damage}"
     shutil.copytree(c.model, folder)
     if damage == "config":
@@ -438,7 +439,7 @@ def test_a_byte_order_mark_is_accepted(tmp_path):
     from rlhfkit.data import load_preference_file
 
     path = tmp_path / "bom.jsonl"
-    path.write_bytes(b"\xef\xbb\xbf" + '{"prompt": "q", "chosen": "a", "rejected": "b"}\n'.encode())
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"prompt": "q", "chosen": "a", "rejected": "b"}\n')
     rows = load_preference_file(str(path), log=lambda *_: None)
     assert rows[0]["prompt"] == [{"role": "user", "content": "q"}]
 

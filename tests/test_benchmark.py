@@ -52,8 +52,8 @@ def test_reading_path_without_a_command_or_with_a_misspelled_script_is_one_line(
 
 def test_benchmarks_name_a_missing_path_in_one_line_before_any_run():
     for script, argv, expected in (("benchmark.py", ["--model_name_or_path", "nope"], "--model_name_or_path nope"),
-                                   ("benchmark_ppo.py", ["--model_name_or_path", "data_example", "--reward_model_path", "no_rm",
-                                                         "--trl_baseline", "nope.py", "--hh_data", "x.jsonl"],
+                                   ("benchmark_ppo.py", ["--model_name_or_path", "data_example", "--reward_model_path",
+                                                         "no_rm", "--trl_baseline", "nope.py", "--hh_data", "x.jsonl"],
                                     "--reward_model_path no_rm")):
         done = subprocess.run([sys.executable, f"script/{script}", *argv], cwd=ROOT, capture_output=True, text=True,
                               timeout=120)

@@ -9,9 +9,9 @@ from conftest import base_flags, write_jsonl
 
 import reward_model
 import train_rlhf
+from common_args import CommonArgs
 from rlhf_args.dpo_config import DPOConfig
 from rlhfkit.args import parse_args
-from common_args import CommonArgs
 from rlhfkit.errors import ConfigError
 
 ROW = {"prompt": "q", "chosen": "good", "rejected": "bad"}
@@ -49,7 +49,7 @@ def test_precision_is_fp32_on_cpu_and_follows_the_gpu(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     for bf16_ok, expected in ((True, (True, False)), (False, (False, True))):
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16_ok)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda ok=bf16_ok: ok)
         fake = Fake()
         resolve_device_defaults(fake)
         assert (fake.bf16, fake.fp16, fake.activation_checkpointing) == (*expected, True)

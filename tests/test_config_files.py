@@ -1,5 +1,6 @@
 """`--config FILE`: YAML recipes and a run's own run_config.json set any field; flags override them; bad keys and
-values are refused before anything loads. Every recipe in recipes/ parses, and the CPU ones train on the tiny model."""
+values are refused before anything loads. Every recipe in recipes/ parses, and the CPU ones train on the tiny model.
+"""
 
 import glob
 import json

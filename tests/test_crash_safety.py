@@ -1,6 +1,7 @@
 """Crash safety: torn checkpoints are told apart from complete ones (rlhfkit/checkpoint.py), `--resume_from_checkpoint
 true` skips them for every method family, a run killed with SIGKILL resumes with the same losses, and a NaN loss
-stops the run before a checkpoint of the diverged weights is written."""
+stops the run before a checkpoint of the diverged weights is written.
+"""
 
 import os
 import shutil
@@ -21,12 +22,17 @@ from trl import DPOTrainer
 import reward_model
 import train_gkd
 import train_rlhf
-from rlhfkit.checkpoint import (NonFiniteLossGuard, checkpoint_problem, list_checkpoints, non_finite_values,
-                              scan_checkpoints)
+from rlhfkit.checkpoint import (
+    NonFiniteLossGuard,
+    checkpoint_problem,
+    list_checkpoints,
+    non_finite_values,
+    scan_checkpoints,
+)
 from rlhfkit.errors import ConfigError, OutputExistsError, PathNotFoundError, TrainingDivergedError
+from rlhfkit.methods.trl_online import GRPOTrainer, RLOOTrainer
 from rlhfkit.outputs import prepare_output_dir
 from rlhfkit.ppo.trainer import STATE_FILE, TRAINABLE_FILE, PPOTrainer
-from rlhfkit.methods.trl_online import GRPOTrainer, RLOOTrainer
 
 REWARD_FILE = ("def length(prompts, completions, completion_ids, **kwargs):\n"
                "    return [float(len(c)) for c in completion_ids]\n")

@@ -5,8 +5,15 @@ import json
 import pytest
 from conftest import demo_tokenizer, write_jsonl
 
-from rlhfkit.data import (DataFormatError, check_chat_template, count_too_long, load_preference_file, load_prompt_file,
-                        split_hh_transcript, split_train_eval)
+from rlhfkit.data import (
+    DataFormatError,
+    check_chat_template,
+    count_too_long,
+    load_preference_file,
+    load_prompt_file,
+    split_hh_transcript,
+    split_train_eval,
+)
 
 GOOD = {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}],
         "chosen": [{"role": "assistant", "content": "4"}], "rejected": [{"role": "assistant", "content": "5"}]}

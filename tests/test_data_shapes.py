@@ -8,8 +8,16 @@ from conftest import ROOT, write_jsonl
 
 from common_args import CommonArgs
 from rlhfkit.args import parse_args
-from rlhfkit.data import (DataFormatError, ShapeOptions, convert_row, load_preference_file, load_prompt_file, load_splits,
-                        to_sft_rows, to_unpaired_rows)
+from rlhfkit.data import (
+    DataFormatError,
+    ShapeOptions,
+    convert_row,
+    load_preference_file,
+    load_prompt_file,
+    load_splits,
+    to_sft_rows,
+    to_unpaired_rows,
+)
 from rlhfkit.data.distillation import load_distillation_file
 from rlhfkit.data.methods import converter
 from rlhfkit.errors import ConfigError

@@ -13,7 +13,6 @@ from conftest import base_flags, easy_pairs, launch_two_ranks, write_jsonl
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-
 NOISE = ("Failed to load CPU gemm_4bit_forward", "Setting accelerator to CPU", "is_gradient_checkpointing",
          "torch.distributed.all_gather_into_tensor` is deprecated", "Tokenizing train dataset", "Loading weights",
          "TRLExperimentalWarning")
@@ -49,7 +48,8 @@ def test_dpo_runs_on_two_ranks_and_saves_a_loadable_model(yaml, mode, tiny_model
 
 def test_two_machines_on_localhost_train_one_model(tiny_model_dir, tmp_path):
     """Two `accelerate launch` processes, machine_rank 0 and 1, one process each, under the multi-node ZeRO-3 file
-    with the standard launcher (what script/slurm_multinode.sh starts on each node) train one DPO model together."""
+    with the standard launcher (what script/slurm_multinode.sh starts on each node) train one DPO model together.
+    """
     import os
     import socket
     import subprocess

@@ -1,5 +1,6 @@
 """train_rlhf.py --rlhf_type DPO on the tiny model: LoRA, full and QLoRA; what it saves reloads to the same
-logits; a killed run resumes."""
+logits; a killed run resumes.
+"""
 
 import json
 import os
@@ -109,8 +110,9 @@ def test_killed_run_resumes_and_continues_the_step_count(tiny_model_dir, easy_da
 
 
 def test_raw_hh_rlhf_transcripts_train_dpo_and_the_reward_model_as_they_are(tiny_model_dir, tmp_path):
-    import reward_model
     from conftest import write_jsonl
+
+    import reward_model
 
     rows = [{"chosen": f"\n\nHuman: Hi ({i})\n\nAssistant: Hello!\n\nHuman: Name a fruit.\n\nAssistant: An apple.",
              "rejected": f"\n\nHuman: Hi ({i})\n\nAssistant: Hello!\n\nHuman: Name a fruit.\n\nAssistant: No."}
@@ -129,7 +131,8 @@ def test_raw_hh_rlhf_transcripts_train_dpo_and_the_reward_model_as_they_are(tiny
 def test_rdpo_length_term_has_the_papers_sign(tiny_model_dir, tmp_path):
     """At the first step the policy is the reference (a fresh LoRA adapter), so every log-ratio is 0 and the loss is
     -log sigmoid(alpha * (|chosen| - |rejected|)) by hand: below log 2 when chosen answers are longer (R-DPO, eq. 9);
-    the opposite sign would give -log sigmoid(-alpha * D), above log 2."""
+    the opposite sign would give -log sigmoid(-alpha * D), above log 2.
+    """
     import math
 
     from conftest import write_jsonl

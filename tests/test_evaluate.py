@@ -1,7 +1,8 @@
 """evaluate.py end to end on two tiny models (a checkpoint and a LoRA adapter on it) with a tiny reward model and a
 reward function: every file is written, the numbers agree between generations.jsonl and summary.json, bad input
 stops before any weights load, accuracy mode reports the length split, and report.html renders in a headless
-Chromium with the summary table and the answers in its text."""
+Chromium with the summary table and the answers in its text.
+"""
 
 import html
 import json
@@ -14,18 +15,18 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT, TINY, demo_tokenizer, easy_pairs, write_jsonl
 
 import evaluate
-from rlhfkit.report.arena import pairwise_outcomes
 from rlhfkit.errors import ConfigError, PathNotFoundError
+from rlhfkit.report.arena import pairwise_outcomes
 
 
 @pytest.fixture(scope="module")
 def eval_setup(tmp_path_factory, tiny_model_dir):
     """A LoRA adapter on the tiny model (random non-zero LoRA weights, so its answers differ), a tiny reward
-    model, a reward function file and a preference file of 4 pairs."""
+    model, a reward function file and a preference file of 4 pairs.
+    """
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForSequenceClassification
 

@@ -1,5 +1,6 @@
 """train_gkd.py on tiny models: supervised KD / mixed / on-policy GKD / SeqKD each train and save; the student's
-KL to the teacher falls; mismatched tokenizers are refused before any weights load; the data checks."""
+KL to the teacher falls; mismatched tokenizers are refused before any weights load; the data checks.
+"""
 
 import json
 import os
@@ -22,7 +23,8 @@ def chats(n, seed=0):
 @pytest.fixture(scope="module")
 def teacher_dir(tiny_model_dir, tmp_path_factory):
     """A different tiny random Llama whose output layer is scaled up, so its next-token distributions are peaked
-    and far from the student's (tiny_model_dir): the KL between the two starts large."""
+    and far from the student's (tiny_model_dir): the KL between the two starts large.
+    """
     path = str(tmp_path_factory.mktemp("teacher"))
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     torch.manual_seed(1)

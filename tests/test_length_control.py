@@ -36,7 +36,8 @@ def length(prompts, completions, completion_ids, **kwargs):
 @pytest.mark.parametrize("method", ["PPO", "RLOO", "GRPO"])
 def test_a_pure_length_reward_is_removed_whole(method, tmp_path):
     """A reward that is the answer's length in tokens: each rollout's slope is exactly 1 token per token and its
-    correlation with length 1; after --length_control batch every answer scores the rollout's mean length."""
+    correlation with length 1; after --length_control batch every answer scores the rollout's mean length.
+    """
     from conftest import base_flags, write_jsonl
     from test_ppo import make_toy_model
 

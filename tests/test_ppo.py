@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 import train_rlhf
-from rlhfkit.ppo import trainer as ppo_trainer
 from rlhfkit.errors import ConfigError
+from rlhfkit.ppo import trainer as ppo_trainer
 from rlhfkit.ppo.core import truncate_after_stop
 from rlhfkit.ppo.trainer import PPOTrainer
 
@@ -197,8 +197,8 @@ def test_checkpoint_generation_config_does_not_leak_into_sampling(toy, tmp_path)
 
 
 def test_adapters_layout_one_base_both_adapters_and_value_head_get_gradients(toy, tmp_path):
-    from rlhfkit.ppo.models import AdapterRewardModel
     from rlhfkit.model import load_reward_model
+    from rlhfkit.ppo.models import AdapterRewardModel
     from rlhfkit.reward import reward_scorer
 
     rm = make_lora_reward_model(toy["model"], str(tmp_path / "rm"))
@@ -241,7 +241,8 @@ def gradients(trainer, batches):
 def test_activation_checkpointing_recomputes_each_adapter_with_itself(toy, tmp_path, layout):
     """Checkpointed layers are recomputed in backward; with two adapters on one base, the value pass must be
     recomputed with the value adapter although the policy adapter is active by then (shared: one pass, whose
-    hidden states feed the value head)."""
+    hidden states feed the value head).
+    """
     trainer = build_trainer(toy, tmp_path / "o", *LAYOUTS[layout])
     batch = trainer._prepare_inputs(list(trainer.train_dataset)[:32])
     trainer.model.train()
@@ -283,9 +284,9 @@ def count_layer_calls(model):
 
 
 def test_shared_layout_one_backbone_pass_and_both_losses_move_the_adapter(toy, tmp_path):
+    from rlhfkit.model import load_reward_model
     from rlhfkit.ppo.core import ppo_policy_loss, ppo_value_loss
     from rlhfkit.ppo.models import AdapterRewardModel
-    from rlhfkit.model import load_reward_model
     from rlhfkit.reward import reward_scorer
 
     rm = make_lora_reward_model(toy["model"], str(tmp_path / "rm"))
@@ -467,7 +468,8 @@ def test_one_rollout_gives_num_mini_batches_x_num_ppo_epochs_optimizer_steps(toy
 @pytest.fixture(scope="module")
 def toy_runs(toy, tmp_path_factory):
     """Learning runs on the toy reward: PPO 10 rollouts of 32 prompts (40 optimizer steps) in each layout and with
-    REINFORCE++ (no critic); RLOO/GRPO 21 steps."""
+    REINFORCE++ (no critic); RLOO/GRPO 21 steps.
+    """
     runs = {}
     for layout in ("separate-lora", "adapters", "shared"):
         out = tmp_path_factory.mktemp("ppo") / "out"
@@ -592,7 +594,8 @@ def test_ppo_two_steps_with_a_full_reward_model_on_the_tiny_model(tiny_model_dir
 
 def test_reward_model_with_another_tokenizer_scores_the_decoded_text(toy, tiny_rm, tmp_path):
     """Toy policy (64-word vocabulary) + a reward model with the 49k-token demo tokenizer: answers are decoded and
-    re-tokenised for the reward model, and the value model starts from the policy checkpoint instead."""
+    re-tokenised for the reward model, and the value model starts from the policy checkpoint instead.
+    """
     from rlhfkit.model import load_reward_model
     from rlhfkit.reward import reward_scorer
 
@@ -711,7 +714,8 @@ def test_rloo_and_grpo_get_the_same_guards_as_ppo(method, toy, tmp_path):
 def test_ppo_resident_memory_stays_flat_over_40_steps(tiny_model_dir, toy, tmp_path):
     """40 steps (20 rollouts) on the tiny Llama with its 49k vocabulary: the median resident memory of the last 10
     steps is within 60 MB of steps 5-14's (measured: no trend, 666-797 MB throughout; keeping each rollout's logits,
-    8 x 17 x 49,152 fp32, would add 27 MB per rollout, 500 MB in all)."""
+    8 x 17 x 49,152 fp32, would add 27 MB per rollout, 500 MB in all).
+    """
     import statistics
 
     from transformers import TrainerCallback

@@ -1,5 +1,6 @@
 """`--check`: the data step only; prints the shapes, the split and one example with the trained tokens marked, loads
-no weights and leaves no output_dir."""
+no weights and leaves no output_dir.
+"""
 
 import os
 
@@ -38,7 +39,7 @@ def test_dpo_check_shows_the_trained_tokens_and_writes_nothing(tiny_model_dir, t
     assert "held out 1 of 10 rows" in out and "[check] DPO: 9 training rows, 1 eval rows" in out
     chosen = next(line for line in out.splitlines() if line.strip().startswith("chosen ("))
     assert "trained): [[Sure|," in chosen and chosen.endswith("<|im_end|>|\\n]]")
-    assert "  prompt (" in out and "[[" not in next(l for l in out.splitlines() if l.strip().startswith("prompt ("))
+    assert "  prompt (" in out and "[[" not in next(s for s in out.splitlines() if s.strip().startswith("prompt ("))
     assert "eos '<|im_end|>' (id 2)" in out and "no weights were loaded" in out
     assert not (tmp_path / "out").exists()
 

@@ -1,5 +1,6 @@
 """rejection_sampling.py on tiny models: best-of-N SFT rows and best-vs-worst pairs whose chosen answer scores at
-least as high as the rejected one; identical best/worst answers give no pair; train_rlhf.py trains DPO on the pairs."""
+least as high as the rejected one; identical best/worst answers give no pair; train_rlhf.py trains DPO on the pairs.
+"""
 
 import json
 

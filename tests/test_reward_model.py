@@ -1,5 +1,6 @@
 """reward_model.py on the tiny model: it learns an easy preference, its scores ignore padding, and what it saves
-reloads with the trained score head."""
+reloads with the trained score head.
+"""
 
 import json
 import os
@@ -52,7 +53,8 @@ def test_saved_lora_reward_model_reloads_with_its_score_head(lora_rm):
     assert score(reloaded, tokenizer, texts)[0] > score(reloaded, tokenizer, texts)[1]
     # the resolved config, the log history and the curves are there too
     settings = json.load(open(os.path.join(out, "run_config.json")))
-    assert settings["training"]["learning_rate"] == 3e-3 and settings["args"]["lora_r"] == 8 and settings["method"] == "reward model"
+    assert settings["method"] == "reward model" and settings["args"]["lora_r"] == 8
+    assert settings["training"]["learning_rate"] == 3e-3
     assert settings["world_size"] == 1 and settings["training"]["bf16"] is False
     history = json.load(open(os.path.join(out, "trainer_state.json")))["log_history"]
     assert any("eval_accuracy" in e for e in history)
@@ -98,12 +100,13 @@ def test_qlora_reward_model_trains_with_an_fp32_score_head_on_cpu(tiny_model_dir
 
 def test_the_new_score_head_is_not_reported_as_a_loading_problem(tiny_model_dir):
     """transformers reports `score.weight | MISSING` whenever a causal LM loads as a sequence classifier; the toolkit
-    drops that one report where the head is new by design, and keeps every other report."""
+    drops that one report where the head is new by design, and keeps every other report.
+    """
+    from rlhfkit.log import _OnlyMissingScoreHead, score_head_from_elsewhere
+
     import logging
 
     from transformers import AutoModelForSequenceClassification
-
-    from rlhfkit.log import _OnlyMissingScoreHead, score_head_from_elsewhere
 
     records = []
 
@@ -169,8 +172,8 @@ def test_odin_quality_head_tracks_length_less_and_loads_as_a_plain_reward_model(
 
     from rlhfkit.data import load_preference_file
     from rlhfkit.model import load_reward_model
-    from rlhfkit.reward import reward_scorer
     from rlhfkit.report.rm_accuracy import preference_accuracy
+    from rlhfkit.reward import reward_scorer
 
     pairs = confounded_pairs(80)
     train = write_jsonl(tmp_path / "train.jsonl", pairs[:64])

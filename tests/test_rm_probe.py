@@ -1,6 +1,7 @@
-"""rlhfkit.report.rm_probe: the degenerate answers, the augmentation, the probe's numbers for hand-built scorers, the saved
-report, the CLI, and (on the tiny model) that reward_model.py with degenerate negatives ranks the chosen answer
-far above empty and truncated ones where plain training does not."""
+"""rlhfkit.report.rm_probe: the degenerate answers, the augmentation, the probe's numbers for hand-built scorers, the
+saved report, the CLI, and (on the tiny model) that reward_model.py with degenerate negatives ranks the chosen answer
+far above empty and truncated ones where plain training does not.
+"""
 
 import json
 import pathlib
@@ -11,9 +12,8 @@ import torch
 from conftest import base_flags, demo_tokenizer, write_jsonl
 
 import reward_model
-from rlhfkit.report import rm_probe
 from rlhfkit.model import load_reward_model
-from rlhfkit.reward import reward_scorer
+from rlhfkit.report import rm_probe
 from rlhfkit.report.rm_probe import (
     VARIANTS,
     augment_with_degenerate_negatives,
@@ -23,6 +23,7 @@ from rlhfkit.report.rm_probe import (
     run_probe,
     save_probe_report,
 )
+from rlhfkit.reward import reward_scorer
 
 ANSWER = "Paris is the capital of France and its largest city by far."  # 12 words
 

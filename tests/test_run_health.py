@@ -1,13 +1,14 @@
-"""rlhfkit/report/run_health.py: each rule fires on a synthetic log history built to trigger it and stays silent on a healthy
-one; the CLI and report.html; samples.jsonl from PPO, RLOO and GRPO runs on the toy task of test_ppo.py."""
+"""rlhfkit/report/run_health.py: each rule fires on a synthetic log history built to trigger it and stays silent on a
+healthy one; the CLI and report.html; samples.jsonl from PPO, RLOO and GRPO runs on the toy task of test_ppo.py.
+"""
 
 import json
 import math
 
 import pytest
 
-from rlhfkit.report import run_health
 from rlhfkit.errors import PathNotFoundError
+from rlhfkit.report import run_health
 from rlhfkit.report.run_health import HealthThresholds, RunInfo, check_history
 from rlhfkit.report.samples import is_sampled_rollout, read_samples, write_samples
 
@@ -103,7 +104,8 @@ def test_probe_rule_reads_rm_probe_json():
 def write_run(folder, history, method="DPO", beta=0.1):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "trainer_state.json").write_text(json.dumps({"log_history": history}))
-    (folder / "run_config.json").write_text(json.dumps({"method": method, "args": {"rlhf_type": method}, "training": {"beta": beta}}))
+    settings = {"method": method, "args": {"rlhf_type": method}, "training": {"beta": beta}}
+    (folder / "run_config.json").write_text(json.dumps(settings))
     return str(folder)
 
 
@@ -152,8 +154,9 @@ def toy(tmp_path_factory):
               "--max_steps", "3"]),
 ])
 def test_online_runs_write_samples_and_a_health_report(toy, tmp_path, method, flags):
-    import train_rlhf
     from test_ppo import toy_flags
+
+    import train_rlhf
 
     out = tmp_path / "run"
     train_rlhf.main(toy_flags(toy, out, "--rlhf_type", method, "--sample_every", "2", "--num_samples_logged", "2",

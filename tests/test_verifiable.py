@@ -1,5 +1,6 @@
 """Verifiable rewards: gold columns reach every reward function (PPO, RLOO, GRPO, evaluate.py, rejection_sampling.py),
-the verifiers of rlhfkit/verifiers.py, and the accuracy maths (Wilson interval, exact McNemar)."""
+the verifiers of rlhfkit/verifiers.py, and the accuracy maths (Wilson interval, exact McNemar).
+"""
 
 import importlib
 import json
@@ -14,8 +15,8 @@ from test_ppo import toy, toy_flags  # noqa: F401  (the toy model and its flags)
 import evaluate
 import rejection_sampling
 import train_rlhf
-from rlhfkit.report.arena import accuracy_interval, paired_accuracy_test
 from rlhfkit.errors import ConfigError
+from rlhfkit.report.arena import accuracy_interval, paired_accuracy_test
 from rlhfkit.verifiers import exact_number, last_number, math_answer
 
 GOLD_FILE = """
@@ -37,7 +38,8 @@ def said(text):
 @pytest.fixture(scope="module")
 def gold(toy, tmp_path_factory):  # noqa: F811
     """The toy prompts with a gold `answer` column (the prompt's word count x 10 + its index mod 7), and reward
-    functions that need it (a missing column is a TypeError)."""
+    functions that need it (a missing column is a TypeError).
+    """
     folder = tmp_path_factory.mktemp("gold")
     rows = [json.loads(line) for line in open(toy["prompts"])]
     for i, row in enumerate(rows):
@@ -182,9 +184,29 @@ def test_ifeval_scores_the_share_of_instructions_followed():
         ifeval(prompts[:1], [said("hi")], kwargs=[kwargs])
 
 
+def test_ifeval_without_nltk_tokenizer_data_names_the_download(monkeypatch):
+    """A checker that needs nltk's punkt data (missing offline) is one line naming the instruction and the download."""
+    needs_lm_eval()
+    import nltk
+
+    from rlhfkit.errors import ConfigError
+    from rlhfkit.verifiers import ifeval
+
+    def missing(*args, **kwargs):
+        raise LookupError("Resource 'punkt_tab' not found.")
+
+    monkeypatch.setattr(nltk, "word_tokenize", missing)
+    with pytest.raises(ConfigError, match=r"change_case:capital_word_frequency: a checker needs nltk's tokenizer "
+                                          r"data, which is not installed: python -m nltk.downloader punkt punkt_tab"):
+        ifeval([[{"role": "user", "content": "Shout."}]], [said("HELLO THERE")],
+               instruction_id_list=[["change_case:capital_word_frequency"]],
+               kwargs=[[{"capital_frequency": 1, "capital_relation": "at least"}]])
+
+
 def test_ifeval_columns_of_the_official_prompts_survive_loading_and_datasets(tiny_model_dir, tmp_path):
     """evaluate.py on 6 official IFEval prompts (kwargs: lists of dicts with different keys) scores what the
-    verifier gives the same answers; a datasets column of those dicts (None-filled keys) scores the same too."""
+    verifier gives the same answers; a datasets column of those dicts (None-filled keys) scores the same too.
+    """
     needs_lm_eval()
     from datasets import Dataset
 

@@ -6,25 +6,35 @@ problems (`DataFormatError`); with `drop_bad_rows=True` bad rows are skipped and
 
 Modules, one job each:
 
-    reader.py    one reader for every data file (JSON Lines and JSON here); where a problem is
+    reader.py    JSON Lines and JSON files; what every reader returns (`DataFile`) and where a problem is (`Problem`)
     tables.py    CSV, Parquet, Arrow and save_to_disk folders (imported for those files only)
     messages.py  checks of chat messages, prompts and answers (`RowError` names the field at fault)
     pairs.py     preference shapes (explicit prompt, hh-rlhf, implicit prompt, PKU-SafeRLHF, ranked responses)
     chats.py     messages / ShareGPT / alpaca conversations, prompt/completion, unpaired (KTO) rows
     shapes.py    the table of shapes: detection and conversion per target (preference, unpaired, sft, prompt, ...)
-    loader.py    read -> convert -> collect problems -> stop or drop; several files with ratios; the train/eval split
+    loader.py    `read_file` (the reader by file type) -> convert -> collect problems -> stop or drop; several files
+                 with ratios; the train/eval split
     methods.py   the per-method loaders (preference_data, kto_data, sft_data, prompt_data) and the checks that need
                  the tokenizer (chat template, lengths)
     distillation.py  GKD's loaders (distillation_data, load_distillation_file), imported by train_gkd.py only
 
-A new data shape is one `Shape` row in shapes.py. `--check` (rlhfkit/report/preflight.py) prints what a run would train on.
+A new data shape is one `Shape` row in shapes.py. `--check` (rlhfkit/report/preflight.py) prints what a run would
+train on.
 """
 
-from rlhfkit.data.loader import load_splits, split_train_eval
-from rlhfkit.data.methods import (check_chat_template, count_too_long, kto_data, load_preference_file, load_prompt_file,
-                                preference_data, prompt_data, sft_data)
+from rlhfkit.data.loader import load_splits, read_file, split_train_eval
+from rlhfkit.data.methods import (
+                                check_chat_template,
+                                count_too_long,
+                                kto_data,
+                                load_preference_file,
+                                load_prompt_file,
+                                preference_data,
+                                prompt_data,
+                                sft_data,
+)
 from rlhfkit.data.pairs import split_hh_transcript
-from rlhfkit.data.reader import DataFormatError, read_file
+from rlhfkit.data.reader import DataFormatError
 from rlhfkit.data.shapes import ShapeOptions, convert_row, detect_preference_format, to_sft_rows, to_unpaired_rows
 
 __all__ = ["load_splits", "split_train_eval", "check_chat_template", "count_too_long", "kto_data",

@@ -7,8 +7,15 @@ naming the field at fault.
 
 from __future__ import annotations
 
-from rlhfkit.data.messages import (RowError, as_answer, as_prompt, check_messages, describe, short_value,
-                                 user_turn_prefixes)
+from rlhfkit.data.messages import (
+    RowError,
+    as_answer,
+    as_prompt,
+    check_messages,
+    describe,
+    short_value,
+    user_turn_prefixes,
+)
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 

@@ -6,19 +6,21 @@ is loaded, as the other per-method loaders in `methods.py` do.
 
 from __future__ import annotations
 
+from rlhfkit.log import info_rank0
+
 from rlhfkit.data.loader import LoadedFile, load_file, load_splits
 from rlhfkit.data.messages import RowError
 from rlhfkit.data.methods import check_chat_template
 from rlhfkit.data.shapes import convert_row, shape_notes
 from rlhfkit.errors import ConfigError
-from rlhfkit.log import info_rank0
 
 ANSWER_PLACEHOLDER = [{"role": "assistant", "content": ""}]  # stands in for the answer of a prompt-only GKD row
 
 
 def distillation_converter(prompt_only_problem: str | None):
     """`row -> (shape, [{"prompt", "answer"}])`; a prompt-only row is a `RowError` on 'messages' with the message
-    `prompt_only_problem` when that is given (runs that train on the dataset's answers)."""
+    `prompt_only_problem` when that is given (runs that train on the dataset's answers).
+    """
     def convert(row):
         shape, rows = convert_row(row, "distillation")
         if rows[0]["answer"] is None and prompt_only_problem:

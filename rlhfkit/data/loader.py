@@ -6,15 +6,51 @@ turn): they stay together as a *group*, so that ratios and the train/eval split 
 
 from __future__ import annotations
 
+from rlhfkit.log import info_rank0
+
+import os
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from rlhfkit.data.messages import RowError
-from rlhfkit.data.reader import MAX_LISTED, DataFormatError, Problem, read_file
-from rlhfkit.errors import ConfigError
-from rlhfkit.log import info_rank0
+from rlhfkit.data.reader import (
+    MAX_LISTED,
+    DataFile,
+    DataFormatError,
+    Problem,
+    not_empty,
+    read_bytes,
+    read_json,
+    read_jsonl_bytes,
+)
+from rlhfkit.errors import ConfigError, PathNotFoundError
+
+NOT_READ = (".tsv", ".xlsx", ".xls")  # table formats no reader parses
+TABLES = (".csv", ".parquet", ".arrow")  # read by rlhfkit/data/tables.py
+
+
+def read_file(path: str) -> DataFile:
+    """Read a data file (type from the extension; anything but .json/.csv/.parquet/.arrow is read as JSON Lines) or a
+    folder written by `datasets.Dataset.save_to_disk`.
+
+    Returns a `DataFile`. Raises `PathNotFoundError` if the path is missing or is a folder that is not a saved
+    dataset, and `DataFormatError` if the whole file is unreadable: compressed, an unsupported table format, empty,
+    not valid JSON (.json), rows wrapped in an object (`{"data": [...]}`), or a Parquet / Arrow file that does not
+    open.
+    """
+    if not os.path.exists(path):
+        raise PathNotFoundError(f"data file not found: {path}")
+    ext = os.path.splitext(path)[1].lower()
+    if ext in NOT_READ:
+        raise DataFormatError([Problem(path, 1, "(row)", f"{ext} files are not read; convert the file to JSON Lines, "
+                                                         f"JSON, CSV or Parquet")])
+    if os.path.isdir(path) or ext in TABLES:
+        from rlhfkit.data import tables  # here: the datasets library is loaded for table files only
+
+        return tables.read_table_file(path, ext)
+    return not_empty({".json": read_json}.get(ext, read_jsonl_bytes)(path, read_bytes(path)))
 
 
 @dataclass
@@ -36,7 +72,8 @@ class LoadedFile:
 
 def settle_problems(problems: list[Problem], n_good: int, drop_bad_rows: bool) -> None:
     """Sort `problems` by position; raise `DataFormatError` listing them unless `drop_bad_rows` is True and `n_good`
-    rows are left (with none left it raises anyway, without the --drop_bad_rows hint)."""
+    rows are left (with none left it raises anyway, without the --drop_bad_rows hint).
+    """
     problems.sort(key=lambda p: p.line)
     if problems and (not drop_bad_rows or not n_good):
         raise DataFormatError(problems, "\nFix these rows, or pass --drop_bad_rows true to skip them."
@@ -54,7 +91,7 @@ def log_dropped(problems: list[Problem], n_lines: int, log=info_rank0) -> None:
 def load_file(path: str, convert: Callable[[dict], tuple[str, list]], drop_bad_rows: bool = False,
               summary: Callable[[LoadedFile], str] | None = None, log=info_rank0,
               prepare: Callable[[list[dict]], Callable] | None = None) -> LoadedFile:
-    """Read `path` (`reader.read_file`) and convert every row with `convert(row) -> (shape name, rows)`.
+    """Read `path` (`read_file`) and convert every row with `convert(row) -> (shape name, rows)`.
 
     `prepare(all rows) -> convert`, if given, builds the converter from the whole file first (for rules that hold per
     file, e.g. KTO labels given as 0/1). Prints `[data] PATH: <summary(loaded)>`, then, with `drop_bad_rows`, the

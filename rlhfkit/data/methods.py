@@ -8,6 +8,8 @@ probe and rejection sampling.
 
 from __future__ import annotations
 
+from rlhfkit.log import info_rank0
+
 import json
 import random
 from dataclasses import replace
@@ -16,8 +18,6 @@ from rlhfkit.data.chats import uses_number_labels
 from rlhfkit.data.loader import LoadedFile, load_file, load_splits
 from rlhfkit.data.shapes import ShapeOptions, convert_row, is_preference_shape, options_from, prompt_rows, shape_notes
 from rlhfkit.errors import ConfigError
-from rlhfkit.log import info_rank0
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Checks that need the tokenizer (still no model): the chat template, and rows or prompts that are too long
@@ -85,7 +85,8 @@ def converter(target: str, options: ShapeOptions):
 
 def summarise(loaded: LoadedFile, what: str, notes: dict[str, str] | None = None, after: str = "") -> str:
     """`"N <what><after> (<count> <shape>, ... rows); note; ..."`: the converted rows and the input rows per shape,
-    the notes of the shapes seen, and `notes` (keyed by a shape name, or by "pair" for any preference shape)."""
+    the notes of the shapes seen, and `notes` (keyed by a shape name, or by "pair" for any preference shape).
+    """
     detected = ", ".join(f"{n} {shape}" for shape, n in loaded.shapes.items())
     said = shape_notes(loaded.shapes)
     for key, note in (notes or {}).items():

@@ -1,4 +1,4 @@
-"""Preference shapes: one pure converter per shape, each returning canonical pairs
+r"""Preference shapes: one pure converter per shape, each returning canonical pairs
 `{"prompt": [messages], "chosen": [assistant message], "rejected": [assistant message]}`.
 
 * explicit prompt (`conversational` / `plain strings`): `prompt`, `chosen`, `rejected`, strings or messages;
@@ -51,7 +51,7 @@ def from_explicit(row: dict) -> list[dict]:
 
 
 def split_hh_transcript(text: str) -> list[dict]:
-    """Split a raw hh-rlhf transcript into messages.
+    r"""Split a raw hh-rlhf transcript into messages.
 
     `"\\n\\nHuman: hi\\n\\nAssistant: hello"` -> `[{"role": "user", "content": "hi"},
     {"role": "assistant", "content": "hello"}]`. The content of the final turn may be empty (checked later).
@@ -64,7 +64,7 @@ def split_hh_transcript(text: str) -> list[dict]:
 
 
 def is_hh(row: dict) -> bool:
-    """True for a raw hh-rlhf row: no prompt, and `chosen` is a transcript starting with `\\n\\nHuman:`."""
+    r"""True for a raw hh-rlhf row: no prompt, and `chosen` is a transcript starting with `\\n\\nHuman:`."""
     chosen = row.get("chosen")
     return "prompt" not in row and isinstance(chosen, str) and chosen.lstrip(" ").startswith("\n\nHuman:")
 

@@ -1,23 +1,18 @@
-"""One reader for every data file type: JSON Lines, JSON, CSV, Parquet, Arrow and `datasets.save_to_disk` folders.
-
-`read_file(path)` returns the rows as `(position, dict)` pairs plus the problems of rows that could not be read at
-all; positions are 1-based line numbers for text files and 0-based row indices for Parquet / Arrow files and saved
-datasets (`Problem.unit` says which). JSON Lines and JSON are read here; CSV, Parquet, Arrow and saved datasets by
-`rlhfkit/data/tables.py`.
+"""JSON Lines and JSON data files, and what every reader returns: a `DataFile` of `(position, dict)` rows plus the
+`Problem`s of rows that could not be read at all; positions are 1-based line numbers for text files and 0-based row
+indices for Parquet / Arrow files and saved datasets (`DataFile.unit` says which). CSV, Parquet, Arrow and saved
+datasets are read by `rlhfkit/data/tables.py`; `rlhfkit.data.loader.read_file` picks the reader.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 
-from rlhfkit.errors import PathNotFoundError, UserError
+from rlhfkit.errors import UserError
 
 COMPRESSED = ((b"\x1f\x8b", "gzip", "gunzip"), (b"PK\x03\x04", "zip", "unzip"), (b"(\xb5/\xfd", "zstd", "unzstd"),
               (b"BZh", "bzip2", "bunzip2"), (b"\xfd7zXZ", "xz", "unxz"))  # magic bytes, name, the command undoing it
-NOT_READ = (".tsv", ".xlsx", ".xls")  # table formats this reader does not parse
-TABLES = (".csv", ".parquet", ".arrow")  # read by rlhfkit/data/tables.py
 
 
 MAX_LISTED = 10  # problems listed in one error message
@@ -58,28 +53,6 @@ class DataFile:
     unit: str  # "line" (text files) or "row" (Parquet, Arrow, saved datasets)
 
 
-def read_file(path: str) -> DataFile:
-    """Read a data file (type from the extension; anything but .json/.csv/.parquet/.arrow is read as JSON Lines) or a
-    folder written by `datasets.Dataset.save_to_disk`.
-
-    Returns a `DataFile`. Raises `PathNotFoundError` if the path is missing or is a folder that is not a saved
-    dataset, and `DataFormatError` if the whole file is unreadable: compressed, an unsupported table format, empty,
-    not valid JSON (.json), rows wrapped in an object (`{"data": [...]}`), or a Parquet / Arrow file that does not
-    open.
-    """
-    if not os.path.exists(path):
-        raise PathNotFoundError(f"data file not found: {path}")
-    ext = os.path.splitext(path)[1].lower()
-    if ext in NOT_READ:
-        raise DataFormatError([Problem(path, 1, "(row)", f"{ext} files are not read; convert the file to JSON Lines, "
-                                                         f"JSON, CSV or Parquet")])
-    if os.path.isdir(path) or ext in TABLES:
-        from rlhfkit.data import tables  # here: the datasets library is loaded for table files only
-
-        return tables.read_table_file(path, ext)
-    return not_empty({".json": read_json}.get(ext, read_jsonl_bytes)(path, read_bytes(path)))
-
-
 def read_bytes(path: str) -> bytes:
     """The bytes of a text data file; raises `DataFormatError` if the file is compressed."""
     with open(path, "rb") as f:
@@ -104,7 +77,8 @@ def not_empty(out: DataFile) -> DataFile:
 
 def read_jsonl_bytes(path: str, data: bytes) -> DataFile:
     """JSON Lines (UTF-8; a leading byte-order mark is accepted): one row per non-blank line; a line that is not
-    UTF-8, not valid JSON, a JSON array of rows, or not an object is a problem on that line."""
+    UTF-8, not valid JSON, a JSON array of rows, or not an object is a problem on that line.
+    """
     rows, problems = [], []
     for number, raw in enumerate(data.split(b"\n"), start=1):
         try:
@@ -143,7 +117,8 @@ def decode_text(path: str, data: bytes) -> str:
 def read_json(path: str, data: bytes) -> DataFile:
     """A JSON file holding a list of row objects (each row's position is the line it starts on). A file of one object
     per line (JSON Lines named .json) is read as JSON Lines; a single row object is one row; an object that wraps the
-    list (`{"data": [...]}`) is an error with a hint."""
+    list (`{"data": [...]}`) is an error with a hint.
+    """
     text = decode_text(path, data)
     if not text.strip():
         return DataFile(path, [], [], "line")

@@ -16,8 +16,8 @@ prompt + chosen, KTO gets chosen as desirable and rejected as undesirable, promp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 from rlhfkit.data import chats, pairs
 from rlhfkit.data.messages import RowError, as_answer, as_prompt, check_messages
@@ -213,7 +213,8 @@ SHAPE_FIELDS = frozenset({  # the fields some shape reads; every other column of
 def prompt_rows(row: dict, options: ShapeOptions = ShapeOptions()) -> tuple[str, list[dict]]:
     """Convert one row for the `prompt` target, keeping its other columns: `(shape, [{"prompt": [messages],
     **columns}])`, where columns are the row's fields outside `SHAPE_FIELDS` (e.g. a gold `answer`, IFEval's
-    `instruction_id_list` and `kwargs`). They reach reward functions as keyword arguments (TRL's convention)."""
+    `instruction_id_list` and `kwargs`). They reach reward functions as keyword arguments (TRL's convention).
+    """
     shape, prompts = convert_row(row, "prompt", options)
     columns = {k: v for k, v in row.items() if k not in SHAPE_FIELDS}
     return shape, [{"prompt": prompt, **columns} for prompt in prompts]
@@ -236,17 +237,20 @@ def shape_notes(names) -> list[str]:
 
 def detect_preference_format(row: dict) -> str:
     """Name the preference shape of one row ("conversational", "plain strings", "hh-rlhf", "implicit prompt",
-    "PKU-SafeRLHF", "ranked responses"), or "unknown"."""
+    "PKU-SafeRLHF", "ranked responses"), or "unknown".
+    """
     return next((name for name in PREFERENCE if SHAPE[name].detect(row)), "unknown")
 
 
 def to_unpaired_rows(row: dict, options: ShapeOptions = ShapeOptions()) -> tuple[str, list[dict]]:
     """Check one KTO row; returns `(shape, rows)`: an unpaired row gives one, a pair gives a desirable (chosen) and
-    an undesirable (rejected) row. Raises `RowError` naming the field."""
+    an undesirable (rejected) row. Raises `RowError` naming the field.
+    """
     return convert_row(row, "unpaired", options)
 
 
 def to_sft_rows(row: dict, assistant_turns: str = "all", options: ShapeOptions = ShapeOptions()) -> tuple[str, list]:
     """Check one SFT row; returns `(shape, [{"prompt": [...], "completion": [answer]}, ...])`, one row per trained
-    assistant turn (`assistant_turns` all or last). Raises `RowError` naming the field."""
+    assistant turn (`assistant_turns` all or last). Raises `RowError` naming the field.
+    """
     return convert_row(row, "sft", replace(options, assistant_turns=assistant_turns))

@@ -3,7 +3,7 @@
 CSV is read with Python's csv module, which keeps each record's line number and reports a record with the wrong
 number of fields on its own line (a table reader would stop at the first one); cells are typed as described in
 `csv_value`. Parquet, Arrow and saved datasets are read with the `datasets` library; their rows are positioned by
-row index. `rlhfkit.data.reader.read_file` imports this module only for such files.
+row index. `rlhfkit.data.loader.read_file` imports this module only for such files.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ TEXT_COLUMNS = {"prompt", "chosen", "rejected", "completion", "messages", "conve
 
 def csv_value(text: str, column: str, kind: type):
     """One CSV cell: a cell holding a JSON (or Python-repr) list or object is decoded (messages, responses); a column
-    outside `TEXT_COLUMNS` whose cells all read as booleans or numbers gets that type (`kind`); else the string."""
+    outside `TEXT_COLUMNS` whose cells all read as booleans or numbers gets that type (`kind`); else the string.
+    """
     if text[:1] in "[{":
         for parse in (json.loads, ast.literal_eval):
             try:
@@ -65,7 +66,8 @@ def column_kind(column: str, cells: list[str]) -> type:
 
 def read_csv(path: str, data: bytes) -> DataFile:
     """A CSV file with a header line; each record's position is the line it starts on. Empty cells are missing
-    fields; a record whose number of fields differs from the header's is a problem on its line."""
+    fields; a record whose number of fields differs from the header's is a problem on its line.
+    """
     reader = csv.reader(io.StringIO(decode_text(path, data), newline=""))
     header, records, problems = None, [], []
     while True:

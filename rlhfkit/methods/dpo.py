@@ -21,7 +21,8 @@ import trl
 
 class LengthBonus:
     """Calls `model` and adds `bonus` nats to the log-probability of every answer token (label != -100) of TRL's
-    fused LM-head output (log-probs (B, T - 1), zero where the label is -100); everything else passes through."""
+    fused LM-head output (log-probs (B, T - 1), zero where the label is -100); everything else passes through.
+    """
 
     def __init__(self, model, bonus: float):
         self.model, self.bonus = model, bonus

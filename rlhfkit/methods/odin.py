@@ -30,7 +30,8 @@ LENGTH_HEAD_FILE = "odin_length_head.safetensors"
 
 def answer_lengths(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """(2B,) answer lengths in tokens of a [chosen; rejected] batch (2B, T), right-padded: each sequence's length
-    minus the prefix it shares with its pair (the prompt)."""
+    minus the prefix it shares with its pair (the prompt).
+    """
     lengths = attention_mask.sum(1)
     chosen, rejected = input_ids.chunk(2)
     shorter = torch.minimum(*lengths.chunk(2))
@@ -44,7 +45,8 @@ def odin_loss(scores: torch.Tensor, lengths: torch.Tensor, heads: torch.Tensor, 
               orthogonal_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """ODIN's loss on a [chosen; rejected] batch: `scores` (2B, 2) = (r_Q, r_L) per answer, `lengths` (2B,) in tokens,
     `heads` (2, H) the score layer's weights. Returns `(loss, stats)`; stats (detached): `accuracy` of the sum,
-    `quality_accuracy` of r_Q, `corr_quality_length`, `corr_length_length` and `head_product` |w_Q . w_L|."""
+    `quality_accuracy` of r_Q, `corr_quality_length`, `corr_length_length` and `head_product` |w_Q . w_L|.
+    """
     total_chosen, total_rejected = scores.sum(1).chunk(2)
     ranking = -F.logsigmoid(total_chosen - total_rejected).mean()
     corr_quality, corr_length = pearson(scores[:, 0], lengths), pearson(scores[:, 1], lengths)
@@ -59,7 +61,8 @@ def odin_loss(scores: torch.Tensor, lengths: torch.Tensor, heads: torch.Tensor, 
 
 def score_layers(model) -> list[nn.Linear]:
     """The 2-output score layers of a sequence classifier: the layer itself, or under LoRA PEFT's trained copy and
-    the original (the trained one first)."""
+    the original (the trained one first).
+    """
     layers = [m for name, m in model.named_modules() if isinstance(m, nn.Linear) and m.out_features == 2
               and "score" in name]
     return sorted(layers, key=lambda m: not m.weight.requires_grad)
@@ -69,7 +72,8 @@ class ODINRewardTrainer(RewardTrainer):
     """TRL's `RewardTrainer` with ODIN's loss; the model is a 2-output sequence classifier (`num_labels=2`).
 
     TRL checks that a reward model has one output; the model's config says so (`num_labels = 1`) while the score
-    layer keeps its second row, the length head, until `keep_quality_head` drops it before saving."""
+    layer keeps its second row, the length head, until `keep_quality_head` drops it before saving.
+    """
 
     def __init__(self, model, args, **kwargs):
         model.config.num_labels = 1
@@ -90,7 +94,8 @@ class ODINRewardTrainer(RewardTrainer):
 def keep_quality_head(model, output_dir: str | None = None) -> torch.Tensor:
     """Cut the score layer(s) to their first row, the quality head, so the model is a one-output reward model again
     (call it after training, before saving). With `output_dir`, also write the length head (1, H) there as
-    `odin_length_head.safetensors`. Returns the length head."""
+    `odin_length_head.safetensors`. Returns the length head.
+    """
     layers = score_layers(model)
     length_head = layers[0].weight.detach()[1:].float().cpu().contiguous()
     for layer in layers:

@@ -11,6 +11,8 @@ policy checkpoint with a fresh head when there is no reward model or its tokeniz
 
 from __future__ import annotations
 
+from rlhfkit.log import info_rank0
+
 import dataclasses
 import os
 from types import SimpleNamespace
@@ -19,16 +21,23 @@ import torch
 
 from rlhfkit.data import prompt_data, sft_data
 from rlhfkit.errors import ConfigError
-from rlhfkit.log import info_rank0
-from rlhfkit.model import (check_reward_model_path, is_adapter_dir, load_frozen_model, load_reward_model, load_tokenizer,
-                         load_value_model, resolve_checkpoint)
-from rlhfkit.reward import load_reward_function, missing_eos_reward
+from rlhfkit.model import (
+    check_reward_model_path,
+    is_adapter_dir,
+    load_frozen_model,
+    load_reward_model,
+    load_tokenizer,
+    load_value_model,
+    resolve_checkpoint,
+)
 from rlhfkit.report.rm_probe import print_saved_probe
+from rlhfkit.reward import load_reward_function, missing_eos_reward
 
 
 def ppo_prompt_data(args, config, tokenizer, too_long: str) -> tuple[list[dict], list[dict]]:
     """PPO's data loader: `rlhfkit.data.prompt_data`, and the check that one rollout's prompts are there. Raises
-    `ConfigError` if the training set is smaller than one rollout on every process, before any weights load."""
+    `ConfigError` if the training set is smaller than one rollout on every process, before any weights load.
+    """
     train, held_out = prompt_data(args, config, tokenizer, too_long)
     config.check_prompt_count(len(train))
     return train, held_out
@@ -39,7 +48,8 @@ def online_inputs(args, config, tokenizer) -> dict:
     of the layout, the saved probe (printed), the reward function (imported) and PPO-ptx's rows (read and checked).
 
     Returns `{"reward_function": callable | None, "ptx_rows": list | None}`. Raises `PathNotFoundError`,
-    `ConfigError` or `DataFormatError` naming the flag or the file."""
+    `ConfigError` or `DataFormatError` naming the flag or the file.
+    """
     if config.reward_model_path:
         check_reward_model_path(config.reward_model_path)
         print_saved_probe(config.reward_model_path)
@@ -68,7 +78,8 @@ def same_vocabulary(a, b) -> bool:
 def ppo_models(args, config, tokenizer, reward_function=None, ptx_rows=None) -> dict:
     """Step 2 of PPO: the `PPOTrainer` keyword arguments: the reward model (a separate frozen model, or in the
     adapters / shared layouts a frozen adapter on the policy's base), the reward function, PPO-ptx's rows, the value
-    model (separate layout) and, for full fine-tuning, the frozen reference."""
+    model (separate layout) and, for full fine-tuning, the frozen reference.
+    """
     extra = {"reward_funcs": [reward_function] if reward_function else [], "ptx_dataset": ptx_rows}
     rm_path, rm_tokenizer = config.reward_model_path, None
     if rm_path:
@@ -105,7 +116,8 @@ def ppo_models(args, config, tokenizer, reward_function=None, ptx_rows=None) -> 
 def rloo_models(args, config, tokenizer, reward_function=None, ptx_rows=None) -> dict:
     """Step 2 of RLOO / GRPO: TRL's `reward_funcs` (the reward model, merged if LoRA, and/or the function; with
     `--missing_eos_penalty` one more) and their tokenizers (TRL renders prompt + completion with each reward model's
-    own chat template). `--min_new_tokens` goes into TRL's generation kwargs (EOS suppressed for the first tokens)."""
+    own chat template). `--min_new_tokens` goes into TRL's generation kwargs (EOS suppressed for the first tokens).
+    """
     funcs, tokenizers = [], []
     if config.reward_model_path:
         model, rm_tokenizer = load_reward_model(config.reward_model_path, "cpu", config, merge=True)

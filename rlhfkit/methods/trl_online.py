@@ -1,8 +1,8 @@
 """TRL's RLOO and GRPO trainers with what this toolkit adds to every online method: prompts left-truncated at
 `max_prompt_length` tokens, the score's correlation with answer length logged per rollout and, with
 `--length_control batch`, its length trend removed before the advantages; `samples.jsonl` every `sample_every`
-rollouts (`rlhfkit.report.samples`), and `online_curves.png` (score, KL, answer length, share cut at the cap) written with the
-final model.
+rollouts (`rlhfkit.report.samples`), and `online_curves.png` (score, KL, answer length, share cut at the cap)
+written with the final model.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import torch
 import trl
 
 from rlhfkit.outputs import plot_log_history
-from rlhfkit.reward import pearson, remove_length_trend
 from rlhfkit.report.samples import is_sampled_rollout, write_samples
+from rlhfkit.reward import pearson, remove_length_trend
 
 
 class OnlineExtras:
     """Left-truncate prompts at `args.max_prompt_length` tokens; write `online_curves.png` with the final model;
-    write a few prompts with their answers to `samples.jsonl` every `sample_every` rollouts (`rlhfkit.report.samples`)."""
+    write a few prompts with their answers to `samples.jsonl` every `sample_every` rollouts (`rlhfkit.report.samples`).
+    """
 
     curves = ("reward", "kl", "completions/mean_length", "completions/clipped_ratio")
     rollouts_done = 0
@@ -35,8 +36,9 @@ class OnlineExtras:
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         """TRL's rewards (every process's answers, one column per reward function), then the correlation of the
         summed score with answer length is logged and, with `--length_control batch`, the sum's length trend is
-        removed (`rlhfkit.reward.remove_length_trend`; the shift goes into the first column, so TRL's weighted sum is the
-        detrended one). The missing-EOS penalty is not part of the score here and is left as it is."""
+        removed (`rlhfkit.reward.remove_length_trend`; the shift goes into the first column, so TRL's weighted sum is
+        the detrended one). The missing-EOS penalty is not part of the score here and is left as it is.
+        """
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         scored = [i for i, name in enumerate(self.reward_func_names) if name != "missing_eos"]
         if not scored:
@@ -56,7 +58,8 @@ class OnlineExtras:
 
     def _write_samples(self, n_rollout: int) -> None:
         """The first `num_samples_logged` prompts of the rollout just scored, each with its `num_generations`
-        answers, their total reward (TRL's weighted sum of the reward functions) and the KL TRL logged last."""
+        answers, their total reward (TRL's weighted sum of the reward functions) and the KL TRL logged last.
+        """
         group, logs = self.num_generations, self._logs
         n = min(n_rollout, self.args.num_samples_logged * group, len(logs["prompt"]))
         first = len(logs["prompt"]) - min(n_rollout, len(logs["prompt"]))
@@ -92,4 +95,5 @@ class RLOOTrainer(OnlineExtras, trl.RLOOTrainer):
 
 class GRPOTrainer(OnlineExtras, trl.GRPOTrainer):
     """TRL's GRPOTrainer (Group Relative Policy Optimization, Shao et al. 2024, arXiv:2402.03300) with prompt
-    truncation."""
+    truncation.
+    """

@@ -54,7 +54,8 @@ def _check_prefix_mask(mask: torch.Tensor) -> None:
 # --- 1. Masks and masked statistics
 def response_mask(response_ids: torch.Tensor, eos_token_id: int | Sequence[int]) -> torch.Tensor:
     """(B, T) bool: True up to and including the first EOS (any of `eos_token_id`), from positions, never `!= pad`,
-    so `pad == eos` keeps the real EOS. Rows without EOS are all True. ValueError: not 2-D, no or empty EOS id."""
+    so `pad == eos` keeps the real EOS. Rows without EOS are all True. ValueError: not 2-D, no or empty EOS id.
+    """
     _check_2d("response_ids", response_ids)
     if eos_token_id is None:
         raise ValueError("eos_token_id is None; a stop token id is needed to build the response mask")
@@ -72,7 +73,8 @@ def truncate_after_stop(responses: torch.Tensor, stop_ids: Sequence[int] | None,
                         pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cut (B, T) responses after their first stop token: `(responses, mask, ended)`, the responses with
     `pad_token_id` after it, the `response_mask` and (B,) bool True where a stop token came (False: length limit).
-    No `stop_ids`: every token is real and every response has ended."""
+    No `stop_ids`: every token is real and every response has ended.
+    """
     _check_2d("responses", responses)
     if not stop_ids:
         ones = torch.ones_like(responses, dtype=torch.bool)
@@ -90,7 +92,8 @@ def sequence_lengths(mask: torch.Tensor) -> torch.Tensor:
 
 def last_token_index(mask: torch.Tensor) -> torch.Tensor:
     """(B,) long: the largest True index per row (the first EOS, or T - 1 if truncated), where the score goes.
-    A row with no real token gives 0, like one whose only real token is at 0. ValueError if not 2-D."""
+    A row with no real token gives 0, like one whose only real token is at 0. ValueError if not 2-D.
+    """
     _check_2d("mask", mask)
     mask = _as_bool_mask(mask, mask)
     if mask.shape[1] == 0:
@@ -101,7 +104,8 @@ def last_token_index(mask: torch.Tensor) -> torch.Tensor:
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Mean of `values` where `mask` is True: a scalar token mean (`dim=None`) or reduced along `dim` (`dim=1` on
-    (B, T): per-row means). An empty mask (or slice) gives 0, not NaN. ValueError if the shapes differ."""
+    (B, T): per-row means). An empty mask (or slice) gives 0, not NaN. ValueError if the shapes differ.
+    """
     mask = _as_bool_mask(mask, values)
     total = torch.where(mask, values, torch.zeros_like(values)).sum(dim=dim)
     return total / mask.sum(dim=dim).clamp(min=1).to(total.dtype)
@@ -109,7 +113,8 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None
 
 def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
     """Scalar variance of the masked `values` (`unbiased`: Bessel's n - 1, one device-to-host sync). ValueError:
-    shapes differ, or `unbiased` with fewer than 2 masked elements; `unbiased=False` on an empty mask gives 0."""
+    shapes differ, or `unbiased` with fewer than 2 masked elements; `unbiased=False` on an empty mask gives 0.
+    """
     mask = _as_bool_mask(mask, values)
     centered = torch.where(mask, values - masked_mean(values, mask), torch.zeros_like(values))
     count = mask.sum()
@@ -127,7 +132,8 @@ def shape_scores(scores: torch.Tensor, ended: torch.Tensor, missing_eos_penalty:
                  reward_clip: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """`(penalised, shaped)`, (B,): scores minus `missing_eos_penalty` (None or 0: none) where not `ended` (TRL; Huang
     et al. 2024, arXiv:2403.17031), then clipped to +-`reward_clip` (None: no clip; safe-rlhf 50, OpenRLHF 10).
-    `penalised` is logged as objective/scores, `shaped` builds the rewards. ValueError: bad shapes, clip <= 0."""
+    `penalised` is logged as objective/scores, `shaped` builds the rewards. ValueError: bad shapes, clip <= 0.
+    """
     if scores.shape != ended.shape or scores.dim() != 1:
         raise ValueError(f"scores and ended must both be (B,), got {tuple(scores.shape)} and {tuple(ended.shape)}")
     penalised = scores - missing_eos_penalty * (~ended.bool()).to(scores.dtype) if missing_eos_penalty else scores
@@ -140,7 +146,8 @@ def shape_scores(scores: torch.Tensor, ended: torch.Tensor, missing_eos_penalty:
 
 def update_running_moments(stats: dict, values: Sequence[float]) -> dict:
     """A new `{"count", "mean", "m2"}` (m2: summed squared deviations; start from zeros) with `values` added by
-    Welford's online algorithm (Welford 1962, Technometrics 4(3)). `stats` is not changed."""
+    Welford's online algorithm (Welford 1962, Technometrics 4(3)). `stats` is not changed.
+    """
     count, mean, m2 = int(stats["count"]), float(stats["mean"]), float(stats["m2"])
     for x in values:
         count += 1
@@ -152,7 +159,8 @@ def update_running_moments(stats: dict, values: Sequence[float]) -> dict:
 
 def normalize_with_moments(scores: torch.Tensor, stats: dict, eps: float = 1e-8) -> torch.Tensor:
     """`(scores - mean) / (std + eps)` with the running unbiased std `sqrt(m2 / max(count - 1, 1))` of
-    `update_running_moments` (safe-rlhf's `normalize_reward`). Dimensionless, shape of `scores`."""
+    `update_running_moments` (safe-rlhf's `normalize_reward`). Dimensionless, shape of `scores`.
+    """
     std = math.sqrt(stats["m2"] / max(stats["count"] - 1, 1))
     return (scores - stats["mean"]) / (std + eps)
 
@@ -161,7 +169,8 @@ def normalize_with_moments(scores: torch.Tensor, stats: dict, eps: float = 1e-8)
 def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str) -> torch.Tensor:
     """Per-token KL(pi || pi_ref) in nats from sampled-token log-probs, d = logprobs - ref_logprobs (Schulman 2020):
     "k1" d (unbiased, can be < 0; TRL's default), "k2" d**2 / 2 (>= 0, biased), "k3" exp(-d) - 1 + d (unbiased,
-    >= 0). Unmasked, same shape. ValueError: unknown `kind` (the message lists the names) or shape mismatch."""
+    >= 0). Unmasked, same shape. ValueError: unknown `kind` (the message lists the names) or shape mismatch.
+    """
     if kind not in KL_ESTIMATORS:
         raise ValueError(f"unknown KL estimator {kind!r}; allowed: {', '.join(KL_ESTIMATORS)}")
     _check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs)
@@ -177,7 +186,8 @@ def compute_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: 
                     kl_coef: float, kl_estimator: str = "k1") -> tuple[torch.Tensor, torch.Tensor]:
     """`(rewards, kl)`, (B, T), 0 on padding: `rewards = -kl_coef * kl` on real tokens plus `scores[b]` (B,) on the
     last real token (Ziegler et al. 2019 eq. 2; OpenRLHF and safe-rlhf placement, old TRL used the slot after it,
-    TRL #1893, #3750). `kl` in nats per token. ValueError: shapes, estimator, kl_coef < 0, non-prefix or empty row."""
+    TRL #1893, #3750). `kl` in nats per token. ValueError: shapes, estimator, kl_coef < 0, non-prefix or empty row.
+    """
     _check_2d("logprobs", logprobs)
     _check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs, mask=mask)
     if scores.shape != (logprobs.shape[0],):
@@ -201,7 +211,8 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
     """`(advantages, returns)`, (B, T) in reward units, 0 on padding, not whitened (Schulman et al. 2016, eqs.
     10-16): `delta_t = r_t + gamma V_{t+1} - V_t`, `A_t = delta_t + gamma lam A_{t+1}`, `R_t = A_t + V_t`; V and A
     are 0 after the last real token. lam 0.95 (TRL, safe-rlhf; OpenRLHF 1.0). ValueError: shapes, non-prefix mask,
-    gamma or lam outside [0, 1]."""
+    gamma or lam outside [0, 1].
+    """
     _check_2d("rewards", rewards)
     _check_same_shape(rewards=rewards, values=values, mask=mask)
     if not 0.0 <= gamma <= 1.0:
@@ -229,7 +240,8 @@ def compute_reinforce_pp(rewards: torch.Tensor, mask: torch.Tensor, gamma: float
                          eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
     """Critic-free REINFORCE++ (Hu 2025, arXiv:2501.03262, section 3): `(advantages, returns)`, (B, T), 0 on
     padding; returns are the reward-to-go `G_t = sum_k gamma^(k-t) r_k`, advantages G whitened over every real token
-    of the batch. ValueError: shapes, non-prefix mask, gamma outside [0, 1], fewer than 2 real tokens."""
+    of the batch. ValueError: shapes, non-prefix mask, gamma outside [0, 1], fewer than 2 real tokens.
+    """
     _check_2d("rewards", rewards)
     _check_same_shape(rewards=rewards, mask=mask)
     if not 0.0 <= gamma <= 1.0:
@@ -250,7 +262,8 @@ def compute_reinforce_pp(rewards: torch.Tensor, mask: torch.Tensor, gamma: float
 def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
     """`(values - mean) / sqrt(var + eps)` with the mean and unbiased variance of all masked elements (all rows
     together); `shift_mean=False` adds the mean back (TRL's `whiten_rewards`, keeps the sign). Positions outside the
-    mask are set to 0. ValueError: shapes differ, or fewer than 2 masked elements."""
+    mask are set to 0. ValueError: shapes differ, or fewer than 2 masked elements.
+    """
     mask = _as_bool_mask(mask, values)
     mean = masked_mean(values, mask)
     whitened = (values - mean) * torch.rsqrt(masked_var(values, mask, unbiased=True) + eps)
@@ -264,7 +277,8 @@ def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantag
                     cliprange: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped PPO surrogate to minimise (Schulman et al. 2017, eq. 7): token mean of `max(-A ratio, -A clip(ratio,
     1 -+ cliprange))`, `ratio = exp(logprobs - old_logprobs)`, all (B, T). `(loss, stats)`, stats detached token
-    means: "clipfrac", "approxkl" (k2 of KL(old || new), nats), "ratio_mean". ValueError: shapes, cliprange < 0."""
+    means: "clipfrac", "approxkl" (k2 of KL(old || new), nats), "ratio_mean". ValueError: shapes, cliprange < 0.
+    """
     _check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask)
     if cliprange < 0:
         raise ValueError(f"cliprange must be >= 0, got {cliprange}")
@@ -286,7 +300,8 @@ def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torc
                    cliprange_value: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped value loss (OpenAI baselines' ppo2; the paper's eq. 9 is the plain squared error): `0.5 * token mean
     of max((V - R)**2, (clip(V, V_old -+ c) - R)**2)`, all (B, T), `c = cliprange_value` in reward units.
-    `(loss, {"clipfrac"})`, clipfrac detached. ValueError: shapes, cliprange_value < 0."""
+    `(loss, {"clipfrac"})`, clipfrac detached. ValueError: shapes, cliprange_value < 0.
+    """
     _check_same_shape(values=values, old_values=old_values, returns=returns, mask=mask)
     if cliprange_value < 0:
         raise ValueError(f"cliprange_value must be >= 0, got {cliprange_value}")
@@ -307,7 +322,8 @@ def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torc
 class AdaptiveKLController:
     """KL coefficient `value` tracking a target KL (Ziegler et al. 2019, section 2.2): `e = clip(KL / target - 1,
     -0.2, 0.2)`, `value *= 1 + e * n_steps / horizon`. `target` in nats per sequence (old TRL 6), `horizon` in
-    episodes (old TRL 10000). ValueError: init_kl_coef < 0, target <= 0 or horizon <= 0."""
+    episodes (old TRL 10000). ValueError: init_kl_coef < 0, target <= 0 or horizon <= 0.
+    """
 
     def __init__(self, init_kl_coef: float, target: float, horizon: float):
         if init_kl_coef < 0:
@@ -333,7 +349,8 @@ class AdaptiveKLController:
 
 class FixedKLController:
     """A constant KL coefficient `value` (TRL's default 0.05), with `AdaptiveKLController`'s interface. ValueError if
-    kl_coef < 0."""
+    kl_coef < 0.
+    """
 
     def __init__(self, kl_coef: float):
         if kl_coef < 0:

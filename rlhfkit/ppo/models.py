@@ -58,7 +58,8 @@ def score_head_of(model) -> nn.Module:
 class PolicyAndValue(nn.Module):
     """Policy + value model in the layout "separate", "adapters" or "shared"; `config` is the policy's. `forward`
     returns logits (B, logits_to_keep or L, V) and fp32 values (B, L) of the state after each token (None without a
-    critic); `part="policy"` / `"value"` runs only that model, None for the other ("shared" gives both anyway)."""
+    critic); `part="policy"` / `"value"` runs only that model, None for the other ("shared" gives both anyway).
+    """
 
     accepts_loss_kwargs = False  # PPOTrainer computes its own loss
 
@@ -175,7 +176,8 @@ class PolicyAndValue(nn.Module):
 
     def save_value(self, output_dir: str, state_dict: dict | None = None) -> str:
         """Write the critic to `output_dir/value/` (returned): a sequence classifier or adapter (separate), the value
-        adapter + `value_head.safetensors` (adapters) or the head alone (shared). ValueError without a critic."""
+        adapter + `value_head.safetensors` (adapters) or the head alone (shared). ValueError without a critic.
+        """
         if not self.has_value:
             raise ValueError("this run has no value model to save (critic-free advantage estimator)")
         path = os.path.join(output_dir, VALUE)
@@ -195,7 +197,8 @@ class PolicyAndValue(nn.Module):
 
 def build_separate_model(policy, peft_config=None, value_model=None) -> PolicyAndValue:
     """The separate layout: `policy` (a causal LM, possibly 4-bit; LoRA-wrapped with `peft_config` if given, QLoRA
-    prepared) beside `value_model` (`*ForSequenceClassification(num_labels=1)`, full or PEFT; None: critic-free)."""
+    prepared) beside `value_model` (`*ForSequenceClassification(num_labels=1)`, full or PEFT; None: critic-free).
+    """
     if peft_config is not None:
         if getattr(policy, "is_loaded_in_4bit", False):
             policy = prepare_model_for_kbit_training(policy, use_gradient_checkpointing=False)
@@ -221,7 +224,8 @@ def _peft_base(policy, peft_config, layout: str):
 
 def _add_reward_adapter(peft_model, reward_adapter_path: str, copy_to_value: bool) -> nn.Linear:
     """Load reward_model.py's LoRA output as the frozen "reward" adapter (`copy_to_value`: also as the trainable
-    "value" adapter); return its frozen fp32 `reward_head` (1, H)."""
+    "value" adapter); return its frozen fp32 `reward_head` (1, H).
+    """
     reward_config, lora_weights, head_weight = read_reward_adapter(reward_adapter_path)
     for name in (REWARD, VALUE) if copy_to_value else (REWARD,):
         peft_model.add_adapter(name, copy.deepcopy(reward_config))
@@ -262,19 +266,22 @@ def _one_base_model(layout: str, policy, peft_config, reward_adapter_path: str |
 def build_adapters_model(policy, peft_config, reward_adapter_path: str | None = None, with_value: bool = True):
     """The adapters layout: `(PolicyAndValue, AdapterRewardModel or None)`. With `reward_adapter_path`
     (reward_model.py's LoRA output, same base) the value adapter and head start as the frozen reward ones, else as
-    `peft_config`. ConfigError: no peft_config; ValueError: the reward adapter does not fit the base."""
+    `peft_config`. ConfigError: no peft_config; ValueError: the reward adapter does not fit the base.
+    """
     return _one_base_model("adapters", policy, peft_config, reward_adapter_path, with_value)
 
 
 def build_shared_model(policy, peft_config, reward_adapter_path: str | None = None, with_value: bool = True):
     """The shared layout, as `build_adapters_model` but the value head, small and random (the reward head fits the
-    reward adapter's features, not the policy's), reads the policy adapter's last hidden state."""
+    reward adapter's features, not the policy's), reads the policy adapter's last hidden state.
+    """
     return _one_base_model("shared", policy, peft_config, reward_adapter_path, with_value)
 
 
 def read_reward_adapter(path: str):
     """`(frozen CAUSAL_LM LoraConfig, LoRA weights, score weight (1, H))` of reward_model.py's LoRA output;
-    ValueError without a score weight."""
+    ValueError without a score weight.
+    """
     config = LoraConfig.from_pretrained(path)
     config.task_type, config.modules_to_save, config.inference_mode = "CAUSAL_LM", None, True
     weights = load_file(os.path.join(path, "adapter_model.safetensors"))
@@ -286,7 +293,8 @@ def read_reward_adapter(path: str):
 
 class AdapterRewardModel(nn.Module):
     """The frozen reward adapter as a sequence classifier for `reward_scorer`: `.logits` (B, 1) on the last non-pad
-    token, as *ForSequenceClassification pools (same scores as the saved model). The shared model is no submodule."""
+    token, as *ForSequenceClassification pools (same scores as the saved model). The shared model is no submodule.
+    """
 
     def __init__(self, model: PolicyAndValue, reward_head: nn.Linear):
         super().__init__()

@@ -15,6 +15,8 @@ prompts g*M*E times, `_prepare_inputs` builds the rollout on the first. Metrics 
 
 from __future__ import annotations
 
+from rlhfkit.log import info_rank0
+
 import copy
 import json
 import math
@@ -29,15 +31,33 @@ from trl.models import prepare_deepspeed, unwrap_model_for_generation
 from trl.trainer.utils import RepeatSampler, disable_dropout_in_model, entropy_from_logits, pad, selective_log_softmax
 
 from rlhfkit.errors import ConfigError
-from rlhfkit.log import info_rank0
 from rlhfkit.outputs import plot_log_history
-from rlhfkit.ppo.core import (AdaptiveKLController, FixedKLController, compute_gae, compute_reinforce_pp,
-                            compute_rewards, masked_mean, masked_whiten, normalize_with_moments, ppo_policy_loss,
-                            ppo_value_loss, shape_scores, truncate_after_stop, update_running_moments)
-from rlhfkit.ppo.models import (POLICY, PolicyAndValue, _is_peft, base_of, build_adapters_model, build_separate_model,
-                               build_shared_model)
-from rlhfkit.reward import call_reward_function, pearson, remove_length_trend, reward_scorer
+from rlhfkit.ppo.core import (
+    AdaptiveKLController,
+    FixedKLController,
+    compute_gae,
+    compute_reinforce_pp,
+    compute_rewards,
+    masked_mean,
+    masked_whiten,
+    normalize_with_moments,
+    ppo_policy_loss,
+    ppo_value_loss,
+    shape_scores,
+    truncate_after_stop,
+    update_running_moments,
+)
+from rlhfkit.ppo.models import (
+    POLICY,
+    PolicyAndValue,
+    _is_peft,
+    base_of,
+    build_adapters_model,
+    build_separate_model,
+    build_shared_model,
+)
 from rlhfkit.report.samples import is_sampled_rollout, write_samples
+from rlhfkit.reward import call_reward_function, pearson, remove_length_trend, reward_scorer
 
 TRAINABLE_FILE = "ppo_trainable.safetensors"  # in checkpoint-N/: every trainable tensor (policy, value), for resume
 STATE_FILE = "ppo_state.json"  # in checkpoint-N/: KL coefficient and running score statistics
@@ -55,7 +75,8 @@ class PPOTrainer(Trainer):
     `model`: the policy causal LM, wrapped with `peft_config` (LoRA; needed by the adapters and shared layouts).
     Datasets have a `prompt` column; other columns go to `reward_funcs` (TRL's signature), added to the score of
     `reward_model` or of the frozen LoRA at `reward_adapter_path`. `value_model`: separate layout with GAE.
-    `ref_model`: separate, full (None: a policy copy). `ptx_dataset`: PPO-ptx rows. ValueError: no pad token, reward."""
+    `ref_model`: separate, full (None: a policy copy). `ptx_dataset`: PPO-ptx rows. ValueError: no pad token, reward.
+    """
 
     loss_is_scaled_for_ga = True  # compute_loss divides by the mini-batch's token count itself
 
@@ -148,7 +169,8 @@ class PPOTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         """The Trainer's optimizer; `value_learning_rate` / `value_weight_decay` give the critic param groups of its
-        own (one step and LR schedule for all). Parameters exempt from weight decay (biases, norms) stay exempt."""
+        own (one step and LR schedule for all). Parameters exempt from weight decay (biases, norms) stay exempt.
+        """
         optimizer = super().create_optimizer(model)
         a = self.args
         if a.value_learning_rate is None and a.value_weight_decay is None:
@@ -244,7 +266,8 @@ class PPOTrainer(Trainer):
     def _generate(self, model: PolicyAndValue, rows: list[dict]) -> dict:
         """Sample and score: prompt_ids/_mask (B, P), responses/mask (B, R), ended (B,), scores per source, texts, and
         the (B, R) fp32 log-probs of the sampled tokens at `temperature`, from the sampling pass's raw logits (the
-        rollout's old log-probs: no second policy forward)."""
+        rollout's old log-probs: no second policy forward).
+        """
         a, tok = self.args, self.processing_class
         prompts = [row["prompt"] for row in rows]
         prompt_ids, prompt_mask = self._tokenize_prompts(prompts)
@@ -291,7 +314,8 @@ class PPOTrainer(Trainer):
 
     def _shape_scores(self, gen: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,) `(score, shaped)`: the sources' sum (`--length_control batch`: minus the rollout's length trend, over
-        all processes) after the EOS penalty (logged), then clipped and normalised."""
+        all processes) after the EOS penalty (logged), then clipped and normalised.
+        """
         a, gather = self.args, self.accelerator.gather
         score = torch.stack([torch.nan_to_num(s) for s in gen["scores"].values()]).sum(0)
         lengths, all_scores = gen["mask"].sum(1).float(), gather(score.float())
@@ -312,7 +336,8 @@ class PPOTrainer(Trainer):
 
     def _rollout_forward(self, model, batch: dict, logprobs: torch.Tensor):
         """(B, R) values (None without a critic) and reference log-probs (`logprobs`, the old ones, when no reference
-        runs), in forward-batch chunks. Only the critic and the reference run: the old log-probs come from sampling."""
+        runs), in forward-batch chunks. Only the critic and the reference run: the old log-probs come from sampling.
+        """
         n, critic = self.args.local_rollout_forward_batch_size, self.args.uses_critic
         values, ref_logprobs = [], []
         for s in range(0, len(batch["responses"]), n):
@@ -325,7 +350,8 @@ class PPOTrainer(Trainer):
 
     def _logprobs_and_values(self, model, batch: dict, ref: bool = False, part: str = "both"):
         """(B, R) fp32 log-probs at `temperature`, (B, R) values V_t (state before token t; None without a critic),
-        logits. `ref=True`: the reference's log-probs. `part="policy"` / `"value"`: only that model runs."""
+        logits. `ref=True`: the reference's log-probs. `part="policy"` / `"value"`: only that model runs.
+        """
         responses, width = batch["responses"], batch["prompt_width"]
         inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                       position_ids=batch["position_ids"], logits_to_keep=responses.shape[1] + 1)
@@ -379,7 +405,8 @@ class PPOTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Policy + vf_coef x value loss (Schulman et al. 2017, eqs. 7, 9), token means weighted by the micro-batch's
         share of the mini-batch's tokens, + ptx_coef / g x LM loss (PPO-ptx). `split_value_backward`: the value
-        loss's backward runs here first (same gradient, the value activations freed before the policy pass)."""
+        loss's backward runs here first (same gradient, the value activations freed before the policy pass).
+        """
         a, m = self.args, self._metrics
         mask = inputs["mask"]
         share = mask.sum() / inputs["minibatch_tokens"]  # this micro-batch's share of the mini-batch's tokens

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -42,7 +42,8 @@ def pairwise_outcomes(model_scores: Sequence[float], baseline_scores: Sequence[f
 def win_rate(outcomes: Sequence[float]) -> float:
     """Mean of per-prompt outcomes (1 win, 0.5 tie, 0 loss): the share of prompts won, ties counted as half.
 
-    Raises `ValueError` if `outcomes` is empty."""
+    Raises `ValueError` if `outcomes` is empty.
+    """
     outcomes = np.asarray(outcomes, dtype=float)
     if not len(outcomes):
         raise ValueError("no outcomes")
@@ -133,7 +134,8 @@ def compare_to_baseline(model_scores: Sequence[float], baseline_scores: Sequence
 def accuracy_interval(correct: Sequence[bool]) -> dict:
     """Accuracy of (n,) right/wrong outcomes with its Wilson 95% interval.
 
-    Returns `{"n", "correct", "accuracy", "accuracy_ci": [low, high]}`. Raises `ValueError` if `correct` is empty."""
+    Returns `{"n", "correct", "accuracy", "accuracy_ci": [low, high]}`. Raises `ValueError` if `correct` is empty.
+    """
     from statsmodels.stats.proportion import proportion_confint  # statsmodels is slow to import
 
     n, k = len(correct), int(sum(bool(c) for c in correct))
@@ -148,7 +150,8 @@ def paired_accuracy_test(model_correct: Sequence[bool], baseline_correct: Sequen
 
     Returns `{"n", "difference" (model minus baseline accuracy), "model_only" (prompts only the model gets right),
     "baseline_only", "p_value" (two-sided; 1.0 when the two never disagree)}`. Raises `ValueError` for lists of
-    different or zero length."""
+    different or zero length.
+    """
     from statsmodels.stats.contingency_tables import mcnemar
 
     if len(model_correct) != len(baseline_correct) or not len(model_correct):

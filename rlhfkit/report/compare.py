@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from rlhfkit.generation import generate_answers
 from rlhfkit.log import info_rank0
+
+from rlhfkit.generation import generate_answers
 from rlhfkit.model import load_policy
 
 
@@ -33,12 +34,13 @@ def compare_on_held_out_prompt(args, config, eval_rows: list[dict], max_new_toke
     """End of train_rlhf.py: `show_base_vs_tuned` for the run's first held-out prompt (`eval_rows[0]["prompt"]`, the
     rows the method's data loader held out), the starting checkpoint (`args.model_name_or_path`) against what the
     run saved in `config.output_dir`. Informative only: a failure is printed as one line, not raised. Returns the two
-    answers, or None."""
+    answers, or None.
+    """
     prompt = eval_rows[0].get("prompt") if eval_rows else None
     if not isinstance(prompt, list):
         return None
     try:
         return show_base_vs_tuned(args.model_name_or_path, config.output_dir, prompt, max_new_tokens, log)
-    except Exception as error:  # noqa: BLE001  the run is saved; never fail it over the demo print
+    except Exception as error:
         log(f"[demo] could not compare the base and tuned answers: {error}")
         return None

@@ -49,7 +49,7 @@ def segments(row: dict, kind: str) -> tuple[list[dict], list[tuple[str, list[dic
 
 
 def show_tokens(tokenizer, ids: list[int]) -> str:
-    """Token ids as their text joined by '|' (newlines shown as \\n), the middle elided past `SHOWN_TOKENS`."""
+    r"""Token ids as their text joined by '|' (newlines shown as \\n), the middle elided past `SHOWN_TOKENS`."""
     pieces = [tokenizer.decode([i]).replace("\n", "\\n").replace("\r", "\\r") for i in ids]
     if len(pieces) > SHOWN_TOKENS:
         half = SHOWN_TOKENS // 2
@@ -59,7 +59,8 @@ def show_tokens(tokenizer, ids: list[int]) -> str:
 
 def render(tokenizer, prompt: list[dict], answer: list[dict] | None) -> tuple[list[int], list[int]]:
     """`(prompt ids, answer ids)` as TRL splits them: the prompt rendered with the generation prompt, the answer as
-    the rest of prompt + answer rendered whole (the split point is the longest common prefix of the two)."""
+    the rest of prompt + answer rendered whole (the split point is the longest common prefix of the two).
+    """
     prompt_ids = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True)["input_ids"]
     if answer is None:
         return prompt_ids, []

@@ -14,12 +14,13 @@ Used at the end of reward_model.py (`accuracy_after_training`, saved as rm_accur
 
 from __future__ import annotations
 
+from rlhfkit.log import info_rank0
+
 import json
 import os
 
-from rlhfkit.report.arena import length_split_accuracy, read_length_split
 from rlhfkit.data import count_too_long
-from rlhfkit.log import info_rank0
+from rlhfkit.report.arena import length_split_accuracy, read_length_split
 from rlhfkit.reward import ScoreFn, reward_scorer
 
 ACCURACY_FILE = "rm_accuracy.json"
@@ -30,8 +31,8 @@ def preference_accuracy(score_fn: ScoreFn, tokenizer, rows: list[dict], max_leng
 
     `rows` are canonical preference rows (`rlhfkit.data.load_preference_file`); answer lengths are counted in tokens
     of `tokenizer` (the reward model's, no special tokens). `max_length` is the cut the scorer applies (None: no
-    cut); pairs over it are counted in `n_cut`. Returns `rlhfkit.report.arena.length_split_accuracy`'s dict plus `n_cut`,
-    `max_length` and `reading` (the one-line verdict). Raises `ValueError` if `rows` is empty.
+    cut); pairs over it are counted in `n_cut`. Returns `rlhfkit.report.arena.length_split_accuracy`'s dict plus
+    `n_cut`, `max_length` and `reading` (the one-line verdict). Raises `ValueError` if `rows` is empty.
     """
     if not rows:
         raise ValueError("no preference pairs to score")

@@ -18,7 +18,8 @@ Rows are canonical preference rows as `rlhfkit.data` loads them:
 
 from __future__ import annotations
 
-import rlhfkit.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
+from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
+
 import json
 import math
 import os
@@ -27,7 +28,6 @@ import re
 
 from rlhfkit.data import count_too_long, load_preference_file
 from rlhfkit.errors import ConfigError, ToolParser, UserError, read_json, run_cli
-from rlhfkit.log import info_rank0
 from rlhfkit.model import check_reward_model_path, load_reward_model
 from rlhfkit.outputs import check_can_write
 from rlhfkit.reward import ScoreFn, reward_scorer

@@ -14,7 +14,8 @@ points, so one noisy batch does not fire a rule.
 
 from __future__ import annotations
 
-import rlhfkit.log  # noqa: F401, I001  (first: filters known-harmless library messages before libraries load)
+from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
+
 import math
 import os
 import sys
@@ -23,7 +24,6 @@ from dataclasses import dataclass, field, fields
 from rlhfkit.args import parse_args
 from rlhfkit.errors import PathNotFoundError, read_json, run_cli
 from rlhfkit.report.html_report import escape, image, table, write_page
-from rlhfkit.log import info_rank0
 from rlhfkit.report.samples import read_samples
 
 REPORT_FILE = "report.html"
@@ -109,7 +109,8 @@ def series(history: list[dict], key: str) -> list[tuple[int, float]]:
 
 def ends(values: list[float], t: HealthThresholds) -> tuple[float, float] | None:
     """Mean of the first and of the last `t.window` share of finite `values` (at least one point each), or None
-    with fewer than `t.min_points` finite values."""
+    with fewer than `t.min_points` finite values.
+    """
     values = [v for v in values if math.isfinite(v)]
     if len(values) < t.min_points:
         return None
@@ -399,7 +400,8 @@ def run_info(output_dir: str, history: list[dict]) -> RunInfo:
 def check_run(output_dir: str, thresholds: HealthThresholds | None = None) -> tuple[list[Finding], RunInfo, list]:
     """Read `output_dir/trainer_state.json` and run every rule. Returns `(findings, run_info, log_history)`.
 
-    Raises `PathNotFoundError` if the folder has no trainer_state.json (not a finished training run)."""
+    Raises `PathNotFoundError` if the folder has no trainer_state.json (not a finished training run).
+    """
     state = _read_json(os.path.join(output_dir, "trainer_state.json"))
     if state is None:
         raise PathNotFoundError(f"{output_dir}: no trainer_state.json (run health reads a finished training run)")
@@ -443,7 +445,8 @@ def write_report(output_dir: str, findings: list[Finding], run: RunInfo, history
 def run_health(output_dir: str, thresholds: HealthThresholds | None = None, log=info_rank0) -> list[Finding]:
     """Check a run folder, print the findings (or that none were found) and write `report.html`.
 
-    Returns the findings. Raises `PathNotFoundError` as `check_run` does."""
+    Returns the findings. Raises `PathNotFoundError` as `check_run` does.
+    """
     findings, run, history = check_run(output_dir, thresholds)
     for finding in findings:
         log(f"[run health] WARNING: {finding}")
@@ -454,14 +457,14 @@ def run_health(output_dir: str, thresholds: HealthThresholds | None = None, log=
 
 
 def main(argv: list[str] | None = None) -> list[Finding]:
-    """`python -m rlhfkit.report.run_health OUTPUT_DIR [--THRESHOLD value ...]` (thresholds: the `HealthThresholds` fields)."""
+    """`python -m rlhfkit.report.run_health OUTPUT_DIR [--THRESHOLD value ...]` (thresholds: `HealthThresholds`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and not argv[0].startswith("--"):
         argv = ["--output_dir", argv[0], *argv[1:]]
     (thresholds,) = parse_args((HealthArgs,), argv)
     if not thresholds.output_dir:
-        raise PathNotFoundError("usage: python -m rlhfkit.report.run_health OUTPUT_DIR [--THRESHOLD value ...]; thresholds: "
-                                + ", ".join(f.name for f in fields(HealthThresholds)))
+        raise PathNotFoundError("usage: python -m rlhfkit.report.run_health OUTPUT_DIR [--THRESHOLD value ...]; "
+                                "thresholds: " + ", ".join(f.name for f in fields(HealthThresholds)))
     return run_health(thresholds.output_dir, thresholds)
 
 

@@ -19,7 +19,8 @@ SAMPLES_FILE = "samples.jsonl"
 
 def is_sampled_rollout(rollout: int, every: int) -> bool:
     """True for the rollouts whose answers are written: the first (`rollout` 1) and every `every`-th after it
-    (1, 1 + every, 1 + 2 every, ...). `every` 0 writes none."""
+    (1, 1 + every, 1 + 2 every, ...). `every` 0 writes none.
+    """
     return every > 0 and rollout >= 1 and (rollout - 1) % every == 0
 
 
