@@ -7,7 +7,7 @@ has no KL term (`beta` 0, no reference model loaded); the loss is DAPO's token-l
 (Yu et al. 2025). Each device step holds per_device_train_batch_size / num_generations prompts.
 
 The reward fields shared with PPO and RLOO (`reward_model_path`, `reward_function`, `max_prompt_length`,
-`min_new_tokens`, `missing_eos_penalty`) are in `rlhf_args/base_config.py` (`OnlineConfig`); set them here or on
+`min_new_tokens`, `missing_eos_penalty`) are in `rlhf_args/online_config.py` (`OnlineConfig`); set them here or on
 the command line as any other field.
 """
 
@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig as TRLGRPOConfig
 
-from rlhf_args.base_config import Method, OnlineConfig
+from rlhf_args.base_config import Method
+from rlhf_args.online_config import OnlineConfig
 from rlhfkit.data import prompt_data
 from rlhfkit.methods.online import online_inputs, rloo_models
 from rlhfkit.methods.trl_online import GRPOTrainer

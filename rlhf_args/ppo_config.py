@@ -13,7 +13,7 @@ REINFORCE++ (Hu 2025, arXiv:2501.03262).
 
 The fields shared with RLOO and GRPO (`reward_model_path`, `reward_function`, `max_prompt_length`,
 `min_new_tokens`, `missing_eos_penalty`, `sample_every`, `num_samples_logged`, `length_control`) are in
-`rlhf_args/base_config.py` (`OnlineConfig`); set them here or on the command line as any other field.
+`rlhf_args/online_config.py` (`OnlineConfig`); set them here or on the command line as any other field.
 """
 
 import math
@@ -22,7 +22,8 @@ from typing import Literal
 
 from transformers import TrainingArguments
 
-from rlhf_args.base_config import Method, OnlineConfig
+from rlhf_args.base_config import Method
+from rlhf_args.online_config import OnlineConfig
 from rlhfkit.errors import ConfigError
 from rlhfkit.methods.online import online_inputs, ppo_models, ppo_prompt_data
 from rlhfkit.ppo.trainer import PPOTrainer

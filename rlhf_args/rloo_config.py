@@ -7,7 +7,7 @@ advantage of one is its reward minus the mean reward of the others (the leave-on
 Each device step holds per_device_train_batch_size / num_generations prompts.
 
 The reward fields shared with PPO and GRPO (`reward_model_path`, `reward_function`, `max_prompt_length`,
-`min_new_tokens`, `missing_eos_penalty`) are in `rlhf_args/base_config.py` (`OnlineConfig`); set them here or on
+`min_new_tokens`, `missing_eos_penalty`) are in `rlhf_args/online_config.py` (`OnlineConfig`); set them here or on
 the command line as any other field.
 """
 
@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from trl import RLOOConfig as TRLRLOOConfig
 
-from rlhf_args.base_config import Method, OnlineConfig
+from rlhf_args.base_config import Method
+from rlhf_args.online_config import OnlineConfig
 from rlhfkit.data import prompt_data
 from rlhfkit.methods.online import online_inputs, rloo_models
 from rlhfkit.methods.trl_online import RLOOTrainer

@@ -14,12 +14,11 @@ from conftest import base_flags, demo_tokenizer, write_jsonl
 import reward_model
 from rlhfkit.model import load_reward_model
 from rlhfkit.report import rm_probe
+from rlhfkit.report.probe_table import format_probe_table, print_saved_probe
 from rlhfkit.report.rm_probe import (
     VARIANTS,
     augment_with_degenerate_negatives,
     degenerate_answer,
-    format_probe_table,
-    print_saved_probe,
     run_probe,
     save_probe_report,
 )

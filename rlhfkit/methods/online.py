@@ -30,7 +30,7 @@ from rlhfkit.model import (
     load_value_model,
     resolve_checkpoint,
 )
-from rlhfkit.report.rm_probe import print_saved_probe
+from rlhfkit.report.probe_table import print_saved_probe
 from rlhfkit.reward import load_reward_function, missing_eos_reward
 
 

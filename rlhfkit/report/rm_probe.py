@@ -5,10 +5,10 @@ answer, so its score for them is arbitrary, and PPO / RLOO / GRPO find and explo
 to answer nothing). Measured on the seed run (SmolLM2-135M-Instruct + LoRA, one epoch of hh-rlhf): the empty
 answer beat the human-chosen one 79% of the time, "Ok." 85%, the chosen answer cut to a quarter 70%.
 
-* `run_probe` + `format_probe_table` + `save_probe_report`: for held-out prompts, score the chosen answer against
-  degenerate versions of it and report how often each version wins. `reward_model.py` runs it at the end
+* `run_probe` + `save_probe_report` (the table: `probe_table.py`): for held-out prompts, score the chosen answer
+  against degenerate versions of it and report how often each version wins. `reward_model.py` runs it at the end
   (`probe_after_training`); `python -m rlhfkit.report.rm_probe RM_DIR DATA.jsonl` runs it on any saved reward model;
-  `print_saved_probe(RM_DIR)` shows the saved table (the online methods call it before they start).
+  `probe_table.print_saved_probe(RM_DIR)` shows the saved table (the online methods call it before they start).
 * `augment_with_degenerate_negatives`: extra training pairs (chosen, degenerate version of chosen), so that the
   reward model learns to rank these answers below the chosen one (`--degenerate_negatives_ratio`).
 
@@ -27,22 +27,14 @@ import random
 import re
 
 from rlhfkit.data import count_too_long, load_preference_file
-from rlhfkit.errors import ConfigError, ToolParser, UserError, read_json, run_cli
+from rlhfkit.errors import ConfigError, ToolParser, run_cli
 from rlhfkit.model import check_reward_model_path, load_reward_model
 from rlhfkit.outputs import check_can_write
+from rlhfkit.report.probe_table import PROBE_FILE, WARN_ABOVE, format_probe_table
 from rlhfkit.reward import ScoreFn, reward_scorer
 
 VARIANTS = ("empty", "filler", "truncated", "repeated", "off_topic")
-DESCRIPTIONS = {
-    "empty": 'empty answer ""',
-    "filler": 'filler answer "Ok."',
-    "truncated": "chosen answer cut to its first quarter of words",
-    "repeated": "chosen answer repeated 3 times",
-    "off_topic": "chosen answer of another prompt",
-}
 FILLER = "Ok."
-WARN_ABOVE = 0.10  # a variant that beats the chosen answer on more than this share of prompts gets a WARNING
-PROBE_FILE = "rm_probe.json"
 
 
 def degenerate_answer(answer: str, variant: str, other_answer: str | None = None) -> str:
@@ -206,33 +198,6 @@ def run_probe(score_fn: ScoreFn, rows: list[dict], max_prompts: int = 200, seed:
             "n": len(gaps[v])} for v in variants}}
 
 
-def format_probe_table(result: dict) -> str:
-    """A `run_probe` result (or a loaded rm_probe.json) as a plain-text table.
-
-    One line per variant (win rate in %, mean gap, n, description), then a `WARNING:` line for each variant that
-    wins on more than 10% of prompts, or an `OK:` line if none does.
-    """
-    lines = [f"Reward-model probe: does a degenerate answer score above the chosen one? ({result['n_prompts']} "
-             f"prompts; win rate should be ~0%, mean gap = score(chosen) - score(variant) should be > 0)",
-             f"{'variant':<10} {'win rate':>9} {'mean gap':>9} {'n':>5}  answer"]
-    warnings = []
-    for v, stats in result["variants"].items():
-        rate, gap = stats["win_rate"], stats["mean_gap"]
-        lines.append(f"{v:<10} {'n/a' if rate is None else f'{100 * rate:.1f}%':>9} "
-                     f"{'n/a' if gap is None else f'{gap:+.3f}':>9} {stats['n']:>5}  {DESCRIPTIONS.get(v, '')}")
-        if rate is not None and rate > WARN_ABOVE:
-            warnings.append(f"WARNING: [{v}] the reward model scores the {DESCRIPTIONS.get(v, v)} above the chosen "
-                            f"answer for {100 * rate:.1f}% of prompts (> {100 * WARN_ABOVE:.0f}%). PPO/RLOO/GRPO "
-                            f"will learn to exploit this. Retrain it with reward_model.py "
-                            f"--degenerate_negatives_ratio 0.5 if it was trained without degenerate negatives; "
-                            f"if it was trained with them, give this kind more weight "
-                            f"(--degenerate_variant_weights), raise the ratio or train longer."
-                            + (" An off-topic answer winning about half the time means the score barely depends "
-                               "on the prompt." if v == "off_topic" else ""))
-    return "\n".join(lines + (warnings or [f"OK: no degenerate answer beats the chosen one on more than "
-                                           f"{100 * WARN_ABOVE:.0f}% of prompts."]))
-
-
 def save_probe_report(result: dict, output_dir: str) -> tuple[str, str]:
     """Write `rm_probe.json` (the result) and `rm_probe.png` (bar chart of win rates, 10% line) to `output_dir`.
 
@@ -260,24 +225,6 @@ def save_probe_report(result: dict, output_dir: str) -> tuple[str, str]:
     fig.tight_layout()
     fig.savefig(path_png)
     return path_json, path_png
-
-
-def print_saved_probe(reward_model_path: str, log=info_rank0) -> str | None:
-    """Print the probe table saved with a reward model (`RM_DIR/rm_probe.json`), for PPO/RLOO/GRPO to call first.
-
-    Returns the printed table (it contains "WARNING:" lines if a degenerate answer wins too often), or None,
-    printing nothing, if `reward_model_path` has no rm_probe.json (e.g. a model trained elsewhere).
-    """
-    path = os.path.join(str(reward_model_path), PROBE_FILE)
-    if not os.path.isfile(path):
-        return None
-    try:
-        table = format_probe_table(read_json(path))
-    except UserError as error:  # the probe only informs: a cut file is no reason to stop
-        log(f"[reward model] WARNING: the saved probe is not shown: {error}")
-        return None
-    log(f"[reward model] degenerate-answer probe saved with {reward_model_path}:\n{table}")
-    return table
 
 
 def probe_after_training(trainer, tokenizer, eval_rows: list[dict], train_rows: list[dict],
