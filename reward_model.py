@@ -54,6 +54,8 @@ from rlhfkit.report.run_health import run_health
 
 def main(argv=None):
     model_args, config = parse_args((RewardModelArgs, RewardConfig), argv)
+
+    # 0. Settings: output folder, model path, LoRA targets, the length head; no weights yet.
     resume = prepare_output_dir(config)
     check_train_mode(model_args, config)
     check_model_path(model_args.model_name_or_path)
@@ -67,7 +69,7 @@ def main(argv=None):
         raise ConfigError(f"--length_debias odin trains a new 2-output score head, but {model_args.model_name_or_path} "
                           f"is a reward model with its own; start from the causal LM it was trained from")
 
-    # 1. Data: every row is checked before any model is loaded.
+    # 1. Inputs: every row is checked before any model is loaded.
     tokenizer = load_tokenizer(model_args.model_name_or_path, config.trust_remote_code)
     train_rows, eval_rows = preference_data(model_args, config, tokenizer,
                                             too_long="RewardTrainer drops them (raise --max_length to keep them)")
@@ -81,7 +83,7 @@ def main(argv=None):
     # 2. Model: a causal LM checkpoint gets a fresh 1-output score head (ODIN: 2 outputs, quality and length).
     model = load_model(AutoModelForSequenceClassification, model_args, config, tokenizer, num_labels=2 if odin else 1)
 
-    # 3. Train.
+    # 3. Trainer.
     trainer = (ODINRewardTrainer if odin else RewardTrainer)(
         model=model,
         args=config,
@@ -92,9 +94,11 @@ def main(argv=None):
         callbacks=[NonFiniteLossGuard()],  # stops at a NaN / inf loss before it is saved
     )
     match_trainable_dtype(trainer.model, config)  # QLoRA: TRL casts trainable weights to bf16
+
+    # 4. Train.
     trainer.train(resume_from_checkpoint=resume)
 
-    # 4. Evaluate and save.
+    # 5. Evaluate and save.
     if eval_rows:
         metrics = trainer.evaluate()
         if trainer.is_world_process_zero():
@@ -110,10 +114,10 @@ def main(argv=None):
     if trainer.is_world_process_zero():
         info_rank0(f"[reward model] saved to {config.output_dir} (curves: {config.output_dir}/training_curves.png)")
 
-    # 5. Probe: how often does a degenerate answer score above the chosen one? (rm_probe.json / rm_probe.png)
+    # 6. Probe: how often does a degenerate answer score above the chosen one? (rm_probe.json / rm_probe.png)
     probe_after_training(trainer, tokenizer, eval_rows, train_rows, model_args.probe_prompts)
 
-    # 6. Run health: what looks wrong in the log, the accuracy and the probe, in plain English (also report.html).
+    # 7. Run health: what looks wrong in the log, the accuracy and the probe, in plain English (also report.html).
     if trainer.is_world_process_zero():
         run_health(config.output_dir)
     return trainer

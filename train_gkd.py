@@ -157,6 +157,8 @@ def describe(config) -> str:
 
 def main(argv=None):
     args, config = parse_args((GKDModelArgs, GKDConfig), argv)
+
+    # 0. Settings: output folder, student and teacher paths, LoRA targets; no weights yet.
     resume = prepare_output_dir(config)
     check_train_mode(args, config)
     check_teacher_settings(config)
@@ -165,23 +167,22 @@ def main(argv=None):
         check_lora_targets(args.model_name_or_path, args.lora_target_modules)
     check_model_path(config.teacher_model_name_or_path)
 
-    # 1. Teacher vs student: tokenizers, config.json and safetensors headers only, no weights yet.
+    # 1. Inputs: teacher vs student (tokenizers, config.json and safetensors headers only), then the data; every row
+    # is checked before any model is loaded.
     tokenizer = load_tokenizer(args.model_name_or_path, config.trust_remote_code)
     check_teacher_student(args.model_name_or_path, config.teacher_model_name_or_path, tokenizer,
                           config.trust_remote_code)
-
-    # 2. Data: every row is checked before any model is loaded.
     train_rows, eval_rows = distillation_data(args, config, tokenizer)
     if args.check:  # --check: show what would be trained, load no weights
         return preflight(tokenizer, train_rows, eval_rows, args.model_name_or_path, "GKD")
     show_dataset_progress(len(train_rows))  # progress bars for tokenizing only when it takes long
     info_rank0(f"[GKD] {describe(config)}; divergence beta={config.beta} (0 forward KL, 1 reverse KL)")
 
-    # 3. Student (trained) and teacher (frozen).
+    # 2. Models: the student (trained) and the teacher (frozen).
     model = load_model(AutoModelForCausalLM, args, config, tokenizer)
     teacher = load_teacher(config, tokenizer)
 
-    # 4. Train. The eval loss is the divergence on held-out answers, measured before and after training.
+    # 3. Trainer.
     trainer = GKDTrainer(
         model=model,
         teacher_model=teacher,
@@ -193,6 +194,8 @@ def main(argv=None):
         callbacks=[NonFiniteLossGuard()],  # stops at a NaN / inf loss before it is saved
     )
     match_trainable_dtype(trainer.model, config)  # QLoRA: TRL casts trainable weights to bf16
+
+    # 4. Train. The eval loss is the divergence on held-out answers, measured before and after training.
     measure_before = bool(eval_rows) and resume is None and deepspeed_zero_stage(config) is None
     before = trainer.evaluate()["eval_loss"] if measure_before else None
     trainer.train(resume_from_checkpoint=resume)

@@ -18,6 +18,7 @@ from rlhfkit.log import info_rank0, show_dataset_progress  # first: filters know
 import argparse
 import dataclasses
 import importlib
+import importlib.util
 import sys
 from dataclasses import dataclass
 
@@ -59,7 +60,12 @@ METHODS = {
 
 
 def load_method(name: str) -> Method:
-    """The `METHOD` row of rlhf_args/<name>_config.py, imported now."""
+    """The `METHOD` row of rlhf_args/<name>_config.py, imported now. Raises `ConfigError` if the file is not there
+    (a copy of the toolkit made for other methods, docs/copy-a-script.md).
+    """
+    if importlib.util.find_spec(METHODS[name]) is None:
+        raise ConfigError(f"--rlhf_type {name}: {METHODS[name].replace('.', '/')}.py is not in this folder (a copy "
+                          f"made for other methods?); copy it and what it imports from the toolkit")
     return importlib.import_module(METHODS[name]).METHOD
 
 

@@ -2,10 +2,15 @@
 
     python script/reading_path.py -- train_rlhf.py --rlhf_type DPO --train_mode lora --max_steps 1 --output_dir /tmp/dpo
     python script/reading_path.py --all                # every Python file of the project, for comparison
+    python script/reading_path.py --copy ../my_dpo -- train_rlhf.py --rlhf_type DPO --check   # copy what it uses
 
 Runs the script in this process (`runpy`, with the given arguments), then lists every module it imported whose file
 lies in the repository (tests excluded), with its lines and code lines: lines that hold code, not blank, comment or
 docstring lines. A failing run (exit status != 0) is reported, and its files are listed all the same.
+
+`--copy DEST` also copies those files into the new folder DEST, with the project modules they import inside
+functions (found in their source) and requirements.txt, so that DEST runs the same command on its own
+(docs/copy-a-script.md). `--check` makes the run load no weights.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import ast
 import io
 import os
 import runpy
+import shutil
 import sys
 import tokenize
 
@@ -50,6 +56,47 @@ def project_files(paths) -> list[str]:
     return sorted(set(keep))
 
 
+def module_file(name: str) -> str | None:
+    """The repository file of module `name` (`a.b` -> a/b.py or a/b/__init__.py), or None if it lies elsewhere."""
+    base = os.path.join(ROOT, *name.split("."))
+    for path in (base + ".py", os.path.join(base, "__init__.py")):
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def with_imported(files: list[str]) -> list[str]:
+    """`files` plus every repository module they import, at the top or inside a function, and the packages holding
+    them (`__init__.py`), followed to the end.
+    """
+    todo, seen = list(files), set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        rel = os.path.relpath(os.path.dirname(path), ROOT)
+        packages = [] if rel == "." else [os.path.join(ROOT, *rel.split(os.sep)[:i], "__init__.py")
+                                          for i in range(1, len(rel.split(os.sep)) + 1)]
+        names = []
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            if isinstance(node, ast.Import):
+                names += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        found = [module_file(n) for n in names] + [p for p in packages if os.path.isfile(p)]
+        todo += [f for f in found if f and f not in seen]
+    return sorted(seen)
+
+
+def copy_files(files: list[str], dest: str) -> None:
+    """Copy `files` (repository paths) and requirements.txt into `dest`, keeping their relative paths."""
+    for path in [*files, os.path.join(ROOT, "requirements.txt")]:
+        target = os.path.join(dest, os.path.relpath(path, ROOT))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copy2(path, target)
+
+
 def report(files: list[str]) -> str:
     rows = [(os.path.relpath(f, ROOT), *code_lines(f)) for f in files]
     width = max([len(r[0]) for r in rows] + [4])
@@ -64,6 +111,16 @@ def main(argv: list[str]) -> int:
         files = [os.path.join(d, f) for d, _, names in os.walk(ROOT) for f in names]
         print(report(project_files(files)))
         return 0
+    dest = None
+    if argv[:1] == ["--copy"]:
+        dest, argv = (argv[1] if len(argv) > 1 else ""), argv[2:]
+        if not dest or dest.startswith("-"):
+            print("error: --copy needs a folder: --copy DEST -- train_rlhf.py ...", file=sys.stderr)
+            return 2
+        if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
+            print(f"error: --copy {dest} exists and is not an empty folder; nothing is overwritten. Use a new folder",
+                  file=sys.stderr)
+            return 2
     if argv[:1] == ["--"]:
         argv = argv[1:]
     if not argv:
@@ -85,6 +142,11 @@ def main(argv: list[str]) -> int:
     files = project_files(getattr(m, "__file__", None) or "" for m in list(sys.modules.values()))
     print(("" if status == 0 else f"[reading path] the run exited with status {status}\n") + report(files),
           file=sys.__stdout__)
+    if dest is not None and status == 0:
+        copied = with_imported(files)
+        copy_files(copied, dest)
+        print(f"[reading path] copied {len(copied)} files and requirements.txt to {dest}; there: "
+              f"python {' '.join(argv)}", file=sys.__stdout__)
     return status
 
 

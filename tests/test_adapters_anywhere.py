@@ -53,7 +53,7 @@ def test_adapters_record_an_absolute_base_and_load_from_another_folder(runs, tmp
     for name in ("dpo", "rm"):
         assert recorded_base(runs[name]) == runs["base"]
         settings = json.load(open(os.path.join(runs[name], "run_config.json")))
-        assert next(iter(settings.values()))["model_name_or_path"] == runs["base"]
+        assert settings["args"]["model_name_or_path"] == runs["base"]
     monkeypatch.chdir(tmp_path)  # the folder the runs were trained in is not the working directory any more
     policy = AutoPeftModelForCausalLM.from_pretrained(runs["dpo"])
     assert torch.isfinite(policy(torch.tensor([[1, 2, 3]])).logits).all()

@@ -50,6 +50,33 @@ def test_reading_path_without_a_command_or_with_a_misspelled_script_is_one_line(
         assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
 
 
+def test_reading_path_copies_what_a_method_uses_and_the_copy_runs_on_its_own(tiny_model_dir, tmp_path):
+    """`--copy DEST` for DPO: the copy holds DPO's files, not PPO's, runs `--check` by itself, and names a missing
+    method's config file in one line; an existing folder is refused.
+    """
+    dest, data = tmp_path / "my_dpo", os.path.join(ROOT, "data_example", "data.jsonl")
+    flags = ["train_rlhf.py", "--rlhf_type", "DPO", "--model_name_or_path", tiny_model_dir, "--train_data_path", data,
+             "--train_mode", "lora", "--lora_target_modules", "all-linear", "--check"]
+    done = subprocess.run([sys.executable, "script/reading_path.py", "--copy", str(dest), "--", *flags], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    copied = {str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()}
+    assert {"train_rlhf.py", "common_args.py", "requirements.txt", "rlhf_args/dpo_config.py", "rlhfkit/methods/dpo.py",
+            "rlhfkit/data/tables.py"} <= copied  # tables.py: imported inside a function, for CSV / Parquet files
+    assert not any(p.startswith(("rlhfkit/ppo/", "tests/", "script/")) or p.endswith("ppo_config.py") for p in copied)
+    env = {**os.environ, "PYTHONPATH": ""}
+    alone = subprocess.run([sys.executable, *flags], cwd=dest, capture_output=True, text=True, timeout=300, env=env)
+    assert alone.returncode == 0 and "[check] done: 0 warning(s)" in alone.stdout, alone.stderr[-2000:]
+    ppo = subprocess.run([sys.executable, "train_rlhf.py", "--rlhf_type", "PPO", "--check"], cwd=dest,
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert ppo.returncode == 2 and ppo.stderr.strip() == (
+        "error: --rlhf_type PPO: rlhf_args/ppo_config.py is not in this folder (a copy made for other methods?); "
+        "copy it and what it imports from the toolkit")
+    again = subprocess.run([sys.executable, "script/reading_path.py", "--copy", str(dest), "--", *flags], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "exists and is not an empty folder; nothing is overwritten" in again.stderr
+
+
 def test_benchmarks_name_a_missing_path_in_one_line_before_any_run():
     for script, argv, expected in (("benchmark.py", ["--model_name_or_path", "nope"], "--model_name_or_path nope"),
                                    ("benchmark_ppo.py", ["--model_name_or_path", "data_example", "--reward_model_path",
