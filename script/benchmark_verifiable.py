@@ -22,8 +22,9 @@ verifier-labelled pairs -> PPO with it, scored on held-out prompts by the verifi
 Task "ifeval" (rows `ifeval_*`): training prompts are the first user turns of ../shared/data's hh-rlhf file, each
 with one or two IFEval instructions attached (the Tulu 3 RLVR recipe; descriptions and arguments drawn by lm-eval's
 own `build_description`, seeded), held out are the official IFEval prompts (data_example/ifeval/, Apache-2.0;
-prompts with a sentence-count instruction are left out while nltk's `punkt_tab` data is missing, as it is offline),
-scored by `rlhfkit.verifiers:ifeval` (prompt-level strict accuracy; the instruction-level share is in row.json).
+prompts with a sentence-count or capital-word-count instruction are left out while nltk's `punkt` / `punkt_tab` data
+is missing, as it is offline), scored by `rlhfkit.verifiers:ifeval` (prompt-level strict accuracy; the
+instruction-level share is in row.json).
 
 Each row writes `output/verifiable/<row>/row.json` (held-out accuracy with its Wilson 95% interval, the exact
 McNemar p-value against the base on the same prompts, wall-clock, seconds per step, mean answer length, the last
@@ -53,6 +54,7 @@ VERIFIER = "rlhfkit.verifiers:exact_number"
 IFEVAL = "rlhfkit.verifiers:ifeval"
 IFEVAL_PROMPTS = os.path.join(ROOT, "data_example", "ifeval", "input_data.jsonl")
 HH_RLHF = os.path.join(os.path.dirname(ROOT), "shared", "data", "hh-rlhf-harmless-base-test.first1000.jsonl")
+NEEDS_PUNKT = ("length_constraints:number_sentences", "change_case:capital_word_frequency")  # nltk tokenizer data
 IFEVAL_TRAIN_IDS = ("punctuation:no_comma", "change_case:english_lowercase", "change_case:english_capital",
                     "startend:quotation", "detectable_format:title", "startend:end_checker",
                     "detectable_content:postscript", "keywords:existence", "keywords:forbidden_words",
@@ -81,7 +83,7 @@ def make_data() -> None:
 
 def make_ifeval_data() -> None:
     """`ifeval_train.jsonl`: hh-rlhf first user turns + 1-2 IFEval instructions; `ifeval_test.jsonl`: the official
-    prompts (without sentence-count instructions when nltk's punkt_tab is missing).
+    prompts (without the instructions whose checkers need nltk's punkt data, `NEEDS_PUNKT`, when it is missing).
     """
     import nltk
     from lm_eval.tasks.ifeval import instructions_registry as registry
@@ -106,13 +108,14 @@ def make_ifeval_data() -> None:
                       "instruction_id_list": ids, "kwargs": kwargs})
     try:
         nltk.data.find("tokenizers/punkt_tab")
+        nltk.data.find("tokenizers/punkt")
         has_punkt = True
     except LookupError:
         has_punkt = False
     test = []
     for line in open(IFEVAL_PROMPTS):
         row = json.loads(line)
-        if has_punkt or "length_constraints:number_sentences" not in row["instruction_id_list"]:
+        if has_punkt or not set(NEEDS_PUNKT) & set(row["instruction_id_list"]):
             test.append({"prompt": [{"role": "user", "content": row["prompt"]}], "key": row["key"],
                          "instruction_id_list": row["instruction_id_list"], "kwargs": row["kwargs"]})
     os.makedirs(DATA, exist_ok=True)
