@@ -46,6 +46,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from rlhfkit.report.arena import accuracy_interval, paired_accuracy_test  # noqa: E402
+from rlhfkit.verifiers import NEEDS_PUNKT  # noqa: E402
 
 OUT = os.path.join(ROOT, "output", "verifiable")
 DATA = os.path.join(OUT, "data")
@@ -54,7 +55,6 @@ VERIFIER = "rlhfkit.verifiers:exact_number"
 IFEVAL = "rlhfkit.verifiers:ifeval"
 IFEVAL_PROMPTS = os.path.join(ROOT, "data_example", "ifeval", "input_data.jsonl")
 HH_RLHF = os.path.join(os.path.dirname(ROOT), "shared", "data", "hh-rlhf-harmless-base-test.first1000.jsonl")
-NEEDS_PUNKT = ("length_constraints:number_sentences", "change_case:capital_word_frequency")  # nltk tokenizer data
 IFEVAL_TRAIN_IDS = ("punctuation:no_comma", "change_case:english_lowercase", "change_case:english_capital",
                     "startend:quotation", "detectable_format:title", "startend:end_checker",
                     "detectable_content:postscript", "keywords:existence", "keywords:forbidden_words",
