@@ -120,6 +120,7 @@ def main(argv=None):
     # 7. Run health: what looks wrong in the log, the accuracy and the probe, in plain English (also report.html).
     if trainer.is_world_process_zero():
         run_health(config.output_dir)
+    trainer.accelerator.end_training()  # every rank closes its process group before it exits
     return trainer
 
 

@@ -216,6 +216,7 @@ def main(argv=None):
 
         # 6. Run health: what looks wrong in the log, in plain English (also output_dir/report.html).
         run_health(config.output_dir)
+    trainer.accelerator.end_training()  # every rank closes its process group before it exits
     return trainer
 
 

@@ -174,6 +174,7 @@ def main(argv=None):
     # 7. Did it change anything? One held-out prompt, answered by the starting model and by the saved one.
     if run.eval_rows and trainer.is_world_process_zero() and trainer.args.world_size == 1:
         compare_on_held_out_prompt(args, config, run.eval_rows)
+    trainer.accelerator.end_training()  # every rank closes its process group before it exits
     return trainer
 
 
