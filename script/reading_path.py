@@ -107,6 +107,9 @@ def report(files: list[str]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
     if argv[:1] == ["--all"]:
         files = [os.path.join(d, f) for d, _, names in os.walk(ROOT) for f in names]
         print(report(project_files(files)))

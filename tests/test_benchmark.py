@@ -48,6 +48,9 @@ def test_reading_path_without_a_command_or_with_a_misspelled_script_is_one_line(
                               text=True, timeout=60)
         assert done.returncode == 2 and done.stderr.strip().startswith("error: " + expected), done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    done = subprocess.run([sys.executable, "script/reading_path.py", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "python script/reading_path.py --all" in done.stdout, done.stderr
 
 
 def test_reading_path_copies_what_a_method_uses_and_the_copy_runs_on_its_own(tiny_model_dir, tmp_path):
