@@ -24,7 +24,6 @@ from dataclasses import dataclass, field, fields
 from rlhfkit.args import parse_args
 from rlhfkit.errors import PathNotFoundError, read_json, run_cli
 from rlhfkit.report.html_report import escape, image, table, write_page
-from rlhfkit.report.probe_table import DESCRIPTIONS, WARN_ABOVE
 from rlhfkit.report.samples import read_samples
 
 REPORT_FILE = "report.html"
@@ -348,6 +347,8 @@ def rule_probe_degenerate(history, run, t) -> Finding | None:
     """Reward model: a degenerate answer beats the chosen one on more than 10% of the probe's prompts."""
     if not run.probe:
         return None
+    from rlhfkit.report.probe_table import DESCRIPTIONS, WARN_ABOVE  # here: only a reward model's run has a probe
+
     bad = [(v, s["win_rate"]) for v, s in run.probe.get("variants", {}).items()
            if s.get("win_rate") is not None and s["win_rate"] > WARN_ABOVE]
     if not bad:
