@@ -396,8 +396,8 @@ def report() -> None:
 
 def plot(rows: dict) -> None:
     """verifiable_rewards.png: training reward against steps per online row (a running mean over 8 logged values);
-    held-out accuracy against steps for rows with checkpoints; held-out accuracy (95% CI) per row after training, the
-    base's as a dashed line.
+    held-out accuracy against steps for rows with checkpoints (the base, each checkpoint, the end); held-out accuracy
+    (95% CI) per arithmetic row after training, the base's as a dashed line (the IFEval rows are in the table).
     """
     import matplotlib
     import numpy as np
@@ -428,7 +428,7 @@ def plot(rows: dict) -> None:
                title="held-out accuracy during training")
     if middle.lines:
         middle.legend(fontsize=7)
-    named = [(n, r) for n, r in rows.items() if "accuracy" in r]
+    named = [(n, r) for n, r in rows.items() if "accuracy" in r and not n.startswith("ifeval_")]
     for y, (name, r) in enumerate(named):
         low, high = r["accuracy_ci"]
         right.errorbar(r["accuracy"], y, xerr=[[r["accuracy"] - low], [high - r["accuracy"]]], fmt="o", capsize=3,
