@@ -275,6 +275,29 @@ def evaluate(row: str, model: str, proxy: str | None = None, out: str = "eval") 
     return result
 
 
+def instruction_level_test(row: str) -> dict | None:
+    """An IFEval row against `ifeval_base` on the same prompts: instruction-level strict accuracy of each, their
+    difference, and the two-sided Wilcoxon signed-rank p-value of the per-prompt differences in instructions followed
+    (scipy). None when either row's `eval/generations.jsonl` is missing.
+    """
+    from scipy.stats import wilcoxon
+
+    paths = [os.path.join(OUT, name, "eval", "generations.jsonl") for name in (row, "ifeval_base")]
+    if not all(os.path.isfile(p) for p in paths):
+        return None
+    with open(os.path.join(DATA, TASKS["ifeval"]["test"])) as f:
+        counts = [len(json.loads(line)["instruction_id_list"]) for line in f]
+    followed = []
+    for path in paths:
+        with open(path) as f:
+            shares = [g["scores"]["ifeval"] for g in map(json.loads, f) if g["model"] == "model"]
+        followed.append([share * n for share, n in zip(shares, counts)])
+    differences = [m - b for m, b in zip(*followed)]
+    p_value = float(wilcoxon(differences).pvalue) if any(differences) else 1.0
+    model, base = (sum(f) / sum(counts) for f in followed)
+    return {"model": model, "base": base, "difference": model - base, "p_value": p_value, "prompts": len(counts)}
+
+
 def best_of_n(row: str, n: int = 4) -> dict:
     """Best-of-n of the base on the held-out prompts, the verifier picking (rejection_sampling.py): right when any
     of the n sampled answers is right (pass@n).
@@ -389,6 +412,11 @@ def report() -> None:
             print(f"\n{name}: proxy reward (the reward model's mean score on the held-out answers) base "
                   f"{r['proxy_reward']['base']:+.3f} -> {r['proxy_reward']['model']:+.3f}; gold accuracy "
                   f"{rows.get('base', {}).get('accuracy', float('nan')):.3f} -> {r['accuracy']:.3f}")
+        level = instruction_level_test(name) if name.startswith("ifeval_") and name != "ifeval_base" else None
+        if level:
+            print(f"\n{name}: instruction-level strict {level['base']:.3f} (base) -> {level['model']:.3f} "
+                  f"({level['difference']:+.3f}), Wilcoxon signed-rank p = {level['p_value']:.2g} on the "
+                  f"{level['prompts']} prompts' instructions followed")
         if "rm_accuracy" in r:
             print(f"\n{name}: held-out pair accuracy of the reward model {r['rm_accuracy'].get('accuracy')}")
     plot(rows)
