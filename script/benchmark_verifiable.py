@@ -148,7 +148,8 @@ PPO = ["--per_device_train_batch_size", "16", "--response_length", "16"]
 PAIRS = os.path.join(OUT, "rejection_sampling", "out", "pairs.jsonl")
 RIGHT = os.path.join(OUT, "rejection_sampling_48", "out", "right_answers.jsonl")
 OFFLINE = ["--per_device_train_batch_size", "8", "--max_length", "64"]
-CHECKPOINTS = ["--save_strategy", "steps", "--save_steps", str(STEPS // 4)]  # held-out accuracy against steps
+# held-out accuracy against steps: a checkpoint every quarter of the run, all kept
+CHECKPOINTS = ["--save_strategy", "steps", "--save_steps", str(STEPS // 4), "--save_total_limit", "4"]
 
 # row -> list of commands (argv after `python`), the trained model's folder relative to the row (None: the base)
 ROWS: dict[str, tuple[list[list[str]], str | None]] = {
