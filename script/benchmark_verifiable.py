@@ -222,9 +222,8 @@ def run_row(name: str) -> None:
         result.update(offline_numbers(name, row))
     with open(os.path.join(row, "row.json"), "w") as f:
         json.dump(result, f, indent=2)
-    print(f"[{name}] " + json.dumps({k: v for k, v in result.items() if k not in ("correct_list", "reward_curve",
-                                                                                  "accuracy_curve")}),
-          flush=True)
+    lists = ("correct_list", "followed_list", "reward_curve", "accuracy_curve")
+    print(f"[{name}] " + json.dumps({k: v for k, v in result.items() if k not in lists}), flush=True)
 
 
 def accuracy_curve(row: str, model: str, final: dict) -> list[tuple[int, float, list[float]]]:
@@ -272,31 +271,25 @@ def evaluate(row: str, model: str, proxy: str | None = None, out: str = "eval") 
                                   for name, m in summary["models"].items()}
     if task is TASKS["ifeval"]:
         counts = [len(json.loads(line)["instruction_id_list"]) for line in open(test)]
-        result["instruction_level"] = sum(s * n for s, n in zip(scores, counts)) / sum(counts)
+        result["followed_list"] = [s * n for s, n in zip(scores, counts)]  # instructions followed, per prompt
+        result["instruction_level"] = sum(result["followed_list"]) / sum(counts)
     return result
 
 
-def instruction_level_test(row: str) -> dict | None:
-    """An IFEval row against `ifeval_base` on the same prompts: instruction-level strict accuracy of each, their
-    difference, and the two-sided Wilcoxon signed-rank p-value of the per-prompt differences in instructions followed
-    (scipy). None when either row's `eval/generations.jsonl` is missing.
+def instruction_level_test(model: dict, base: dict) -> dict | None:
+    """Two IFEval rows' row.json on the same prompts: instruction-level strict accuracy of each, their difference,
+    and the two-sided Wilcoxon signed-rank p-value of the per-prompt differences in instructions followed (scipy).
+    None when either lacks `followed_list`.
     """
     from scipy.stats import wilcoxon
 
-    paths = [os.path.join(OUT, name, "eval", "generations.jsonl") for name in (row, "ifeval_base")]
-    if not all(os.path.isfile(p) for p in paths):
+    if "followed_list" not in model or "followed_list" not in base:
         return None
-    with open(os.path.join(DATA, TASKS["ifeval"]["test"])) as f:
-        counts = [len(json.loads(line)["instruction_id_list"]) for line in f]
-    followed = []
-    for path in paths:
-        with open(path) as f:
-            shares = [g["scores"]["ifeval"] for g in map(json.loads, f) if g["model"] == "model"]
-        followed.append([share * n for share, n in zip(shares, counts)])
-    differences = [m - b for m, b in zip(*followed)]
+    differences = [m - b for m, b in zip(model["followed_list"], base["followed_list"])]
     p_value = float(wilcoxon(differences).pvalue) if any(differences) else 1.0
-    model, base = (sum(f) / sum(counts) for f in followed)
-    return {"model": model, "base": base, "difference": model - base, "p_value": p_value, "prompts": len(counts)}
+    return {"model": model["instruction_level"], "base": base["instruction_level"],
+            "difference": model["instruction_level"] - base["instruction_level"], "p_value": p_value,
+            "prompts": len(differences)}
 
 
 def best_of_n(row: str, n: int = 4) -> dict:
@@ -413,7 +406,8 @@ def report() -> None:
             print(f"\n{name}: proxy reward (the reward model's mean score on the held-out answers) base "
                   f"{r['proxy_reward']['base']:+.3f} -> {r['proxy_reward']['model']:+.3f}; gold accuracy "
                   f"{rows.get('base', {}).get('accuracy', float('nan')):.3f} -> {r['accuracy']:.3f}")
-        level = instruction_level_test(name) if name.startswith("ifeval_") and name != "ifeval_base" else None
+        base_row = rows.get("ifeval_base") if name.startswith("ifeval_") and name != "ifeval_base" else None
+        level = instruction_level_test(r, base_row) if base_row else None
         if level:
             print(f"\n{name}: instruction-level strict {level['base']:.3f} (base) -> {level['model']:.3f} "
                   f"({level['difference']:+.3f}), Wilcoxon signed-rank p = {level['p_value']:.2g} on the "

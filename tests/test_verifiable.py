@@ -282,7 +282,7 @@ def test_benchmark_arithmetic_split_holds_out_whole_unordered_pairs(tmp_path, mo
     assert exact_number(None, [said(str(r["answer"])) for r in test], answer=[r["answer"] for r in test]) == [1.0] * 500
 
 
-def test_benchmark_instruction_level_test_by_hand(tmp_path, monkeypatch):
+def test_benchmark_instruction_level_test_by_hand():
     """10 prompts with 2 instructions each: the base follows 1 of each pair, the model both in 8 prompts and none in
     1 (+ one tie): instruction level 0.5 -> 0.85; Wilcoxon signed-rank over the 9 non-zero differences (8 x +1,
     1 x -1, average rank 5): statistic 5; scipy's exact null for n <= 50 (ranks 1..9): 10 of the 512 sign patterns
@@ -291,16 +291,10 @@ def test_benchmark_instruction_level_test_by_hand(tmp_path, monkeypatch):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "script"))
     import benchmark_verifiable
 
-    monkeypatch.setattr(benchmark_verifiable, "OUT", str(tmp_path))
-    monkeypatch.setattr(benchmark_verifiable, "DATA", str(tmp_path))
-    write_rows = lambda path, rows: path.write_text("".join(json.dumps(r) + "\n" for r in rows))  # noqa: E731
-    write_rows(tmp_path / "ifeval_test.jsonl", [{"instruction_id_list": ["a", "b"]}] * 10)
-    for row, shares in (("ifeval_base", [0.5] * 10), ("ifeval_grpo", [1.0] * 8 + [0.0, 0.5])):
-        (tmp_path / row / "eval").mkdir(parents=True)
-        write_rows(tmp_path / row / "eval" / "generations.jsonl",
-                   [{"model": "model", "scores": {"ifeval": s}} for s in shares])
-    result = benchmark_verifiable.instruction_level_test("ifeval_grpo")
+    base = {"followed_list": [1.0] * 10, "instruction_level": 0.5}
+    model = {"followed_list": [2.0] * 8 + [0.0, 1.0], "instruction_level": 0.85}
+    result = benchmark_verifiable.instruction_level_test(model, base)
     assert result["base"] == 0.5 and result["model"] == pytest.approx(0.85)
     assert result["difference"] == pytest.approx(0.35) and result["prompts"] == 10
     assert result["p_value"] == pytest.approx(2 * 10 / 512)
-    assert benchmark_verifiable.instruction_level_test("ifeval_other") is None
+    assert benchmark_verifiable.instruction_level_test({"instruction_level": 0.85}, base) is None
