@@ -30,8 +30,7 @@ from trl import RewardTrainer
 from reward_args.model_config import RewardModelArgs
 from reward_args.training_config import RewardConfig
 from rlhfkit.args import parse_args
-from rlhfkit.checkpoint import NonFiniteLossGuard
-from rlhfkit.data import preference_data
+from rlhfkit.data.methods import preference_data
 from rlhfkit.errors import ConfigError, run_cli
 from rlhfkit.methods.odin import ODINRewardTrainer, keep_quality_head
 from rlhfkit.model import (
@@ -45,7 +44,7 @@ from rlhfkit.model import (
     match_trainable_dtype,
     safetensors_weight_shapes,
 )
-from rlhfkit.outputs import prepare_output_dir, save_outputs
+from rlhfkit.outputs import NonFiniteLossGuard, prepare_output_dir, save_outputs
 from rlhfkit.report.preflight import preflight
 from rlhfkit.report.rm_accuracy import accuracy_after_training
 from rlhfkit.report.rm_probe import augment_with_degenerate_negatives, parse_variant_weights, probe_after_training

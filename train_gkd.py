@@ -31,7 +31,6 @@ from trl.experimental.gkd import GKDTrainer
 
 from rlhf_args.gkd_config import GKDConfig, GKDModelArgs
 from rlhfkit.args import parse_args
-from rlhfkit.checkpoint import NonFiniteLossGuard
 from rlhfkit.data.distillation import distillation_data
 from rlhfkit.errors import ConfigError, run_cli
 from rlhfkit.model import (
@@ -46,7 +45,7 @@ from rlhfkit.model import (
     lora_config,
     match_trainable_dtype,
 )
-from rlhfkit.outputs import prepare_output_dir, save_outputs
+from rlhfkit.outputs import NonFiniteLossGuard, prepare_output_dir, save_outputs
 from rlhfkit.report.preflight import preflight
 from rlhfkit.report.run_health import run_health
 

@@ -27,8 +27,7 @@ from transformers import AutoModelForCausalLM
 
 from common_args import CommonArgs
 from rlhf_args.base_config import Method
-from rlhfkit.args import parse_args, read_config_file
-from rlhfkit.checkpoint import NonFiniteLossGuard
+from rlhfkit.args import parse_args
 from rlhfkit.errors import ConfigError, run_cli
 from rlhfkit.model import (
     check_lora_targets,
@@ -39,7 +38,7 @@ from rlhfkit.model import (
     lora_config,
     match_trainable_dtype,
 )
-from rlhfkit.outputs import prepare_output_dir, save_outputs
+from rlhfkit.outputs import NonFiniteLossGuard, prepare_output_dir, save_outputs
 from rlhfkit.report.compare import compare_on_held_out_prompt
 from rlhfkit.report.run_health import run_health
 
@@ -77,7 +76,11 @@ def pick_method(argv: list[str]) -> str:
     peek.add_argument("--rlhf_type")
     peek.add_argument("--config")
     known = peek.parse_known_args(argv)[0]
-    from_file = read_config_file(known.config).get("rlhf_type") if known.config else None
+    from_file = None
+    if known.config:
+        from rlhfkit.recipes import read_config_file  # here: a run without a recipe loads no recipe code
+
+        from_file = read_config_file(known.config).get("rlhf_type")
     rlhf_type = known.rlhf_type or from_file or CommonArgs.rlhf_type
     if rlhf_type not in METHODS:
         where = f" (rlhf_type in {known.config})" if not known.rlhf_type and from_file else ""

@@ -14,7 +14,9 @@ from __future__ import annotations
 from rlhfkit.log import score_head_from_elsewhere
 
 import dataclasses
+import json
 import os
+import struct
 from contextlib import nullcontext
 from typing import NamedTuple
 
@@ -24,8 +26,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
 
 from rlhfkit import DEMO_MODEL
-from rlhfkit.checkpoint import file_problem, read_safetensors_header
 from rlhfkit.errors import ConfigError, PathNotFoundError, read_json
+
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # the safetensors format caps its JSON header at 100 MB
 
 
 def check_model_path(path: str) -> None:
@@ -48,13 +51,62 @@ def check_model_path(path: str) -> None:
 
 def check_model_files(path: str) -> None:
     """Raise `ConfigError` naming the file if a model folder's config.json / adapter_config.json does not parse or
-    one of its `*.safetensors` files is cut short (`rlhfkit.checkpoint.file_problem`: headers and sizes, no weights).
+    one of its `*.safetensors` files is cut short (`file_problem`: headers and sizes, no weights).
     """
     for name in sorted(os.listdir(path)):
         if name in ("config.json", ADAPTER_CONFIG) or name.endswith(".safetensors"):
             problem = file_problem(os.path.join(path, name))
             if problem:
                 raise ConfigError(f"{path}: {problem}; the folder was not written completely (save or copy it again)")
+
+
+def json_problem(path: str) -> str | None:
+    """Why the JSON file at `path` cannot be read (one line), or None if it parses."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return f"{os.path.basename(path)} does not parse as JSON (cut short?)"
+    return None
+
+
+def read_safetensors_header(path: str) -> tuple[dict | None, str | None]:
+    """`(header, None)`: the JSON header of the safetensors file at `path` ({tensor name: {"dtype", "shape",
+    "data_offsets"}}, plus "__metadata__"), read without the tensors; `(None, why)` with a one-line reason when the
+    header does not parse or the file is shorter than the header says (the last tensor's end offset).
+
+    Layout: an 8-byte little-endian header length, the JSON header, then the tensor bytes.
+    """
+    name = os.path.basename(path)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return None, f"{name} is cut short (no safetensors header)"
+            (length,) = struct.unpack("<Q", head)
+            if length > MAX_SAFETENSORS_HEADER:
+                return None, f"{name} is not a safetensors file (header length {length})"
+            if size < 8 + length:
+                return None, f"{name} is cut short (its safetensors header is incomplete)"
+            header = json.loads(f.read(length))
+        data_end = max((int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"),
+                       default=0)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, IndexError, TypeError,
+            ValueError):
+        return None, f"{name} has no valid safetensors header"
+    if size < 8 + length + data_end:
+        return None, f"{name} is cut short ({size} of {8 + length + data_end} bytes)"
+    return header, None
+
+
+def file_problem(path: str) -> str | None:
+    """Why a saved `*.json` or `*.safetensors` file is incomplete (one line), or None (also for any other file)."""
+    if path.endswith(".json"):
+        return json_problem(path)
+    if path.endswith(".safetensors"):
+        return read_safetensors_header(path)[1]
+    return None
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
@@ -271,7 +323,7 @@ def safetensors_weight_shapes(path: str) -> dict[str, list[int]]:
     """The weight names and shapes stored in a checkpoint folder, read from the safetensors headers only.
 
     Reads `model.safetensors.index.json` (sharded checkpoints) to find the files, else every `*.safetensors` file in
-    `path`; of each file only the header is read (`rlhfkit.checkpoint.read_safetensors_header`). Returns
+    `path`; of each file only the header is read (`read_safetensors_header`). Returns
     {name: shape}; empty if the folder holds no safetensors file. Raises `ConfigError` naming an unreadable file.
     """
     index = os.path.join(path, "model.safetensors.index.json")

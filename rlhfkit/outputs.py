@@ -1,4 +1,5 @@
-"""What every script writes to `output_dir`, and the guard that keeps it from overwriting earlier work.
+"""What every script writes to `output_dir`, and the guards that keep it from overwriting earlier work
+(`prepare_output_dir`) and from saving diverged weights (`NonFiniteLossGuard`).
 
 `output_dir/` after a run:
     adapter_model.safetensors + adapter_config.json   (LoRA / QLoRA), or model.safetensors + config.json (full)
@@ -14,10 +15,12 @@ from rlhfkit.log import info_rank0
 import json
 import math
 import os
+import re
+
+from transformers import TrainerCallback
 
 from rlhfkit.args import run_config
-from rlhfkit.checkpoint import checkpoint_problem, checkpoint_step, scan_checkpoints
-from rlhfkit.errors import ConfigError, OutputExistsError, PathNotFoundError
+from rlhfkit.errors import ConfigError, OutputExistsError, PathNotFoundError, TrainingDivergedError
 
 # Log-history keys that are run summaries or counters, not curves worth a panel.
 NOT_CURVES = {"epoch", "step", "total_flos", "train_loss", "train_runtime", "train_samples_per_second",
@@ -54,6 +57,8 @@ def prepare_output_dir(config) -> str | None:
     """
     out, resume = config.output_dir, config.resume_from_checkpoint
     check_can_write(out)
+    if resume:  # here: a fresh run loads no checkpoint code
+        from rlhfkit.checkpoint import checkpoint_problem, checkpoint_step, scan_checkpoints
     if resume in ("true", "True", "last"):
         scan = scan_checkpoints(out)
         if scan.newest is None and not scan.torn:
@@ -139,3 +144,60 @@ def plot_log_history(log_history: list[dict], path: str, title: str | None = Non
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return names
+
+
+def non_finite_values(logs: dict, include_grad_norm: bool = True) -> dict[str, float]:
+    """The loss values in one `Trainer.log` dict that are NaN or +-inf, by key.
+
+    A loss value is any key with "loss" as a `/`- or `_`-separated word: `loss`, `eval_loss`, `train_loss`,
+    `nll_loss`, PPO's `loss/policy_avg` and `loss/value_avg`. With `include_grad_norm`, `grad_norm` too: a
+    non-finite gradient norm means the optimizer step just wrote NaN weights, even if this step's loss was finite.
+    """
+    bad = {}
+    for key, value in (logs or {}).items():
+        words = re.split(r"[/_]", key)
+        watched = "loss" in words or (include_grad_norm and key == "grad_norm")
+        if watched and isinstance(value, (int, float)) and not math.isfinite(value):
+            bad[key] = value
+    return bad
+
+
+class NonFiniteLossGuard(TrainerCallback):
+    """Stop training at the first logged NaN / inf loss, before the diverged weights are saved.
+
+    `Trainer` logs, then evaluates, then saves, within one step (`_maybe_log_save_evaluate`), so `on_log` sees the
+    loss before `_save_checkpoint` runs. Every step that is about to be saved is also logged (`on_step_end` /
+    `on_epoch_end` set `should_log`), so a NaN between two `logging_steps` is still caught before the save.
+    The gradient norm is watched too, except with fp16, whose loss scaler skips steps with inf gradients on purpose.
+
+    Raises `TrainingDivergedError` from `on_log`, naming the step and the newest complete checkpoint.
+    """
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            control.should_log = True
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            control.should_log = True
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        bad = non_finite_values(logs, include_grad_norm=not args.fp16)
+        if not bad:
+            return control
+        control.should_save = False
+        control.should_training_stop = True
+        values = ", ".join(f"{key} = {value}" for key, value in bad.items())
+        from rlhfkit.checkpoint import scan_checkpoints  # here: checkpoints are scanned only when a run must stop
+
+        newest = scan_checkpoints(args.output_dir).newest
+        where = (f"the last good checkpoint is {newest}: resume from it with a lower --learning_rate "
+                 f"(--resume_from_checkpoint {newest})" if newest else
+                 f"no checkpoint was saved before it in {args.output_dir}")
+        previous = next((entry["step"] for entry in reversed(state.log_history[:-1]) if "loss" in entry), 0)
+        since = (f" (it was finite when last logged, at step {previous})"
+                 if state.global_step - previous > 1 and "loss" in bad else "")
+        raise TrainingDivergedError(f"training diverged at step {state.global_step}: {values}{since}; nothing was "
+                                    f"saved after it, and {where}")

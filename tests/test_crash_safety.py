@@ -22,16 +22,10 @@ from trl import DPOTrainer
 import reward_model
 import train_gkd
 import train_rlhf
-from rlhfkit.checkpoint import (
-    NonFiniteLossGuard,
-    checkpoint_problem,
-    list_checkpoints,
-    non_finite_values,
-    scan_checkpoints,
-)
+from rlhfkit.checkpoint import checkpoint_problem, list_checkpoints, scan_checkpoints
 from rlhfkit.errors import ConfigError, OutputExistsError, PathNotFoundError, TrainingDivergedError
 from rlhfkit.methods.trl_online import GRPOTrainer, RLOOTrainer
-from rlhfkit.outputs import prepare_output_dir
+from rlhfkit.outputs import NonFiniteLossGuard, non_finite_values, prepare_output_dir
 from rlhfkit.ppo.trainer import STATE_FILE, TRAINABLE_FILE, PPOTrainer
 
 REWARD_FILE = ("def length(prompts, completions, completion_ids, **kwargs):\n"

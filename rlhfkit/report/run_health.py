@@ -24,7 +24,6 @@ from dataclasses import dataclass, field, fields
 from rlhfkit.args import parse_args
 from rlhfkit.errors import PathNotFoundError, read_json, run_cli
 from rlhfkit.report.html_report import escape, image, table, write_page
-from rlhfkit.report.samples import read_samples
 
 REPORT_FILE = "report.html"
 ONLINE = ("PPO", "RLOO", "GRPO")
@@ -218,13 +217,9 @@ def rule_kl_runaway(history, run, t) -> Finding | None:
     return None
 
 
-def _lengths(history, t):
-    return trend(history, "completions/mean_length", t)
-
-
 def rule_length_collapse(history, run, t) -> Finding | None:
     """Online: mean answer length at or below `min_mean_length`, or below `length_drop_ratio` x its start."""
-    length = _lengths(history, t)
+    length = trend(history, "completions/mean_length", t)
     if not length:
         return None
     first, last = length
@@ -239,7 +234,7 @@ def rule_length_collapse(history, run, t) -> Finding | None:
 
 def rule_length_drift(history, run, t) -> Finding | None:
     """Online: mean answer length leaves `length_ratio_min`-`length_ratio_max` x its start (collapse: its own rule)."""
-    length = _lengths(history, t)
+    length = trend(history, "completions/mean_length", t)
     if not length or length[0] <= 0:
         return None
     first, last = length
@@ -282,7 +277,7 @@ def rule_length_pinned_at_cap(history, run, t) -> Finding | None:
     cut = _cut_shares(history, run, t)
     if not cut or cut[1] <= t.cut_share_max:
         return None
-    length = _lengths(history, t)
+    length = trend(history, "completions/mean_length", t)
     return Finding("length pinned at the cap",
                    f"{100 * cut[1]:.0f}% of answers are cut at the length cap in the last logs (first logs "
                    f"{100 * cut[0]:.0f}%)" + (f", mean length {length[1]:.1f} tokens" if length else "") +
@@ -429,7 +424,11 @@ def write_report(output_dir: str, findings: list[Finding], run: RunInfo, history
         sections += ["<h2>Reward-model accuracy</h2>", table(["measure", "value", "n (pairs or answers)"],
                                                              accuracy_rows(run.rm_accuracy), numeric={1, 2}),
                      f"<p>{escape(run.rm_accuracy.get('reading', ''))}</p>"]
-    samples = read_samples(output_dir)
+    samples = []
+    if os.path.isfile(os.path.join(output_dir, "samples.jsonl")):  # PPO, RLOO, GRPO
+        from rlhfkit.report.samples import read_samples  # here: a run that samples no answers loads no sample code
+
+        samples = read_samples(output_dir)
     if samples:
         last = max(s.get("step", 0) for s in samples)
         latest = [s for s in samples if s.get("step", 0) == last][:n_samples]
