@@ -37,7 +37,10 @@ from types import SimpleNamespace
 
 from eval_args.eval_config import EvalArgs
 from rlhfkit.args import parse_args
-from rlhfkit.data import count_too_long, detect_preference_format, load_preference_file, load_prompt_file, read_file
+from rlhfkit.data.loader import read_file
+from rlhfkit.data.methods import count_too_long, load_preference_file
+from rlhfkit.data.prompts import load_prompt_file
+from rlhfkit.data.shapes import detect_preference_format
 from rlhfkit.errors import ConfigError, run_cli
 from rlhfkit.generation import generate_answers
 from rlhfkit.model import check_policy_path, check_reward_model_path, load_policy, load_reward_model

@@ -38,7 +38,7 @@ from transformers import set_seed
 
 from common_args import DEMO_MODEL, check_reward_sources
 from rlhfkit.args import parse_args
-from rlhfkit.data import load_prompt_file
+from rlhfkit.data.prompts import load_prompt_file
 from rlhfkit.errors import ConfigError, run_cli
 from rlhfkit.generation import generate_answers
 from rlhfkit.model import (

@@ -14,7 +14,7 @@ from trl.experimental.cpo import CPOConfig as TRLCPOConfig
 from trl.experimental.cpo import CPOTrainer
 
 from rlhf_args.base_config import BaseConfig, Method
-from rlhfkit.data import preference_data
+from rlhfkit.data.methods import preference_data
 
 
 @dataclass

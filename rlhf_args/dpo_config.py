@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from trl import DPOConfig as TRLDPOConfig
 
 from rlhf_args.base_config import BaseConfig, Method
-from rlhfkit.data import preference_data
+from rlhfkit.data.methods import preference_data
 from rlhfkit.errors import ConfigError
 from rlhfkit.methods.dpo import DPOTrainer
 

@@ -17,7 +17,7 @@ from trl import GRPOConfig as TRLGRPOConfig
 
 from rlhf_args.base_config import Method
 from rlhf_args.online_config import OnlineConfig
-from rlhfkit.data import prompt_data
+from rlhfkit.data.prompts import prompt_data
 from rlhfkit.methods.online import online_inputs, rloo_models
 from rlhfkit.methods.trl_online import GRPOTrainer
 

@@ -15,7 +15,7 @@ from trl import KTOConfig as TRLKTOConfig
 from trl import KTOTrainer
 
 from rlhf_args.base_config import BaseConfig, Method
-from rlhfkit.data import kto_data
+from rlhfkit.data.methods import kto_data
 from rlhfkit.errors import ConfigError
 
 

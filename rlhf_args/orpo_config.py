@@ -12,7 +12,7 @@ from trl.experimental.orpo import ORPOConfig as TRLORPOConfig
 from trl.experimental.orpo import ORPOTrainer
 
 from rlhf_args.base_config import BaseConfig, Method
-from rlhfkit.data import preference_data
+from rlhfkit.data.methods import preference_data
 
 
 @dataclass

@@ -14,7 +14,7 @@ from trl import SFTConfig as TRLSFTConfig
 from trl import SFTTrainer
 
 from rlhf_args.base_config import BaseConfig, Method
-from rlhfkit.data import sft_data
+from rlhfkit.data.methods import sft_data
 
 
 @dataclass

@@ -21,7 +21,7 @@ from trl.experimental.cpo import CPOTrainer
 
 from rlhf_args.base_config import Method
 from rlhf_args.cpo_config import CPOConfig
-from rlhfkit.data import preference_data
+from rlhfkit.data.methods import preference_data
 from rlhfkit.errors import ConfigError
 
 

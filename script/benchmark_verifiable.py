@@ -88,7 +88,7 @@ def make_ifeval_data() -> None:
     import nltk
     from lm_eval.tasks.ifeval import instructions_registry as registry
 
-    from rlhfkit.data import split_hh_transcript
+    from rlhfkit.data.pairs import split_hh_transcript
 
     random.seed(SEED)  # lm-eval's build_description draws its arguments with `random`
     rng, train = random.Random(SEED), []

@@ -5,15 +5,11 @@ import json
 import pytest
 from conftest import demo_tokenizer, write_jsonl
 
-from rlhfkit.data import (
-    DataFormatError,
-    check_chat_template,
-    count_too_long,
-    load_preference_file,
-    load_prompt_file,
-    split_hh_transcript,
-    split_train_eval,
-)
+from rlhfkit.data.loader import split_train_eval
+from rlhfkit.data.methods import check_chat_template, count_too_long, load_preference_file
+from rlhfkit.data.pairs import split_hh_transcript
+from rlhfkit.data.prompts import load_prompt_file
+from rlhfkit.data.reader import DataFormatError
 
 GOOD = {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}],
         "chosen": [{"role": "assistant", "content": "4"}], "rejected": [{"role": "assistant", "content": "5"}]}

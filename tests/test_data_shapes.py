@@ -8,18 +8,12 @@ from conftest import ROOT, write_jsonl
 
 from common_args import CommonArgs
 from rlhfkit.args import parse_args
-from rlhfkit.data import (
-    DataFormatError,
-    ShapeOptions,
-    convert_row,
-    load_preference_file,
-    load_prompt_file,
-    load_splits,
-    to_sft_rows,
-    to_unpaired_rows,
-)
 from rlhfkit.data.distillation import load_distillation_file
-from rlhfkit.data.methods import converter
+from rlhfkit.data.loader import load_splits
+from rlhfkit.data.methods import converter, load_preference_file
+from rlhfkit.data.prompts import load_prompt_file
+from rlhfkit.data.reader import DataFormatError
+from rlhfkit.data.shapes import ShapeOptions, convert_row
 from rlhfkit.errors import ConfigError
 
 QUIET = dict(log=lambda *_: None)
@@ -124,7 +118,7 @@ def test_sharegpt_rows_from_value_or_role_content():
 def test_kto_labels_given_as_0_1_in_a_numeric_file(tmp_path):
     rows = [{"prompt": "Q?", "completion": "good", "label": 1}, {"prompt": "Q?", "completion": "bad", "label": 0}]
     args, config = kto_args(tmp_path, rows)
-    from rlhfkit.data import kto_data
+    from rlhfkit.data.methods import kto_data
 
     said = []
     config.per_device_train_batch_size = 2
@@ -132,7 +126,7 @@ def test_kto_labels_given_as_0_1_in_a_numeric_file(tmp_path):
     assert sorted(r["label"] for r in train) == [False, True]
     assert any("2 unpaired (0/1 labels) rows" in s and "labels 0/1 read as false/true" in s for s in said)
     with pytest.raises(ValueError, match="a JSON boolean"):  # a row on its own (no numeric file): booleans only
-        to_unpaired_rows(rows[0])
+        convert_row(rows[0], "unpaired")
     args, config = kto_args(tmp_path, rows + [{"prompt": "Q?", "completion": "x", "label": 2}])
     with pytest.raises(DataFormatError, match="label': expected 0 or 1"):
         kto_data(args, config, tokenizer(), "", **QUIET)
@@ -293,7 +287,7 @@ def test_prompt_turns_all_gives_one_prompt_per_user_turn(tmp_path):
     assert [p["prompt"][-1]["content"] for p in prompts] == ["one", "two", "three"]
     assert prompts[2] == {"prompt": chat["messages"][:5]}
     assert len(load_prompt_file(path, **QUIET)) == 1
-    from rlhfkit.data import prompt_data
+    from rlhfkit.data.prompts import prompt_data
 
     args = CommonArgs(train_data_path=path, eval_split_size=0, prompt_turns="all")
     config = type("C", (), {"seed": 0, "max_prompt_length": None})()
@@ -304,5 +298,6 @@ def test_prompt_turns_all_gives_one_prompt_per_user_turn(tmp_path):
 def test_sft_and_distillation_read_the_new_shapes(tmp_path):
     path = os.path.join(ROOT, "data_example", "alpaca.json")
     assert len(load_distillation_file(path, **QUIET)) == 4
-    shape, rows = to_sft_rows({"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]})
+    sharegpt = {"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]}
+    shape, rows = convert_row(sharegpt, "sft")
     assert shape == "ShareGPT" and rows == [{"prompt": [user("a")], "completion": [bot("b")]}]

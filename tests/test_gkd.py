@@ -11,8 +11,8 @@ from conftest import TINY, base_flags, easy_pairs, write_jsonl
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 import train_gkd
-from rlhfkit.data import DataFormatError
 from rlhfkit.data.distillation import distillation_data, load_distillation_file
+from rlhfkit.data.reader import DataFormatError
 
 
 def chats(n, seed=0):

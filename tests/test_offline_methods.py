@@ -20,7 +20,9 @@ from common_args import CommonArgs
 from rlhf_args.kto_config import KTOConfig, kto_class_weights
 from rlhf_args.sft_config import SFTConfig
 from rlhfkit.args import parse_args
-from rlhfkit.data import DataFormatError, kto_data, sft_data, to_sft_rows, to_unpaired_rows
+from rlhfkit.data.methods import kto_data, sft_data
+from rlhfkit.data.reader import DataFormatError
+from rlhfkit.data.shapes import ShapeOptions, convert_row
 
 PROBE = "<|im_start|>user\nTell me about tea.<|im_end|>\n<|im_start|>assistant\nSure"
 
@@ -309,14 +311,14 @@ def test_sft_conversations_become_prompt_completion_rows():
     conversation = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
                                  {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "2+2?"},
                                  {"role": "assistant", "content": "4"}]}
-    shape, rows = to_sft_rows(conversation, "all")
+    shape, rows = convert_row(conversation, "sft")
     assert shape == "messages" and len(rows) == 2
     assert rows[0] == {"prompt": conversation["messages"][:2], "completion": [conversation["messages"][2]]}
     assert rows[1] == {"prompt": conversation["messages"][:4], "completion": [conversation["messages"][4]]}
-    assert to_sft_rows(conversation, "last")[1] == rows[1:]
-    assert to_sft_rows({"prompt": "q", "chosen": "good", "rejected": "bad"})[1] == [
+    assert convert_row(conversation, "sft", ShapeOptions(assistant_turns="last"))[1] == rows[1:]
+    assert convert_row({"prompt": "q", "chosen": "good", "rejected": "bad"}, "sft")[1] == [
         {"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "good"}]}]
-    assert to_unpaired_rows({"prompt": "q", "chosen": "good", "rejected": "bad"})[1][1]["label"] is False
+    assert convert_row({"prompt": "q", "chosen": "good", "rejected": "bad"}, "unpaired")[1][1]["label"] is False
 
 
 def test_sft_bad_rows_name_file_line_field(tmp_path):

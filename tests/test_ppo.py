@@ -387,7 +387,7 @@ def test_ptx_term_is_ptx_coef_times_the_sft_loss_on_its_batch(toy, tmp_path, mon
 
 
 def test_bad_ptx_rows_stop_the_run_before_any_weights_load(toy, tmp_path, monkeypatch):
-    from rlhfkit.data import DataFormatError
+    from rlhfkit.data.reader import DataFormatError
 
     bad = write_jsonl(tmp_path / "sft.jsonl", [{"messages": [{"role": "user", "content": "t9"}]}])
     monkeypatch.setattr(train_rlhf, "load_model", lambda *a, **k: pytest.fail("weights loaded before the check"))
@@ -629,7 +629,8 @@ def test_two_steps_with_a_lora_reward_model(method, toy, tmp_path):
 
 def test_prompt_data_reads_prompt_only_and_preference_files_and_names_bad_lines(tmp_path, tiny_model_dir):
     from common_args import CommonArgs
-    from rlhfkit.data import DataFormatError, prompt_data
+    from rlhfkit.data.prompts import prompt_data
+    from rlhfkit.data.reader import DataFormatError
     from rlhfkit.model import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_model_dir)

@@ -11,8 +11,8 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassificat
 
 import rejection_sampling
 import train_rlhf
-from rlhfkit.data import load_preference_file
 from rlhfkit.data.distillation import load_distillation_file
+from rlhfkit.data.methods import load_preference_file
 from rlhfkit.model import load_reward_model
 from rlhfkit.reward import reward_scorer
 

@@ -125,7 +125,7 @@ def test_rejection_sampling_needs_a_score():
 
 def test_prompt_loaders_keep_other_columns_and_fill_missing_ones(tmp_path, tiny_model_dir):
     from common_args import CommonArgs
-    from rlhfkit.data import load_prompt_file, prompt_data
+    from rlhfkit.data.prompts import load_prompt_file, prompt_data
     from rlhfkit.model import load_tokenizer
 
     rows = [{"prompt": "1+1?", "answer": 2, "source": "a"}, {"messages": [{"role": "user", "content": "2+2?"}],
@@ -210,7 +210,7 @@ def test_ifeval_columns_of_the_official_prompts_survive_loading_and_datasets(tin
     needs_lm_eval()
     from datasets import Dataset
 
-    from rlhfkit.data import load_prompt_file
+    from rlhfkit.data.prompts import load_prompt_file
     from rlhfkit.verifiers import ifeval
 
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data_example", "ifeval",

@@ -14,30 +14,13 @@ Modules, one job each:
     shapes.py    the table of shapes: detection and conversion per target (preference, unpaired, sft, prompt, ...)
     loader.py    `read_file` (the reader by file type) -> convert -> collect problems -> stop or drop; several files
                  with ratios; the train/eval split
-    methods.py   the per-method loaders (preference_data, kto_data, sft_data, prompt_data) and the checks that need
-                 the tokenizer (chat template, lengths)
+    methods.py   the per-method loaders (preference_data, kto_data, sft_data) and the checks that need the
+                 tokenizer (chat template, lengths)
+    prompts.py   the online methods' and sampling's prompts (prompt_data, load_prompt_file), with their other columns
+                 for reward functions; imported by those only
     distillation.py  GKD's loaders (distillation_data, load_distillation_file), imported by train_gkd.py only
 
-A new data shape is one `Shape` row in shapes.py. `--check` (rlhfkit/report/preflight.py) prints what a run would
-train on.
+The package imports none of them: a run imports the modules it uses (`from rlhfkit.data.methods import
+preference_data`). A new data shape is one `Shape` row in shapes.py. `--check` (rlhfkit/report/preflight.py) prints
+what a run would train on.
 """
-
-from rlhfkit.data.loader import load_splits, read_file, split_train_eval
-from rlhfkit.data.methods import (
-                                check_chat_template,
-                                count_too_long,
-                                kto_data,
-                                load_preference_file,
-                                load_prompt_file,
-                                preference_data,
-                                prompt_data,
-                                sft_data,
-)
-from rlhfkit.data.pairs import split_hh_transcript
-from rlhfkit.data.reader import DataFormatError
-from rlhfkit.data.shapes import ShapeOptions, convert_row, detect_preference_format, to_sft_rows, to_unpaired_rows
-
-__all__ = ["load_splits", "split_train_eval", "check_chat_template", "count_too_long", "kto_data",
-           "load_preference_file", "load_prompt_file", "preference_data", "prompt_data", "sft_data",
-           "split_hh_transcript", "DataFormatError", "read_file", "ShapeOptions", "convert_row",
-           "detect_preference_format", "to_sft_rows", "to_unpaired_rows"]

@@ -1,22 +1,21 @@
-"""The per-method data loaders: which target each method needs, what it prints, and its own checks.
+"""The per-method data loaders of the reward model and the offline methods: which target each needs, what it prints,
+and its own checks (the online methods' prompts: `prompts.py`; GKD's rows: `distillation.py`).
 
 Each `*_data(model_args, config, tokenizer, too_long, log)` returns `(train_rows, eval_rows)` ready for the trainer,
 and raises `DataFormatError`, `PathNotFoundError` or `ConfigError` before any model is loaded. The single-file
-loaders (`load_preference_file`, `load_prompt_file`, `load_distillation_file`) serve evaluation, the reward-model
-probe and rejection sampling.
+loader `load_preference_file` serves evaluation and the reward-model probe.
 """
 
 from __future__ import annotations
 
 from rlhfkit.log import info_rank0
 
-import json
 import random
 from dataclasses import replace
 
 from rlhfkit.data.chats import uses_number_labels
 from rlhfkit.data.loader import LoadedFile, load_file, load_splits
-from rlhfkit.data.shapes import ShapeOptions, convert_row, is_preference_shape, options_from, prompt_rows, shape_notes
+from rlhfkit.data.shapes import ShapeOptions, convert_row, is_preference_shape, options_from, shape_notes
 from rlhfkit.errors import ConfigError
 
 # ----------------------------------------------------------------------------------------------------------
@@ -66,14 +65,6 @@ def check_tokenized_rows(tokenizer, train: list[dict], model_args, config, too_l
             log(f"[data] {n} of {len(train)} {what} are longer than max_length={config.max_length} tokens; {too_long}")
 
 
-def count_long_prompts(tokenizer, prompts: list[list[dict]], limit: int | None) -> int:
-    """Number of prompts longer than `limit` tokens once rendered with the chat template (0 if `limit` is None)."""
-    if not limit:
-        return 0
-    return sum(len(tokenizer.apply_chat_template(p, tokenize=True, add_generation_prompt=True)["input_ids"]) > limit
-               for p in prompts)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Converters and summaries
 
@@ -99,10 +90,6 @@ def summarise(loaded: LoadedFile, what: str, notes: dict[str, str] | None = None
 # Pairwise methods (reward model, DPO, CPO, SimPO, ORPO)
 
 
-def preference_summary(loaded: LoadedFile) -> str:
-    return summarise(loaded, "preference pairs")
-
-
 def load_preference_file(path: str, drop_bad_rows: bool = False, log=info_rank0,
                          options: ShapeOptions = ShapeOptions()) -> list[dict]:
     """Read, check and convert one preference file (any preference shape, `rlhfkit.data.shapes`).
@@ -111,7 +98,8 @@ def load_preference_file(path: str, drop_bad_rows: bool = False, log=info_rank0,
     Raises `DataFormatError` listing up to 10 problems unless `drop_bad_rows` is True, or if no good row is left;
     `PathNotFoundError` if the file is missing.
     """
-    return load_file(path, converter("preference", options), drop_bad_rows, preference_summary, log).rows
+    return load_file(path, converter("preference", options), drop_bad_rows,
+                     lambda f: summarise(f, "preference pairs"), log).rows
 
 
 def preference_data(model_args, config, tokenizer, too_long: str, log=info_rank0) -> tuple[list[dict], list[dict]]:
@@ -121,8 +109,8 @@ def preference_data(model_args, config, tokenizer, too_long: str, log=info_rank0
     Returns `(train_rows, eval_rows)`; raises `DataFormatError`, `PathNotFoundError` or `ConfigError`.
     """
     options = options_from(model_args, config)
-    train, held_out = load_splits(model_args, config.seed, converter("preference", options), preference_summary,
-                                  log).flat()
+    train, held_out = load_splits(model_args, config.seed, converter("preference", options),
+                                  lambda f: summarise(f, "preference pairs"), log).flat()
     check_tokenized_rows(tokenizer, train, model_args, config, too_long, log=log)
     return train, held_out
 
@@ -171,7 +159,7 @@ def kto_data(model_args, config, tokenizer, too_long: str, log=info_rank0) -> tu
 
 
 def sft_data(model_args, config, tokenizer, too_long: str, log=info_rank0) -> tuple[list[dict], list[dict]]:
-    """The data loader for SFT: every row becomes conversational prompt/completion rows (`shapes.to_sft_rows`).
+    """The data loader for SFT: every row becomes conversational prompt/completion rows (`shapes.convert_row`).
 
     With prompt/completion rows TRL's SFTTrainer puts the loss on the completion tokens only
     (`completion_only_loss`), whatever the chat template; no `{% generation %}` markers are needed.
@@ -187,72 +175,3 @@ def sft_data(model_args, config, tokenizer, too_long: str, log=info_rank0) -> tu
                                   lambda f: summarise(f, "SFT rows", notes), log).flat()
     check_tokenized_rows(tokenizer, train, model_args, config, too_long, "rows", ("completion",), log)
     return train, held_out
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Prompts: online methods (PPO, RLOO, GRPO) and sampling
-
-
-def prompt_notes(options: ShapeOptions) -> dict[str, str]:
-    turns = ("every user turn became a prompt, with the turns before it as context (prompt_turns='all')"
-             if options.prompt_turns == "all" else "")
-    return {shape: turns for shape in ("messages", "ShareGPT", "alpaca", "prompt-only")} if turns else {}
-
-
-def prompt_data(model_args, config, tokenizer, too_long: str, log=info_rank0) -> tuple[list[dict], list[dict]]:
-    """The data loader for online methods: `[{"prompt": [messages], **columns}]` rows, train and eval.
-
-    Reads any row with a prompt: prompt-only rows, every preference shape (its prompt; answers are ignored), chat
-    rows (`messages`, ShareGPT, alpaca: the conversation without its final answer; `--prompt_turns all`: one prompt
-    per user turn). A row's other columns (e.g. a gold `answer`) are kept for the reward functions
-    (`shapes.prompt_rows`); a column some rows lack is None in those. Counts the prompts longer than
-    `config.max_prompt_length` tokens after the chat template (`too_long` says what the trainer does with them).
-    Raises `DataFormatError` (`FILE:LINE: field ...`), `PathNotFoundError` or `ConfigError` (no chat template),
-    before any model is loaded.
-    """
-    options = options_from(model_args, config)
-    notes = prompt_notes(options)
-    train, held_out = load_splits(model_args, config.seed, lambda row: prompt_rows(row, options),
-                                  lambda f: summarise(f, "prompts", notes), log).flat()
-    require_chat_template(tokenizer, model_args.model_name_or_path, "prompts given as messages")
-    limit = getattr(config, "max_prompt_length", None)
-    n = count_long_prompts(tokenizer, [r["prompt"] for r in train], limit)
-    if n:
-        log(f"[data] {n} of {len(train)} prompts are longer than max_prompt_length={limit} tokens; {too_long}")
-    return same_columns(train), same_columns(held_out)
-
-
-def same_columns(rows: list[dict]) -> list[dict]:
-    """`rows` with every column any of them has (None where missing), so that `Dataset.from_list` keeps them all."""
-    names = list(dict.fromkeys(k for row in rows for k in row))
-    return [{k: row.get(k) for k in names} for row in rows]
-
-
-def load_prompt_file(path: str, drop_bad_rows: bool = False, log=info_rank0,
-                     prompt_turns: str = "last") -> list[dict]:
-    """Prompt rows `{"prompt": [messages], **columns}` for sampling (rejection sampling, evaluation) from any file
-    `prompt_data` reads; the columns (e.g. a gold `answer`) go to reward functions as keyword arguments.
-
-    Each prompt ends with a user turn; a repeated prompt is kept once (its first row), in file order.
-    Raises `DataFormatError` (`FILE:LINE: field ...`) unless `drop_bad_rows`, or if no prompt is left;
-    `PathNotFoundError` if the file is missing.
-    """
-    options, seen, repeats = ShapeOptions(prompt_turns=prompt_turns), set(), [0]
-
-    def convert(row):
-        shape, rows = prompt_rows(row, options)
-        fresh = []
-        for prompt_row in rows:
-            key = json.dumps(prompt_row["prompt"], sort_keys=True)
-            if key in seen:
-                repeats[0] += 1
-            else:
-                seen.add(key)
-                fresh.append(prompt_row)
-        return shape, fresh
-
-    def summary(loaded):
-        after = f" ({repeats[0]} repeated prompts kept once)" if repeats[0] else ""
-        return summarise(loaded, "prompts", prompt_notes(options), after)
-
-    return same_columns(load_file(path, convert, drop_bad_rows, summary, log).rows)

@@ -204,22 +204,6 @@ def convert_row(row: dict, target: str, options: ShapeOptions = ShapeOptions()) 
     raise RowError(*FALLBACK[target])
 
 
-SHAPE_FIELDS = frozenset({  # the fields some shape reads; every other column of a row is data for reward functions
-    "prompt", "chosen", "rejected", "completion", "label", "messages", "conversations", "system", "instruction",
-    "input", "output", "history", "response_0", "response_1", "better_response_id", "safer_response_id",
-    "responses", "scores"})
-
-
-def prompt_rows(row: dict, options: ShapeOptions = ShapeOptions()) -> tuple[str, list[dict]]:
-    """Convert one row for the `prompt` target, keeping its other columns: `(shape, [{"prompt": [messages],
-    **columns}])`, where columns are the row's fields outside `SHAPE_FIELDS` (e.g. a gold `answer`, IFEval's
-    `instruction_id_list` and `kwargs`). They reach reward functions as keyword arguments (TRL's convention).
-    """
-    shape, prompts = convert_row(row, "prompt", options)
-    columns = {k: v for k, v in row.items() if k not in SHAPE_FIELDS}
-    return shape, [{"prompt": prompt, **columns} for prompt in prompts]
-
-
 def is_preference_shape(name: str) -> bool:
     """True if `name` (as `convert_row` reports it) is one of the preference shapes."""
     return name.split(" (")[0] in PREFERENCE
@@ -232,7 +216,7 @@ def shape_notes(names) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Per-target shortcuts (the names other modules and tests use)
+# The preference shape of a row, by name
 
 
 def detect_preference_format(row: dict) -> str:
@@ -240,17 +224,3 @@ def detect_preference_format(row: dict) -> str:
     "PKU-SafeRLHF", "ranked responses"), or "unknown".
     """
     return next((name for name in PREFERENCE if SHAPE[name].detect(row)), "unknown")
-
-
-def to_unpaired_rows(row: dict, options: ShapeOptions = ShapeOptions()) -> tuple[str, list[dict]]:
-    """Check one KTO row; returns `(shape, rows)`: an unpaired row gives one, a pair gives a desirable (chosen) and
-    an undesirable (rejected) row. Raises `RowError` naming the field.
-    """
-    return convert_row(row, "unpaired", options)
-
-
-def to_sft_rows(row: dict, assistant_turns: str = "all", options: ShapeOptions = ShapeOptions()) -> tuple[str, list]:
-    """Check one SFT row; returns `(shape, [{"prompt": [...], "completion": [answer]}, ...])`, one row per trained
-    assistant turn (`assistant_turns` all or last). Raises `RowError` naming the field.
-    """
-    return convert_row(row, "sft", replace(options, assistant_turns=assistant_turns))

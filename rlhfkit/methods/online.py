@@ -19,7 +19,8 @@ from types import SimpleNamespace
 
 import torch
 
-from rlhfkit.data import prompt_data, sft_data
+from rlhfkit.data.methods import sft_data
+from rlhfkit.data.prompts import prompt_data
 from rlhfkit.errors import ConfigError
 from rlhfkit.model import (
     check_reward_model_path,
@@ -30,12 +31,11 @@ from rlhfkit.model import (
     load_value_model,
     resolve_checkpoint,
 )
-from rlhfkit.report.probe_table import print_saved_probe
 from rlhfkit.reward import load_reward_function, missing_eos_reward
 
 
 def ppo_prompt_data(args, config, tokenizer, too_long: str) -> tuple[list[dict], list[dict]]:
-    """PPO's data loader: `rlhfkit.data.prompt_data`, and the check that one rollout's prompts are there. Raises
+    """PPO's data loader: `rlhfkit.data.prompts.prompt_data`, and the check that one rollout's prompts are there. Raises
     `ConfigError` if the training set is smaller than one rollout on every process, before any weights load.
     """
     train, held_out = prompt_data(args, config, tokenizer, too_long)
@@ -52,6 +52,8 @@ def online_inputs(args, config, tokenizer) -> dict:
     """
     if config.reward_model_path:
         check_reward_model_path(config.reward_model_path)
+        from rlhfkit.report.probe_table import print_saved_probe  # here: a run with a reward function loads none
+
         print_saved_probe(config.reward_model_path)
     value_path = getattr(config, "value_model_path", None)
     if value_path:

@@ -1,0 +1,102 @@
+"""Prompts for the online methods (PPO, RLOO, GRPO) and for sampling (rejection sampling, evaluation): any row with a
+prompt becomes `{"prompt": [messages], **columns}`, its other columns (a gold `answer`, IFEval's instructions) kept for
+the reward functions.
+"""
+
+from __future__ import annotations
+
+from rlhfkit.log import info_rank0
+
+import json
+
+from rlhfkit.data.loader import load_file, load_splits
+from rlhfkit.data.methods import require_chat_template, summarise
+from rlhfkit.data.shapes import ShapeOptions, convert_row, options_from
+
+SHAPE_FIELDS = frozenset({  # the fields some shape reads; every other column of a row is data for reward functions
+    "prompt", "chosen", "rejected", "completion", "label", "messages", "conversations", "system", "instruction",
+    "input", "output", "history", "response_0", "response_1", "better_response_id", "safer_response_id",
+    "responses", "scores"})
+
+
+def prompt_rows(row: dict, options: ShapeOptions = ShapeOptions()) -> tuple[str, list[dict]]:
+    """Convert one row for the `prompt` target, keeping its other columns: `(shape, [{"prompt": [messages],
+    **columns}])`, where columns are the row's fields outside `SHAPE_FIELDS` (e.g. a gold `answer`, IFEval's
+    `instruction_id_list` and `kwargs`). They reach reward functions as keyword arguments (TRL's convention).
+    """
+    shape, prompts = convert_row(row, "prompt", options)
+    columns = {k: v for k, v in row.items() if k not in SHAPE_FIELDS}
+    return shape, [{"prompt": prompt, **columns} for prompt in prompts]
+
+
+def count_long_prompts(tokenizer, prompts: list[list[dict]], limit: int | None) -> int:
+    """Number of prompts longer than `limit` tokens once rendered with the chat template (0 if `limit` is None)."""
+    if not limit:
+        return 0
+    return sum(len(tokenizer.apply_chat_template(p, tokenize=True, add_generation_prompt=True)["input_ids"]) > limit
+               for p in prompts)
+
+
+def prompt_notes(options: ShapeOptions) -> dict[str, str]:
+    turns = ("every user turn became a prompt, with the turns before it as context (prompt_turns='all')"
+             if options.prompt_turns == "all" else "")
+    return {shape: turns for shape in ("messages", "ShareGPT", "alpaca", "prompt-only")} if turns else {}
+
+
+def prompt_data(model_args, config, tokenizer, too_long: str, log=info_rank0) -> tuple[list[dict], list[dict]]:
+    """The data loader for online methods: `[{"prompt": [messages], **columns}]` rows, train and eval.
+
+    Reads any row with a prompt: prompt-only rows, every preference shape (its prompt; answers are ignored), chat
+    rows (`messages`, ShareGPT, alpaca: the conversation without its final answer; `--prompt_turns all`: one prompt
+    per user turn). A row's other columns (e.g. a gold `answer`) are kept for the reward functions
+    (`prompt_rows`); a column some rows lack is None in those. Counts the prompts longer than
+    `config.max_prompt_length` tokens after the chat template (`too_long` says what the trainer does with them).
+    Raises `DataFormatError` (`FILE:LINE: field ...`), `PathNotFoundError` or `ConfigError` (no chat template),
+    before any model is loaded.
+    """
+    options = options_from(model_args, config)
+    notes = prompt_notes(options)
+    train, held_out = load_splits(model_args, config.seed, lambda row: prompt_rows(row, options),
+                                  lambda f: summarise(f, "prompts", notes), log).flat()
+    require_chat_template(tokenizer, model_args.model_name_or_path, "prompts given as messages")
+    limit = getattr(config, "max_prompt_length", None)
+    n = count_long_prompts(tokenizer, [r["prompt"] for r in train], limit)
+    if n:
+        log(f"[data] {n} of {len(train)} prompts are longer than max_prompt_length={limit} tokens; {too_long}")
+    return same_columns(train), same_columns(held_out)
+
+
+def same_columns(rows: list[dict]) -> list[dict]:
+    """`rows` with every column any of them has (None where missing), so that `Dataset.from_list` keeps them all."""
+    names = list(dict.fromkeys(k for row in rows for k in row))
+    return [{k: row.get(k) for k in names} for row in rows]
+
+
+def load_prompt_file(path: str, drop_bad_rows: bool = False, log=info_rank0,
+                     prompt_turns: str = "last") -> list[dict]:
+    """Prompt rows `{"prompt": [messages], **columns}` for sampling (rejection sampling, evaluation) from any file
+    `prompt_data` reads; the columns (e.g. a gold `answer`) go to reward functions as keyword arguments.
+
+    Each prompt ends with a user turn; a repeated prompt is kept once (its first row), in file order.
+    Raises `DataFormatError` (`FILE:LINE: field ...`) unless `drop_bad_rows`, or if no prompt is left;
+    `PathNotFoundError` if the file is missing.
+    """
+    options, seen, repeats = ShapeOptions(prompt_turns=prompt_turns), set(), [0]
+
+    def convert(row):
+        shape, rows = prompt_rows(row, options)
+        fresh = []
+        for prompt_row in rows:
+            key = json.dumps(prompt_row["prompt"], sort_keys=True)
+            if key in seen:
+                repeats[0] += 1
+            else:
+                seen.add(key)
+                fresh.append(prompt_row)
+        return shape, fresh
+
+    def summary(loaded):
+        after = f" ({repeats[0]} repeated prompts kept once)" if repeats[0] else ""
+        return summarise(loaded, "prompts", prompt_notes(options), after)
+
+    return same_columns(load_file(path, convert, drop_bad_rows, summary, log).rows)
