@@ -2,7 +2,8 @@
 
 * Model folders: `check_model_path`, `check_reward_model_path`, `check_policy_path`, `check_lora_targets` (reads the
   safetensors headers only); `resolve_model_paths` makes a config's model paths absolute (so saved adapters record
-  where their base really is); `resolve_checkpoint` turns a full model or LoRA adapter folder into a `Checkpoint`.
+  where their base really is); `resolve_checkpoint` turns a full model or LoRA adapter folder into a `Checkpoint`;
+  `file_problem` says whether a saved JSON or safetensors file is complete (also for `rlhfkit/checkpoint.py`).
 * Models that train: `load_model` (the policy or a new reward model: full / LoRA / QLoRA base), `lora_config`,
   `load_value_model` (PPO's critic).
 * Models that are only run: `load_frozen_model` (a reference, a teacher: `load_teacher`), `load_reward_model`,
