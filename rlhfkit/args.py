@@ -65,6 +65,19 @@ def taken_by(names, owners) -> str:
     return ""
 
 
+def take_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
+    """`(FILE, argv without --config FILE)`, or `(None, argv)` without `--config`. Raises `ConfigError` for a
+    `--config` with no file.
+    """
+    for i, flag in enumerate(argv):
+        if flag == "--config" or flag.startswith("--config="):
+            path = flag.split("=", 1)[1] if "=" in flag else (argv[i + 1] if i + 1 < len(argv) else None)
+            if not path:
+                raise ConfigError("--config needs a file: --config recipe.yaml")
+            return path, argv[:i] + argv[i + (1 if "=" in flag else 2):]
+    return None, argv
+
+
 def refuse_non_finite(argv: list[str]) -> None:
     """Raise `ConfigError` naming the flag for a value nan or inf (`--beta nan`): range checks such as `>= 0` let
     NaN through (every comparison with it is False), and no setting of this toolkit takes an infinite value.
@@ -92,10 +105,11 @@ def parse_args(dataclass_types: tuple, argv: list[str] | None = None, owners=Non
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = ToolkitArgumentParser(dataclass_types)
-    if any(a == "--config" or a.startswith("--config=") for a in argv):
+    path, argv = take_config_flag(argv)
+    if path is not None:
         from rlhfkit.recipes import apply_config_file  # here: a run without a recipe loads no recipe code
 
-        argv = apply_config_file(parser, argv, lambda key: taken_by([key], owners))
+        apply_config_file(parser, path, lambda key: taken_by([key], owners))
     refuse_non_finite(argv)
     try:
         *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True,

@@ -56,25 +56,15 @@ def read_config_file(path: str) -> dict:
     return {k: v for k, v in settings.items() if v != f"<{k.upper()}>"}
 
 
-def apply_config_file(parser: TrlParser, argv: list[str], unknown_key=lambda key: "") -> list[str]:
-    """Take `--config FILE` out of `argv` and make the file's settings the parser's defaults (flags still win).
+def apply_config_file(parser: TrlParser, path: str, unknown_key=lambda key: "") -> None:
+    """Make the settings of the `--config` file at `path` the parser's defaults (flags still win).
 
-    Uses TRL's `TrlParser.set_defaults_with_config`. Sets the file's `env:` variables. Returns `argv` without
-    `--config FILE`. Raises `ConfigError` naming the file and the key for a key that is no field of the script, a
-    value outside a field's choices, or a value of the wrong type for its field (`value_fits`), e.g.
+    Uses TRL's `TrlParser.set_defaults_with_config`. Sets the file's `env:` variables. Raises `ConfigError` naming the
+    file and the key for a key that is no field of the script, a value outside a field's choices, or a value of the
+    wrong type for its field (`value_fits`), e.g.
     `--config r.yaml: lora_target_modules: expected a string, got a list ['q_proj', 'v_proj']`;
     `unknown_key(key)` adds to the message of an unknown key (which methods take it).
     """
-    argv = list(argv)
-    for i, flag in enumerate(argv):
-        if flag == "--config" or flag.startswith("--config="):
-            path = flag.split("=", 1)[1] if "=" in flag else (argv[i + 1] if i + 1 < len(argv) else None)
-            del argv[i:i + (1 if "=" in flag else 2)]
-            break
-    else:
-        return argv
-    if not path:
-        raise ConfigError("--config needs a file: --config recipe.yaml")
     settings = read_config_file(path)
     env = settings.pop("env", None) or {}
     if not isinstance(env, dict):
@@ -97,7 +87,6 @@ def apply_config_file(parser: TrlParser, argv: list[str], unknown_key=lambda key
     for name, value in env.items():  # once every key is checked: a refused recipe changes nothing
         os.environ[str(name)] = str(value)
     parser.set_defaults_with_config(**settings)
-    return argv
 
 
 def dataclass_field_types(dataclass_types) -> dict:
