@@ -15,7 +15,6 @@ with full fine-tuning TRL loads a frozen reference from the same checkpoint.
 
 from rlhfkit.log import info_rank0, show_dataset_progress  # first: filters known-harmless library messages
 
-import argparse
 import dataclasses
 import importlib
 import importlib.util
@@ -27,8 +26,8 @@ from transformers import AutoModelForCausalLM
 
 from common_args import CommonArgs
 from rlhf_args.base_config import Method
-from rlhfkit.args import parse_args
-from rlhfkit.errors import ConfigError, run_cli
+from rlhfkit.args import parse_args, take_config_flag
+from rlhfkit.errors import ConfigError, ToolParser, run_cli
 from rlhfkit.model import (
     check_lora_targets,
     check_model_path,
@@ -72,18 +71,17 @@ def pick_method(argv: list[str]) -> str:
     """Read --rlhf_type (from the flags, else from the `--config` file) before the full parse, since it decides which
     config class parses the rest. Raises `ConfigError` for an unknown method.
     """
-    peek = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    peek = ToolParser(prog="train_rlhf.py", add_help=False)
     peek.add_argument("--rlhf_type")
-    peek.add_argument("--config")
-    known = peek.parse_known_args(argv)[0]
+    known, path = peek.parse_known_args(argv)[0], take_config_flag(argv)[0]
     from_file = None
-    if known.config:
+    if path:
         from rlhfkit.recipes import read_config_file  # here: a run without a recipe loads no recipe code
 
-        from_file = read_config_file(known.config).get("rlhf_type")
+        from_file = read_config_file(path).get("rlhf_type")
     rlhf_type = known.rlhf_type or from_file or CommonArgs.rlhf_type
     if rlhf_type not in METHODS:
-        where = f" (rlhf_type in {known.config})" if not known.rlhf_type and from_file else ""
+        where = f" (rlhf_type in {path})" if not known.rlhf_type and from_file else ""
         raise ConfigError(f"unknown --rlhf_type {rlhf_type!r}{where}; choose one of: {', '.join(METHODS)}")
     return rlhf_type
 
