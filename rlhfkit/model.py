@@ -4,6 +4,7 @@
   safetensors headers only); `resolve_model_paths` makes a config's model paths absolute (so saved adapters record
   where their base really is); `resolve_checkpoint` turns a full model or LoRA adapter folder into a `Checkpoint`;
   `file_problem` says whether a saved JSON or safetensors file is complete (also for `rlhfkit/checkpoint.py`).
+* Tokenizers: `load_tokenizer` (pad token set), `require_chat_template` (a `ConfigError` naming the model if none).
 * Models that train: `load_model` (the policy or a new reward model: full / LoRA / QLoRA base), `lora_config`,
   `load_value_model` (PPO's critic).
 * Models that are only run: `load_frozen_model` (a reference, a teacher: `load_teacher`), `load_reward_model`,
@@ -120,6 +121,13 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
     return tokenizer
+
+
+def require_chat_template(tokenizer, model_path: str, what: str = "conversational data") -> None:
+    """Raise `ConfigError` naming the model if the tokenizer has no chat template."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"the tokenizer of {model_path} has no chat template; {what} needs one "
+                          f"(set tokenizer.chat_template in its tokenizer_config.json)")
 
 
 def deepspeed_zero_stage(config) -> int | None:

@@ -11,11 +11,12 @@ Modules, one job each:
     messages.py  checks of chat messages, prompts and answers (`RowError` names the field at fault)
     pairs.py     preference shapes (explicit prompt, hh-rlhf, implicit prompt, PKU-SafeRLHF, ranked responses)
     chats.py     messages / ShareGPT / alpaca conversations, prompt/completion, unpaired (KTO) rows
-    shapes.py    the table of shapes: detection and conversion per target (preference, unpaired, sft, prompt, ...)
+    shapes.py    the table of shapes: detection and conversion per target (preference, unpaired, sft, prompt, ...),
+                 and the printed summary of the shapes a file held
     loader.py    `read_file` (the reader by file type) -> convert -> collect problems -> stop or drop; several files
                  with ratios; the train/eval split
     methods.py   the per-method loaders (preference_data, kto_data, sft_data) and the checks that need the
-                 tokenizer (chat template, lengths)
+                 tokenizer (the chat template joins prompt and answer, lengths)
     prompts.py   the online methods' and sampling's prompts (prompt_data, load_prompt_file), with their other columns
                  for reward functions; imported by those only
     distillation.py  GKD's loaders (distillation_data, load_distillation_file), imported by train_gkd.py only

@@ -14,19 +14,13 @@ import random
 from dataclasses import replace
 
 from rlhfkit.data.chats import uses_number_labels
-from rlhfkit.data.loader import LoadedFile, load_file, load_splits
-from rlhfkit.data.shapes import ShapeOptions, convert_row, is_preference_shape, options_from, shape_notes
+from rlhfkit.data.loader import load_file, load_splits
+from rlhfkit.data.shapes import ShapeOptions, convert_row, options_from, summarise
 from rlhfkit.errors import ConfigError
+from rlhfkit.model import require_chat_template
 
 # ----------------------------------------------------------------------------------------------------------
 # Checks that need the tokenizer (still no model): the chat template, and rows or prompts that are too long
-
-def require_chat_template(tokenizer, model_path: str, what: str = "conversational data") -> None:
-    """Raise `ConfigError` naming the model if the tokenizer has no chat template."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise ConfigError(f"the tokenizer of {model_path} has no chat template; {what} needs one "
-                          f"(set tokenizer.chat_template in its tokenizer_config.json)")
-
 
 def check_chat_template(tokenizer, row: dict, model_path: str) -> None:
     """Check that the chat template renders the prompt as a prefix of prompt + answer.
@@ -66,24 +60,12 @@ def check_tokenized_rows(tokenizer, train: list[dict], model_args, config, too_l
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Converters and summaries
+# Converters
 
 
 def converter(target: str, options: ShapeOptions):
     """`row -> (shape name, rows)` for `target` with `options` (`shapes.convert_row`)."""
     return lambda row: convert_row(row, target, options)
-
-
-def summarise(loaded: LoadedFile, what: str, notes: dict[str, str] | None = None, after: str = "") -> str:
-    """`"N <what><after> (<count> <shape>, ... rows); note; ..."`: the converted rows and the input rows per shape,
-    the notes of the shapes seen, and `notes` (keyed by a shape name, or by "pair" for any preference shape).
-    """
-    detected = ", ".join(f"{n} {shape}" for shape, n in loaded.shapes.items())
-    said = shape_notes(loaded.shapes)
-    for key, note in (notes or {}).items():
-        if key in loaded.shapes or (key == "pair" and any(is_preference_shape(s) for s in loaded.shapes)):
-            said.append(note)
-    return f"{len(loaded.rows)} {what}{after} ({detected} rows)" + "".join(f"; {s}" for s in said)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from rlhfkit.log import info_rank0
 import json
 
 from rlhfkit.data.loader import load_file, load_splits
-from rlhfkit.data.methods import require_chat_template, summarise
-from rlhfkit.data.shapes import ShapeOptions, convert_row, options_from
+from rlhfkit.data.shapes import ShapeOptions, convert_row, options_from, summarise
+from rlhfkit.model import require_chat_template
 
 SHAPE_FIELDS = frozenset({  # the fields some shape reads; every other column of a row is data for reward functions
     "prompt", "chosen", "rejected", "completion", "label", "messages", "conversations", "system", "instruction",

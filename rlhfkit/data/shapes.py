@@ -11,7 +11,7 @@ A row is converted for one *target*, the kind of rows a method trains on:
 `SHAPES` holds one `Shape` per accepted shape; `ORDER` says, per target, which shapes are tried in which order (the
 first whose `detect` matches converts the row). A preference shape also serves the other targets: SFT trains
 prompt + chosen, KTO gets chosen as desirable and rejected as undesirable, prompt sources take the prompt.
-`convert_row` is the one entry point; the `to_*` functions below it are the per-target shortcuts.
+`convert_row` is the one entry point; `summarise` says which shapes a file held, with their notes.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from rlhfkit.data import chats, pairs
+from rlhfkit.data.loader import LoadedFile
 from rlhfkit.data.messages import RowError, as_answer, as_prompt, check_messages
 
 TARGETS = ("preference", "unpaired", "sft", "prompt", "distillation")
@@ -213,6 +214,18 @@ def shape_notes(names) -> list[str]:
     """The `note` of each shape among `names` (reported shape names), in table order, once each."""
     seen = {name.split(" (")[0] for name in names}
     return [shape.note for shape in SHAPES if shape.name in seen and shape.note]
+
+
+def summarise(loaded: LoadedFile, what: str, notes: dict[str, str] | None = None, after: str = "") -> str:
+    """`"N <what><after> (<count> <shape>, ... rows); note; ..."`: the converted rows and the input rows per shape,
+    the notes of the shapes seen, and `notes` (keyed by a shape name, or by "pair" for any preference shape).
+    """
+    detected = ", ".join(f"{n} {shape}" for shape, n in loaded.shapes.items())
+    said = shape_notes(loaded.shapes)
+    for key, note in (notes or {}).items():
+        if key in loaded.shapes or (key == "pair" and any(is_preference_shape(s) for s in loaded.shapes)):
+            said.append(note)
+    return f"{len(loaded.rows)} {what}{after} ({detected} rows)" + "".join(f"; {s}" for s in said)
 
 
 # ----------------------------------------------------------------------------------------------------------

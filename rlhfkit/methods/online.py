@@ -19,7 +19,6 @@ from types import SimpleNamespace
 
 import torch
 
-from rlhfkit.data.methods import sft_data
 from rlhfkit.data.prompts import prompt_data
 from rlhfkit.errors import ConfigError
 from rlhfkit.model import (
@@ -63,6 +62,8 @@ def online_inputs(args, config, tokenizer) -> dict:
                           f"--train_mode lora or qlora (or --model_mode separate for full fine-tuning)")
     ptx_rows = None
     if getattr(config, "ptx_data_path", None):  # PPO-ptx: any SFT shape, all rows, no eval split
+        from rlhfkit.data.methods import sft_data  # here: only PPO-ptx reads SFT rows
+
         ptx_args = dataclasses.replace(args, train_data_path=config.ptx_data_path, train_data_ratios=None,
                                        eval_data_path=None, eval_split_size=0)
         limits = SimpleNamespace(seed=config.seed, max_length=config.max_prompt_length + config.response_length)
