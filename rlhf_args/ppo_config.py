@@ -38,7 +38,7 @@ class PPOConfig(OnlineConfig, TrainingArguments):
         default="separate", metadata={"help": '"separate": policy, value model, RM; "adapters": one base + '
                                               'policy/value LoRA adapters; "shared": one adapter for policy and '
                                               "value, the value head on the policy's last hidden state (toolkit; "
-                                              'see rlhfkit/ppo/models.py)'})
+                                              'see rlhfkit/ppo/models.py, adapters.py)'})
     value_model_path: str | None = field(
         default=None, metadata={"help": "None: the reward model (critic initialised from the RM: TRL, Huang et al.)"})
     value_train_mode: Literal["full", "lora", "qlora"] | None = field(

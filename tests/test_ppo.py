@@ -198,7 +198,7 @@ def test_checkpoint_generation_config_does_not_leak_into_sampling(toy, tmp_path)
 
 def test_adapters_layout_one_base_both_adapters_and_value_head_get_gradients(toy, tmp_path):
     from rlhfkit.model import load_reward_model
-    from rlhfkit.ppo.models import AdapterRewardModel
+    from rlhfkit.ppo.adapters import AdapterRewardModel
     from rlhfkit.reward import reward_scorer
 
     rm = make_lora_reward_model(toy["model"], str(tmp_path / "rm"))
@@ -285,8 +285,8 @@ def count_layer_calls(model):
 
 def test_shared_layout_one_backbone_pass_and_both_losses_move_the_adapter(toy, tmp_path):
     from rlhfkit.model import load_reward_model
+    from rlhfkit.ppo.adapters import AdapterRewardModel
     from rlhfkit.ppo.core import ppo_policy_loss, ppo_value_loss
-    from rlhfkit.ppo.models import AdapterRewardModel
     from rlhfkit.reward import reward_scorer
 
     rm = make_lora_reward_model(toy["model"], str(tmp_path / "rm"))

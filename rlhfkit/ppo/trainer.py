@@ -47,15 +47,7 @@ from rlhfkit.ppo.core import (
     truncate_after_stop,
     update_running_moments,
 )
-from rlhfkit.ppo.models import (
-    POLICY,
-    PolicyAndValue,
-    _is_peft,
-    base_of,
-    build_adapters_model,
-    build_separate_model,
-    build_shared_model,
-)
+from rlhfkit.ppo.models import POLICY, PolicyAndValue, _is_peft, base_of, build_separate_model
 from rlhfkit.report.samples import is_sampled_rollout, write_samples
 from rlhfkit.reward import call_reward_function, pearson, remove_length_trend, reward_scorer
 
@@ -129,6 +121,8 @@ class PPOTrainer(Trainer):
     def _build_models(self, model, args, peft_config, value_model, ref_model, reward_model, reward_adapter_path):
         """`(PolicyAndValue, reward model)`; sets `use_ref` and `ref_model` (None: the PEFT base, adapters off)."""
         if args.model_mode in ("adapters", "shared"):
+            from rlhfkit.ppo.adapters import build_adapters_model, build_shared_model  # here: for these layouts only
+
             build = build_adapters_model if args.model_mode == "adapters" else build_shared_model
             wrapper, adapter_rm = build(model, peft_config, reward_adapter_path, with_value=args.uses_critic)
             reward_model = adapter_rm if adapter_rm is not None else reward_model
