@@ -8,8 +8,9 @@ import math
 import pytest
 
 from rlhfkit.errors import PathNotFoundError
-from rlhfkit.report import run_health
-from rlhfkit.report.run_health import HealthThresholds, RunInfo, check_history
+from rlhfkit.report import health_offline, health_online, run_health
+from rlhfkit.report.health_base import HealthThresholds, RunInfo, rule_nonfinite_loss
+from rlhfkit.report.run_health import check_history, rules_for
 from rlhfkit.report.samples import is_sampled_rollout, read_samples, write_samples
 
 
@@ -66,6 +67,13 @@ def test_each_rule_fires_on_its_trigger(rule, method, history):
     assert rule in [f.rule for f in findings], findings
     message = next(str(f) for f in findings if f.rule == rule)
     assert any(ch.isdigit() for ch in message)  # the numbers behind it
+
+
+def test_a_run_gets_the_rules_of_its_method():
+    assert rules_for("DPO") == rules_for("reward model") == [rule_nonfinite_loss, *health_offline.RULES]
+    assert rules_for("GRPO") == [rule_nonfinite_loss, *health_online.RULES]
+    assert rules_for(None) == [rule_nonfinite_loss, *health_offline.RULES, *health_online.RULES]  # no run_config.json
+    assert not set(health_offline.RULES) & set(health_online.RULES)
 
 
 def test_thresholds_are_config_fields():
