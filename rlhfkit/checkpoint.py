@@ -1,5 +1,5 @@
-"""Checkpoint integrity: which `checkpoint-N/` folders a run can resume from (imported only when a run resumes or
-must stop).
+"""Checkpoint integrity: which `checkpoint-N/` folder a run resumes from (`resume_point`) and which ones are torn
+(imported only when a run resumes or must stop).
 
 `transformers.Trainer` writes a checkpoint file by file: the weights (and, for PPO, `ppo_trainable.safetensors` and
 `ppo_state.json`), `training_args.bin`, `optimizer.pt`, `scheduler.pt`, `rng_state.pth`, and `trainer_state.json`
@@ -16,12 +16,15 @@ reading the files' own structure, never the weights:
 
 from __future__ import annotations
 
+from rlhfkit.log import info_rank0
+
 import json
 import os
 import re
 import zipfile
 from typing import NamedTuple
 
+from rlhfkit.errors import ConfigError, PathNotFoundError
 from rlhfkit.model import file_problem
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
@@ -138,3 +141,32 @@ def scan_checkpoints(output_dir: str) -> CheckpointScan:
     return CheckpointScan(newest, torn)
 
 
+def resume_point(output_dir: str, resume: str) -> str:
+    """The checkpoint `--resume_from_checkpoint` names: `true` (or `last`) picks the newest complete `checkpoint-N/`
+    in `output_dir` and prints one `[resume] skipping ...: <reason>` line per newer, torn one (a save cut by a kill;
+    the folder is kept); any other value is a checkpoint path.
+
+    Raises `PathNotFoundError` if there is no such checkpoint or none is complete, `ConfigError` if the named one is
+    torn.
+    """
+    if resume in ("true", "True", "last"):
+        scan = scan_checkpoints(output_dir)
+        if scan.newest is None and not scan.torn:
+            raise PathNotFoundError(f"--resume_from_checkpoint: no checkpoint-N/ folder in {output_dir}")
+        newest_step = checkpoint_step(scan.newest) if scan.newest else -1
+        for path, reason in scan.torn:
+            if checkpoint_step(path) > newest_step:
+                info_rank0(f"[resume] skipping {path}: {reason}")
+        if scan.newest is None:
+            raise PathNotFoundError(f"--resume_from_checkpoint: no complete checkpoint in {output_dir}: all "
+                                    f"{len(scan.torn)} checkpoint-N/ folders are torn (listed above); start afresh "
+                                    f"with another --output_dir")
+        return scan.newest
+    if not os.path.isdir(resume):
+        raise PathNotFoundError(f"--resume_from_checkpoint: no such checkpoint: {resume}")
+    if problem := checkpoint_problem(resume):
+        newest = scan_checkpoints(os.path.dirname(os.path.normpath(resume))).newest
+        instead = f"; the newest complete one next to it is {newest}" if newest else ""
+        raise ConfigError(f"--resume_from_checkpoint: {resume} is incomplete ({problem}), so it cannot be resumed "
+                          f"from{instead}")
+    return resume

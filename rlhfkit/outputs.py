@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-from rlhfkit.log import info_rank0
-
 import json
 import math
 import os
@@ -20,7 +18,7 @@ import re
 from transformers import TrainerCallback
 
 from rlhfkit.args import run_config
-from rlhfkit.errors import ConfigError, OutputExistsError, PathNotFoundError, TrainingDivergedError
+from rlhfkit.errors import OutputExistsError, TrainingDivergedError
 
 # Log-history keys that are run summaries or counters, not curves worth a panel.
 NOT_CURVES = {"epoch", "step", "total_flos", "train_loss", "train_runtime", "train_samples_per_second",
@@ -45,44 +43,22 @@ def check_can_write(path: str, flag: str = "--output_dir") -> None:
 
 
 def prepare_output_dir(config) -> str | None:
-    """Check `output_dir` before any work, and resolve `--resume_from_checkpoint`.
+    """Check `output_dir` before any work, and resolve `--resume_from_checkpoint` (`checkpoint.resume_point`).
 
     Returns what `Trainer.train(resume_from_checkpoint=...)` takes: None for a fresh run, or a checkpoint path.
-    `--resume_from_checkpoint true` (or `last`) picks the newest complete `checkpoint-N/` in `output_dir` and prints
-    one `[resume] skipping ...: <reason>` line per newer, torn one (a save cut by a kill; the folder is kept).
     Raises `OutputExistsError` if `output_dir` holds files and no resume was asked for (nothing is ever overwritten
-    silently) or cannot be written (`check_can_write`), `PathNotFoundError` if a resume was asked for but there is
-    no checkpoint or none is complete, and `ConfigError` if the checkpoint named by `--resume_from_checkpoint PATH`
-    is torn.
+    silently) or cannot be written (`check_can_write`); a resume raises as `resume_point` does.
     """
     out, resume = config.output_dir, config.resume_from_checkpoint
     check_can_write(out)
-    if resume:  # here: a fresh run loads no checkpoint code
-        from rlhfkit.checkpoint import checkpoint_problem, checkpoint_step, scan_checkpoints
-    if resume in ("true", "True", "last"):
-        scan = scan_checkpoints(out)
-        if scan.newest is None and not scan.torn:
-            raise PathNotFoundError(f"--resume_from_checkpoint: no checkpoint-N/ folder in {out}")
-        newest_step = checkpoint_step(scan.newest) if scan.newest else -1
-        for path, reason in scan.torn:
-            if checkpoint_step(path) > newest_step:
-                info_rank0(f"[resume] skipping {path}: {reason}")
-        if scan.newest is None:
-            raise PathNotFoundError(f"--resume_from_checkpoint: no complete checkpoint in {out}: all {len(scan.torn)} "
-                                    f"checkpoint-N/ folders are torn (listed above); start afresh with another "
-                                    f"--output_dir")
-        resume = scan.newest
-    elif resume and not os.path.isdir(resume):
-        raise PathNotFoundError(f"--resume_from_checkpoint: no such checkpoint: {resume}")
-    elif resume and (problem := checkpoint_problem(resume)):
-        newest = scan_checkpoints(os.path.dirname(os.path.normpath(resume))).newest
-        instead = f"; the newest complete one next to it is {newest}" if newest else ""
-        raise ConfigError(f"--resume_from_checkpoint: {resume} is incomplete ({problem}), so it cannot be resumed "
-                          f"from{instead}")
-    elif not resume and os.path.isdir(out) and os.listdir(out):
+    if resume:
+        from rlhfkit.checkpoint import resume_point  # here: a fresh run loads no checkpoint code
+
+        return resume_point(out, resume)
+    if os.path.isdir(out) and os.listdir(out):
         raise OutputExistsError(f"output_dir {out} is not empty; nothing is overwritten. Use another --output_dir, "
                                 f"delete it, or continue the run with --resume_from_checkpoint true")
-    return resume or None
+    return None
 
 
 def save_outputs(trainer, method: str, args, config) -> None:
