@@ -361,6 +361,8 @@ def write_ptx_rows(path):
 
 def test_ptx_term_is_ptx_coef_times_the_sft_loss_on_its_batch(toy, tmp_path, monkeypatch):
     """PPO-ptx: the term added to the PPO loss equals ptx_coef x the NLL of the assistant tokens, by hand."""
+    from rlhfkit.ppo.ptx import ptx_loss
+
     w = {word: i for i, word in enumerate(WORDS)}
     ptx = write_ptx_rows(tmp_path / "sft.jsonl")
     trainer = build_trainer(toy, tmp_path / "o", *LAYOUTS["separate-full"], "--ptx_data_path", ptx,
@@ -368,7 +370,7 @@ def test_ptx_term_is_ptx_coef_times_the_sft_loss_on_its_batch(toy, tmp_path, mon
     # Chat template: "<|im_start|> user CONTENT <|im_end|> <|im_start|> assistant CONTENT <|im_end|> "
     row1 = [1, 2, w["t9"], w["t10"], 0, 1, 3, w["t7"], w["t8"], 0]  # trained: t7 t8 <|im_end|> (positions 7-9)
     row2 = [1, 2, w["t11"], 0, 1, 3, w["t12"], 0]  # trained: t12 <|im_end|> (positions 6-7)
-    assert sorted(r["input_ids"] for r in trainer.ptx_rows) == sorted([row1, row2])
+    assert sorted(r["input_ids"] for r in trainer.ptx.rows) == sorted([row1, row2])
     policy = trainer.model.policy
     with torch.no_grad():
         nll = []
@@ -376,12 +378,12 @@ def test_ptx_term_is_ptx_coef_times_the_sft_loss_on_its_batch(toy, tmp_path, mon
             logp = torch.log_softmax(policy(input_ids=torch.tensor([ids])).logits[0].float(), -1)
             nll += [-logp[t - 1, ids[t]].item() for t in range(first, len(ids))]
         expected = 0.5 * sum(nll) / len(nll)  # token mean over the 5 assistant tokens of the batch
-        batch = trainer._next_ptx_batch()
-        assert 0.5 * trainer.ptx_loss(trainer.model, batch).item() == pytest.approx(expected, rel=1e-5)
+        batch = trainer.ptx.next_batch("cpu")
+        assert 0.5 * ptx_loss(trainer.model, batch).item() == pytest.approx(expected, rel=1e-5)
         rollout = trainer._prepare_inputs(list(trainer.train_dataset)[:2])
-        monkeypatch.setattr(trainer, "_next_ptx_batch", lambda: batch)
+        monkeypatch.setattr(trainer.ptx, "next_batch", lambda device: batch)
         with_ptx = trainer.compute_loss(trainer.model, rollout).item()
-        trainer.ptx_rows = None
+        trainer.ptx = None
         without = trainer.compute_loss(trainer.model, rollout).item()
     assert with_ptx - without == pytest.approx(expected, rel=1e-4)  # gradient_accumulation_steps 1
 

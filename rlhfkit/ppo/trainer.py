@@ -47,7 +47,7 @@ from rlhfkit.ppo.core import (
     truncate_after_stop,
     update_running_moments,
 )
-from rlhfkit.ppo.models import POLICY, PolicyAndValue, _is_peft, base_of, build_separate_model
+from rlhfkit.ppo.models import PolicyAndValue, _is_peft, base_of, build_separate_model
 from rlhfkit.report.samples import is_sampled_rollout, write_samples
 from rlhfkit.reward import call_reward_function, pearson, remove_length_trend, reward_scorer
 
@@ -110,9 +110,12 @@ class PPOTrainer(Trainer):
         self.split_value_backward = (wrapper.has_value and wrapper.layout != "shared" and not self.is_deepspeed_enabled
                                      and self.accelerator.num_processes == 1 and args.n_gpu <= 1)
         self._value_loss_part = None  # the value phase's loss, added back to the logged loss in training_step
-        # PPO-ptx: tokenised supervised rows, served in a seeded shuffled cycle.
-        self.ptx_rows = [self._tokenize_ptx_row(row) for row in ptx_dataset] if ptx_dataset else None
-        self._ptx_order, self._ptx_generator = [], torch.Generator().manual_seed(args.seed)
+        self.ptx = None  # PPO-ptx: batches of supervised rows
+        if ptx_dataset:
+            from rlhfkit.ppo.ptx import PtxBatches  # here: only a PPO-ptx run reads supervised rows
+
+            self.ptx = PtxBatches(ptx_dataset, tokenizer, args.max_prompt_length + args.response_length,
+                                  args.per_device_train_batch_size, args.seed)
         per_rollout = args.optimizer_steps_per_rollout
         if args.save_strategy == "steps" and args.save_steps >= 1 and args.save_steps % per_rollout:
             info_rank0(f"[PPO] note: save_steps={args.save_steps} is not a multiple of the {per_rollout} optimizer "
@@ -420,8 +423,8 @@ class PPOTrainer(Trainer):
             values = joint_values
             vf_loss, vf = ppo_value_loss(values, inputs["values"], inputs["returns"], mask, a.cliprange_value)
             loss = loss + a.vf_coef * vf_loss * share
-        if self.ptx_rows is not None:
-            ptx_loss = self.ptx_loss(model, self._next_ptx_batch())
+        if self.ptx is not None:
+            ptx_loss = self.ptx.loss(self.accelerator.unwrap_model(model), self.accelerator.device)
             loss = loss + a.ptx_coef * ptx_loss / a.gradient_accumulation_steps
             m["loss/ptx_avg"].append(ptx_loss.item())
         with torch.no_grad():
@@ -441,43 +444,6 @@ class PPOTrainer(Trainer):
         if self._value_loss_part is not None:  # the value phase ran its own backward inside compute_loss
             loss, self._value_loss_part = loss + self._value_loss_part, None
         return loss
-
-    # --- PPO-ptx: the policy's language-model loss on supervised rows
-    def _tokenize_ptx_row(self, row: dict) -> dict:
-        """`input_ids` and `labels` (-100 on the prompt) of a row rendered as TRL's SFTTrainer does, cut to fit."""
-        tok, a = self.processing_class, self.args
-        if isinstance(row["prompt"], list):
-            prompt = tok.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
-            full = tok.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
-        else:
-            prompt, full = row["prompt"], row["prompt"] + row["completion"]
-        n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
-        ids = tok(full, add_special_tokens=False)["input_ids"]
-        limit = a.max_prompt_length + a.response_length
-        return {"input_ids": ids[:limit], "labels": ([-100] * n_prompt + ids[n_prompt:])[:limit]}
-
-    def _next_ptx_batch(self) -> dict:
-        """The next b rows of a seeded shuffled cycle, right-padded (b, L); labels -100 on prompt and padding."""
-        rows = []
-        while len(rows) < self.args.per_device_train_batch_size:
-            if not self._ptx_order:
-                self._ptx_order = torch.randperm(len(self.ptx_rows), generator=self._ptx_generator).tolist()
-            rows.append(self.ptx_rows[self._ptx_order.pop()])
-        device, pad_id = self.accelerator.device, self.processing_class.pad_token_id
-        ids = [torch.tensor(r["input_ids"]) for r in rows]
-        return {"input_ids": pad(ids, padding_value=pad_id).to(device),
-                "attention_mask": pad([torch.ones_like(x) for x in ids], padding_value=0).to(device),
-                "labels": pad([torch.tensor(r["labels"]) for r in rows], padding_value=-100).to(device)}
-
-    def ptx_loss(self, model, batch: dict) -> torch.Tensor:
-        """SFT loss in nats per labelled token (fp32, temperature 1): PPO-ptx, Ouyang et al. 2022 (2203.02155) eq. 2."""
-        policy_and_value = self.accelerator.unwrap_model(model)
-        if policy_and_value.adapters:
-            policy_and_value.use_adapter(POLICY)
-        logits = policy_and_value.policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                         use_cache=False).logits[:, :-1].float()
-        labels = batch["labels"][:, 1:]
-        return masked_mean(-selective_log_softmax(logits, labels.clamp(min=0)), labels != -100)
 
     # --- Logging and evaluation
     def log(self, logs: dict, start_time: float | None = None) -> None:
