@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from rlhfkit.outputs import non_finite_values
+
 ONLINE = ("PPO", "RLOO", "GRPO")
 
 
@@ -115,12 +117,12 @@ def first_key(history: list[dict], *keys: str) -> str | None:
 
 
 def rule_nonfinite_loss(history, run, t) -> Finding | None:
-    """Any logged loss (or gradient norm) that is NaN or infinite."""
+    """Any logged loss (or gradient norm) that is NaN or infinite, as the NaN guard judges it (`non_finite_values`)."""
     for entry in history:
-        for key, value in entry.items():
-            if ("loss" in key or key == "grad_norm") and isinstance(value, float) and not math.isfinite(value):
-                return Finding("loss NaN/inf", f"{key} is {value} at step {entry.get('step')}: the run diverged "
-                               f"and the weights saved after it are unusable.",
-                               "lower --learning_rate, use bf16 or fp32 instead of fp16, check the data for empty "
-                               "or huge rows, and keep --max_grad_norm set.")
+        if bad := non_finite_values(entry):
+            key, value = next(iter(bad.items()))
+            return Finding("loss NaN/inf", f"{key} is {value} at step {entry.get('step')}: the run diverged "
+                           f"and the weights saved after it are unusable.",
+                           "lower --learning_rate, use bf16 or fp32 instead of fp16, check the data for empty "
+                           "or huge rows, and keep --max_grad_norm set.")
     return None
