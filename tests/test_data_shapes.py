@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from conftest import ROOT, write_jsonl
@@ -11,7 +13,7 @@ from rlhfkit.args import parse_args
 from rlhfkit.data.distillation import load_distillation_file
 from rlhfkit.data.loader import load_splits
 from rlhfkit.data.methods import converter, load_preference_file
-from rlhfkit.data.prompts import load_prompt_file
+from rlhfkit.data.prompts import load_prompt_file, prompt_rows
 from rlhfkit.data.reader import DataFormatError
 from rlhfkit.data.shapes import ShapeOptions, convert_row
 from rlhfkit.errors import ConfigError
@@ -157,6 +159,8 @@ def test_every_example_file_loads_without_a_conversion_step(name, method):
     from rlhfkit.data.shapes import ShapeOptions as Options
 
     def prepare(rows):
+        if method == "prompt":  # rows with a `prompt` field are read by prompts.py, other shapes by the table
+            return prompt_rows
         return converter(method, Options(number_labels=uses_number_labels(rows)))
 
     said = []
@@ -293,6 +297,30 @@ def test_prompt_turns_all_gives_one_prompt_per_user_turn(tmp_path):
     config = type("C", (), {"seed": 0, "max_prompt_length": None})()
     train, _ = prompt_data(args, config, tokenizer(), "", **QUIET)
     assert len(train) == 3
+
+
+def test_prompt_rows_are_read_without_the_shape_table_which_loads_for_other_shapes(tmp_path):
+    """A file of `prompt` rows (PPO, RLOO, GRPO, sampling) loads no converter of other shapes; a ShareGPT file does."""
+    own = write_jsonl(tmp_path / "own.jsonl", [{"prompt": "Hi?", "answer": "1"},
+                                               {"prompt": [user("a"), bot("b"), user("c")], "chosen": "x"}])
+    chat = write_jsonl(tmp_path / "chat.jsonl", [{"conversations": [{"from": "human", "value": "Hi"},
+                                                                    {"from": "gpt", "value": "Hello"}]}])
+    code = ("import json, sys; from rlhfkit.data.prompts import load_prompt_file; said = []; "
+            "rows = load_prompt_file(sys.argv[1], log=said.append, prompt_turns='all'); "
+            "print(json.dumps([said[0], rows, sorted(m for m in sys.modules if m.startswith('rlhfkit.data.'))]))")
+    runs = [json.loads(subprocess.run([sys.executable, "-c", code, path], cwd=ROOT, capture_output=True, text=True,
+                                      timeout=120, check=True).stdout) for path in (own, chat)]
+    (said, rows, modules), (chat_said, chat_rows, chat_modules) = runs
+    assert said.endswith("3 prompts (1 plain-string prompt, 1 prompt rows); plain-string prompts became one user "
+                         "turn; every user turn became a prompt, with the turns before it as context "
+                         "(prompt_turns='all')"), said
+    assert rows == [{"prompt": [user("Hi?")], "answer": "1"}, {"prompt": [user("a")], "answer": None},
+                    {"prompt": [user("a"), bot("b"), user("c")], "answer": None}], rows
+    assert not {"rlhfkit.data.shapes", "rlhfkit.data.pairs", "rlhfkit.data.chats"} & set(modules), modules
+    assert chat_said.endswith("1 prompts (1 ShareGPT rows); ShareGPT conversations: human -> user, gpt -> assistant; "
+                              "every user turn became a prompt, with the turns before it as context "
+                              "(prompt_turns='all')"), chat_said
+    assert chat_rows == [{"prompt": [user("Hi")]}] and "rlhfkit.data.shapes" in chat_modules
 
 
 def test_sft_and_distillation_read_the_new_shapes(tmp_path):

@@ -12,13 +12,13 @@ Modules, one job each:
     pairs.py     preference shapes (explicit prompt, hh-rlhf, implicit prompt, PKU-SafeRLHF, ranked responses)
     chats.py     messages / ShareGPT / alpaca conversations, prompt/completion, unpaired (KTO) rows
     shapes.py    the table of shapes: detection and conversion per target (preference, unpaired, sft, prompt, ...),
-                 and the printed summary of the shapes a file held
+                 and the notes printed for the shapes a file held
     loader.py    `read_file` (the reader by file type) -> convert -> collect problems -> stop or drop; several files
-                 with ratios; the train/eval split
+                 with ratios; the train/eval split; the printed summary of a file
     methods.py   the per-method loaders (preference_data, kto_data, sft_data) and the checks that need the
                  tokenizer (the chat template joins prompt and answer, lengths)
     prompts.py   the online methods' and sampling's prompts (prompt_data, load_prompt_file), with their other columns
-                 for reward functions; imported by those only
+                 for reward functions; reads a row's `prompt` field itself, shapes.py only for other rows
     distillation.py  GKD's loaders (distillation_data, load_distillation_file), imported by train_gkd.py only
 
 The package imports none of them: a run imports the modules it uses (`from rlhfkit.data.methods import

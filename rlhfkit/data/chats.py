@@ -13,8 +13,8 @@ from rlhfkit.data.messages import (
     as_prompt,
     check_messages,
     describe,
+    prompt_turns_of,
     short_value,
-    user_turn_prefixes,
 )
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -128,15 +128,7 @@ def conversation_prompts(messages: list[dict], field: str, prompt_turns: str = "
         messages = messages[:-1]
     if not messages or messages[-1]["role"] not in ("user", "tool"):
         raise RowError(field, "no user turn to answer (after removing a final assistant answer)")
-    if prompt_turns == "last":
-        return [messages]
-    prompts = user_turn_prefixes(messages)
-    return prompts if prompts and prompts[-1] == messages else prompts + [messages]
-
-
-def prompt_turns_of(prompt: list[dict], prompt_turns: str = "last") -> list[list[dict]]:
-    """A checked prompt (ending with a user turn) as one prompt (`"last"`) or one per user turn (`"all"`)."""
-    return [prompt] if prompt_turns == "last" else conversation_prompts(prompt, "prompt", prompt_turns)
+    return prompt_turns_of(messages, prompt_turns)
 
 
 def distillation_row(messages: list[dict], field: str, given_prompt=None) -> dict:

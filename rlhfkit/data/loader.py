@@ -70,6 +70,14 @@ class LoadedFile:
         return [row for group in self.groups for row in group]
 
 
+def summarise(loaded: LoadedFile, what: str, notes=(), after: str = "") -> str:
+    """`"N <what><after> (<count> <shape>, ... rows); note; ..."`: the converted rows, the input rows per shape and
+    `notes` (e.g. `shapes.shape_notes(loaded.shapes)`).
+    """
+    detected = ", ".join(f"{n} {shape}" for shape, n in loaded.shapes.items())
+    return f"{len(loaded.rows)} {what}{after} ({detected} rows)" + "".join(f"; {note}" for note in notes)
+
+
 def settle_problems(problems: list[Problem], n_good: int, drop_bad_rows: bool) -> None:
     """Sort `problems` by position; raise `DataFormatError` listing them unless `drop_bad_rows` is True and `n_good`
     rows are left (with none left it raises anyway, without the --drop_bad_rows hint).

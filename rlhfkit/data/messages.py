@@ -98,9 +98,13 @@ def as_answer(value, field: str) -> list[dict]:
     return [message]
 
 
-def user_turn_prefixes(messages: list[dict]) -> list[list[dict]]:
-    """Every prefix of `messages` that ends with a user turn, shortest first (`--prompt_turns all`).
+def prompt_turns_of(prompt: list[dict], prompt_turns: str = "last") -> list[list[dict]]:
+    """A checked prompt (ending with a user or tool turn) as one prompt (`"last"`), or one prompt per user turn with the
+    turns before it as context (`"all"`, `--prompt_turns all`), the whole prompt last.
 
-    `[system, user1, assistant1, user2]` -> `[[system, user1], [system, user1, assistant1, user2]]`.
+    `[system, user1, assistant1, user2]` -> `[[system, user1], [system, user1, assistant1, user2]]` with `"all"`.
     """
-    return [messages[:i + 1] for i, m in enumerate(messages) if m["role"] == "user"]
+    if prompt_turns == "last":
+        return [prompt]
+    prompts = [prompt[:i + 1] for i, m in enumerate(prompt) if m["role"] == "user"]
+    return prompts if prompts and prompts[-1] == prompt else prompts + [prompt]

@@ -14,8 +14,8 @@ import random
 from dataclasses import replace
 
 from rlhfkit.data.chats import uses_number_labels
-from rlhfkit.data.loader import load_file, load_splits
-from rlhfkit.data.shapes import ShapeOptions, convert_row, options_from, summarise
+from rlhfkit.data.loader import load_file, load_splits, summarise
+from rlhfkit.data.shapes import ShapeOptions, convert_row, options_from, shape_notes
 from rlhfkit.errors import ConfigError
 from rlhfkit.model import require_chat_template
 
@@ -81,7 +81,7 @@ def load_preference_file(path: str, drop_bad_rows: bool = False, log=info_rank0,
     `PathNotFoundError` if the file is missing.
     """
     return load_file(path, converter("preference", options), drop_bad_rows,
-                     lambda f: summarise(f, "preference pairs"), log).rows
+                     lambda f: summarise(f, "preference pairs", shape_notes(f.shapes)), log).rows
 
 
 def preference_data(model_args, config, tokenizer, too_long: str, log=info_rank0) -> tuple[list[dict], list[dict]]:
@@ -92,7 +92,7 @@ def preference_data(model_args, config, tokenizer, too_long: str, log=info_rank0
     """
     options = options_from(model_args, config)
     train, held_out = load_splits(model_args, config.seed, converter("preference", options),
-                                  lambda f: summarise(f, "preference pairs"), log).flat()
+                                  lambda f: summarise(f, "preference pairs", shape_notes(f.shapes)), log).flat()
     check_tokenized_rows(tokenizer, train, model_args, config, too_long, log=log)
     return train, held_out
 
@@ -121,8 +121,10 @@ def kto_data(model_args, config, tokenizer, too_long: str, log=info_rank0) -> tu
     def prepare(rows):
         return converter("unpaired", replace(options, number_labels=uses_number_labels(rows)))
 
-    train, held_out = load_splits(model_args, config.seed, None, lambda f: summarise(f, "KTO rows", KTO_NOTES), log,
-                                  prepare=prepare).flat()
+    def summary(loaded):
+        return summarise(loaded, "KTO rows", shape_notes(loaded.shapes, KTO_NOTES))
+
+    train, held_out = load_splits(model_args, config.seed, None, summary, log, prepare=prepare).flat()
     random.Random(config.seed).shuffle(train)
     if len(train) < config.per_device_train_batch_size:
         raise ConfigError(f"KTO needs at least one full batch: {len(train)} training rows < "
@@ -154,6 +156,6 @@ def sft_data(model_args, config, tokenizer, too_long: str, log=info_rank0) -> tu
              for shape in ("messages", "ShareGPT", "alpaca")}
     notes["pair"] = "preference pairs -> prompt + chosen (rejected is not used)"
     train, held_out = load_splits(model_args, config.seed, converter("sft", options),
-                                  lambda f: summarise(f, "SFT rows", notes), log).flat()
+                                  lambda f: summarise(f, "SFT rows", shape_notes(f.shapes, notes)), log).flat()
     check_tokenized_rows(tokenizer, train, model_args, config, too_long, "rows", ("completion",), log)
     return train, held_out

@@ -1,6 +1,7 @@
 """Prompts for the online methods (PPO, RLOO, GRPO) and for sampling (rejection sampling, evaluation): any row with a
 prompt becomes `{"prompt": [messages], **columns}`, its other columns (a gold `answer`, IFEval's instructions) kept for
-the reward functions.
+the reward functions. A row with a `prompt` field is read here; chat rows and raw hh-rlhf transcripts are converted by
+the table of shapes (rlhfkit/data/shapes.py), imported for them only.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from rlhfkit.log import info_rank0
 
 import json
 
-from rlhfkit.data.loader import load_file, load_splits
-from rlhfkit.data.shapes import ShapeOptions, convert_row, options_from, summarise
+from rlhfkit.data.loader import load_file, load_splits, summarise
+from rlhfkit.data.messages import as_prompt, prompt_turns_of
 from rlhfkit.model import require_chat_template
 
 SHAPE_FIELDS = frozenset({  # the fields some shape reads; every other column of a row is data for reward functions
@@ -19,12 +20,23 @@ SHAPE_FIELDS = frozenset({  # the fields some shape reads; every other column of
     "responses", "scores"})
 
 
-def prompt_rows(row: dict, options: ShapeOptions = ShapeOptions()) -> tuple[str, list[dict]]:
-    """Convert one row for the `prompt` target, keeping its other columns: `(shape, [{"prompt": [messages],
-    **columns}])`, where columns are the row's fields outside `SHAPE_FIELDS` (e.g. a gold `answer`, IFEval's
-    `instruction_id_list` and `kwargs`). They reach reward functions as keyword arguments (TRL's convention).
+OWN_SHAPES = ("prompt", "plain-string prompt")  # rows with a `prompt` field; other shapes come from shapes.py
+
+
+def prompt_rows(row: dict, prompt_turns: str = "last") -> tuple[str, list[dict]]:
+    """Convert one row to `(shape, [{"prompt": [messages], **columns}])`: the `prompt` field (answers beside it are
+    ignored), or a chat / raw hh-rlhf row by `shapes.convert_row`; `prompt_turns` "all": one prompt per user turn.
+
+    The columns are the row's fields outside `SHAPE_FIELDS` (e.g. a gold `answer`, IFEval's `instruction_id_list` and
+    `kwargs`); they reach reward functions as keyword arguments (TRL's convention). Raises `RowError`.
     """
-    shape, prompts = convert_row(row, "prompt", options)
+    if "prompt" in row:
+        shape = "plain-string prompt" if isinstance(row["prompt"], str) else "prompt"
+        prompts = prompt_turns_of(as_prompt(row["prompt"]), prompt_turns)
+    else:
+        from rlhfkit.data.shapes import ShapeOptions, convert_row  # here: other shapes load their converters
+
+        shape, prompts = convert_row(row, "prompt", ShapeOptions(prompt_turns=prompt_turns))
     columns = {k: v for k, v in row.items() if k not in SHAPE_FIELDS}
     return shape, [{"prompt": prompt, **columns} for prompt in prompts]
 
@@ -37,10 +49,16 @@ def count_long_prompts(tokenizer, prompts: list[list[dict]], limit: int | None) 
                for p in prompts)
 
 
-def prompt_notes(options: ShapeOptions) -> dict[str, str]:
-    turns = ("every user turn became a prompt, with the turns before it as context (prompt_turns='all')"
-             if options.prompt_turns == "all" else "")
-    return {shape: turns for shape in ("messages", "ShareGPT", "alpaca", "prompt-only")} if turns else {}
+def prompt_notes(shapes, prompt_turns: str) -> list[str]:
+    """The notes on a prompt file whose input rows had `shapes` (names): its own shapes', the table's, the turns'."""
+    notes = ["plain-string prompts became one user turn"] if "plain-string prompt" in shapes else []
+    if set(shapes) - set(OWN_SHAPES):
+        from rlhfkit.data.shapes import shape_notes  # here: the table was loaded for these rows
+
+        notes += shape_notes(shapes)
+    if prompt_turns == "all" and set(shapes) & {"prompt", "messages", "ShareGPT", "alpaca"}:
+        notes.append("every user turn became a prompt, with the turns before it as context (prompt_turns='all')")
+    return notes
 
 
 def prompt_data(model_args, config, tokenizer, too_long: str, log=info_rank0) -> tuple[list[dict], list[dict]]:
@@ -54,10 +72,9 @@ def prompt_data(model_args, config, tokenizer, too_long: str, log=info_rank0) ->
     Raises `DataFormatError` (`FILE:LINE: field ...`), `PathNotFoundError` or `ConfigError` (no chat template),
     before any model is loaded.
     """
-    options = options_from(model_args, config)
-    notes = prompt_notes(options)
-    train, held_out = load_splits(model_args, config.seed, lambda row: prompt_rows(row, options),
-                                  lambda f: summarise(f, "prompts", notes), log).flat()
+    turns = model_args.prompt_turns
+    train, held_out = load_splits(model_args, config.seed, lambda row: prompt_rows(row, turns),
+                                  lambda f: summarise(f, "prompts", prompt_notes(f.shapes, turns)), log).flat()
     require_chat_template(tokenizer, model_args.model_name_or_path, "prompts given as messages")
     limit = getattr(config, "max_prompt_length", None)
     n = count_long_prompts(tokenizer, [r["prompt"] for r in train], limit)
@@ -81,10 +98,10 @@ def load_prompt_file(path: str, drop_bad_rows: bool = False, log=info_rank0,
     Raises `DataFormatError` (`FILE:LINE: field ...`) unless `drop_bad_rows`, or if no prompt is left;
     `PathNotFoundError` if the file is missing.
     """
-    options, seen, repeats = ShapeOptions(prompt_turns=prompt_turns), set(), [0]
+    seen, repeats = set(), [0]
 
     def convert(row):
-        shape, rows = prompt_rows(row, options)
+        shape, rows = prompt_rows(row, prompt_turns)
         fresh = []
         for prompt_row in rows:
             key = json.dumps(prompt_row["prompt"], sort_keys=True)
@@ -97,6 +114,6 @@ def load_prompt_file(path: str, drop_bad_rows: bool = False, log=info_rank0,
 
     def summary(loaded):
         after = f" ({repeats[0]} repeated prompts kept once)" if repeats[0] else ""
-        return summarise(loaded, "prompts", prompt_notes(options), after)
+        return summarise(loaded, "prompts", prompt_notes(loaded.shapes, prompt_turns), after)
 
     return same_columns(load_file(path, convert, drop_bad_rows, summary, log).rows)

@@ -11,7 +11,8 @@ A row is converted for one *target*, the kind of rows a method trains on:
 `SHAPES` holds one `Shape` per accepted shape; `ORDER` says, per target, which shapes are tried in which order (the
 first whose `detect` matches converts the row). A preference shape also serves the other targets: SFT trains
 prompt + chosen, KTO gets chosen as desirable and rejected as undesirable, prompt sources take the prompt.
-`convert_row` is the one entry point; `summarise` says which shapes a file held, with their notes.
+`convert_row` is the one entry point; `shape_notes` gives the notes of the shapes a file held. A row with a `prompt`
+field is read for the prompt target by rlhfkit/data/prompts.py itself, which imports this table for other rows only.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from rlhfkit.data import chats, pairs
-from rlhfkit.data.loader import LoadedFile
 from rlhfkit.data.messages import RowError, as_answer, as_prompt, check_messages
 
 TARGETS = ("preference", "unpaired", "sft", "prompt", "distillation")
@@ -116,12 +116,6 @@ def alpaca_sft(row: dict, options: ShapeOptions) -> tuple[str, list]:
     return "alpaca", chats.sft_rows(chats.alpaca_conversation(row), "messages", options.assistant_turns)
 
 
-def prompt_only(row: dict, options: ShapeOptions) -> tuple[str, list]:
-    """The prompt of any row with a `prompt` field (answers ignored); reported under the row's pair shape if any."""
-    name = next((s.name for s in (SHAPE[n] for n in PREFERENCE) if s.detect(row)), "prompt-only")
-    return name, chats.prompt_turns_of(as_prompt(row["prompt"]), options.prompt_turns)
-
-
 SHAPES = (
     Shape("PKU-SafeRLHF", pairs.is_pku, preference=pku,
           note="PKU-SafeRLHF rows: response_{id} -> chosen, the other -> rejected "
@@ -149,7 +143,7 @@ SHAPES = (
                        detect=lambda row: "instruction" in row), sft=alpaca_sft),
     Shape("prompt/completion", lambda row: "completion" in row,
           sft=named("prompt/completion", chats.from_prompt_completion)),
-    Shape("prompt-only", lambda row: "prompt" in row, prompt=prompt_only,
+    Shape("prompt-only", lambda row: "prompt" in row,
           distillation=lambda row, o: ("prompt-only", [{"prompt": as_prompt(row["prompt"]), "answer": None}])),
 )
 SHAPE = {shape.name: shape for shape in SHAPES}
@@ -159,7 +153,7 @@ ORDER = {
     "preference": PREFERENCE,
     "unpaired": ("unpaired",) + PREFERENCE,
     "sft": ("messages", "ShareGPT", "alpaca", "prompt/completion") + PREFERENCE,
-    "prompt": ("prompt-only", "messages", "ShareGPT", "alpaca", "hh-rlhf", "implicit prompt"),
+    "prompt": ("messages", "ShareGPT", "alpaca", "hh-rlhf", "implicit prompt"),  # rows with `prompt`: data/prompts.py
     "distillation": ("messages", "ShareGPT", "alpaca", "prompt-only"),
 }
 FALLBACK = {  # (field, message) of the error for a row that no shape of the target matches
@@ -210,22 +204,14 @@ def is_preference_shape(name: str) -> bool:
     return name.split(" (")[0] in PREFERENCE
 
 
-def shape_notes(names) -> list[str]:
-    """The `note` of each shape among `names` (reported shape names), in table order, once each."""
-    seen = {name.split(" (")[0] for name in names}
-    return [shape.note for shape in SHAPES if shape.name in seen and shape.note]
-
-
-def summarise(loaded: LoadedFile, what: str, notes: dict[str, str] | None = None, after: str = "") -> str:
-    """`"N <what><after> (<count> <shape>, ... rows); note; ..."`: the converted rows and the input rows per shape,
-    the notes of the shapes seen, and `notes` (keyed by a shape name, or by "pair" for any preference shape).
+def shape_notes(names, extra: dict[str, str] | None = None) -> list[str]:
+    """The `note` of each shape among `names` (reported shape names), in table order, once each, then the `extra` notes
+    of the shapes seen (keyed by a shape name, or by "pair" for any preference shape).
     """
-    detected = ", ".join(f"{n} {shape}" for shape, n in loaded.shapes.items())
-    said = shape_notes(loaded.shapes)
-    for key, note in (notes or {}).items():
-        if key in loaded.shapes or (key == "pair" and any(is_preference_shape(s) for s in loaded.shapes)):
-            said.append(note)
-    return f"{len(loaded.rows)} {what}{after} ({detected} rows)" + "".join(f"; {s}" for s in said)
+    seen = {name.split(" (")[0] for name in names}
+    said = [shape.note for shape in SHAPES if shape.name in seen and shape.note]
+    return said + [note for key, note in (extra or {}).items()
+                   if key in names or (key == "pair" and any(is_preference_shape(s) for s in names))]
 
 
 # ----------------------------------------------------------------------------------------------------------
