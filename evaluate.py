@@ -48,7 +48,7 @@ from rlhfkit.outputs import prepare_output_dir
 from rlhfkit.report.arena import accuracy_interval, compare_to_baseline, distinct_n, paired_accuracy_test
 from rlhfkit.report.html_report import escape, image, table, write_page
 from rlhfkit.report.rm_accuracy import accuracy_rows, format_accuracy, preference_accuracy
-from rlhfkit.reward import call_reward_function, load_reward_function, reward_scorer
+from rlhfkit.reward import call_reward_function, check_gold_columns, load_reward_function, reward_scorer
 
 
 def main(argv=None) -> dict:
@@ -62,6 +62,8 @@ def main(argv=None) -> dict:
     reward_function = load_reward_function(args.reward_function) if args.reward_function else None
     prepare_output_dir(SimpleNamespace(output_dir=args.output_dir, resume_from_checkpoint=None))
     rows, pairs = load_eval_data(args, accuracy_only=not models)
+    if reward_function is not None:
+        check_gold_columns(reward_function, rows, args.reward_function)
     prompts = [row["prompt"] for row in rows]
 
     # 2. Answers: one model at a time, each answering every prompt.

@@ -51,7 +51,7 @@ from rlhfkit.model import (
 )
 from rlhfkit.outputs import prepare_output_dir
 from rlhfkit.report.preflight import preflight
-from rlhfkit.reward import call_reward_function, load_reward_function, reward_scorer
+from rlhfkit.reward import call_reward_function, check_gold_columns, load_reward_function, reward_scorer
 
 
 @dataclass
@@ -182,12 +182,13 @@ def main(argv=None):
     resolve_checkpoint(args.policy_name_or_path)  # a full model or a LoRA adapter whose base exists
     if args.reward_model_path:
         check_reward_model_path(args.reward_model_path)
-    if args.reward_function:
-        load_reward_function(args.reward_function)  # a bad spec stops here, before any weights load
+    function = load_reward_function(args.reward_function) if args.reward_function else None  # a bad spec stops here
     set_seed(args.seed)
 
     # 1. Prompts: every row is checked before any model is loaded.
     rows = load_prompt_file(args.prompts_path, args.drop_bad_rows, prompt_turns=args.prompt_turns)[:args.max_prompts]
+    if function is not None:
+        check_gold_columns(function, rows, args.reward_function)
     prompts = [row["prompt"] for row in rows]
     if args.check:  # --check: show the prompts as the policy will read them, load no weights
         tokenizer = load_tokenizer(args.policy_name_or_path, args.trust_remote_code)

@@ -117,10 +117,10 @@ def build_trainer(argv: list[str]) -> Run | None:
     if args.train_mode != "full":
         check_lora_targets(args.model_name_or_path, args.lora_target_modules)
 
-    # 1. Inputs: online methods' reward sources, then the data; every row is checked before any model is loaded.
+    # 1. Inputs: the data (every row checked), then the online methods' reward sources (checked against the rows).
     tokenizer = load_tokenizer(args.model_name_or_path, config.trust_remote_code)
-    inputs = method.inputs(args, config, tokenizer) if method.inputs else {}
     train_rows, eval_rows = method.data(args, config, tokenizer, method.too_long)
+    inputs = method.inputs(args, config, tokenizer, train_rows + eval_rows) if method.inputs else {}
     if args.check:  # --check: show what would be trained, load no weights
         from rlhfkit.report.preflight import preflight  # here: a training run loads no preflight code
 

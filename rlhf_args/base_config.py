@@ -30,7 +30,7 @@ class Method:
     trainer: type  # the trainer class (TRL's, or this toolkit's subclass of it)
     data: Callable  # (args, config, tokenizer, too_long) -> (train_rows, eval_rows), see rlhfkit/data/methods.py
     too_long: str  # what the trainer does with rows longer than max_length (printed with their count)
-    inputs: Callable | None = None  # (args, config, tokenizer) -> dict: checked before any weights load (online)
+    inputs: Callable | None = None  # (args, config, tokenizer, rows) -> dict: checked before any weights load (online)
     models: Callable | None = None  # (args, config, tokenizer, **inputs) -> extra trainer kwargs: reward, value models
 
 

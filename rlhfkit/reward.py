@@ -92,6 +92,17 @@ def load_reward_function(spec: str) -> Callable:
     return function
 
 
+def check_gold_columns(function: Callable, rows: list[dict], spec: str) -> None:
+    """Raise `ConfigError` if some prompt rows lack a column that `function` lists in its `gold_columns` (the verifiers
+    do), so that a run stops before any weights load instead of at its first score. `spec`: the `--reward_function`.
+    """
+    for name in getattr(function, "gold_columns", ()):
+        lacking = sum(row.get(name) is None for row in rows)
+        if lacking:
+            raise ConfigError(f"--reward_function {spec} scores against the column '{name}', which {lacking} of the "
+                              f"{len(rows)} prompt rows lack; give every row its '{name}' or use another reward")
+
+
 def call_reward_function(function: Callable, prompts: list, answers: list[str], completion_ids: list[list[int]],
                          rows: list[dict] | None = None, **extra) -> list[float]:
     """Call a reward function with TRL's signature on (prompt, answer) pairs; returns floats (None -> NaN).

@@ -10,8 +10,10 @@ arguments (one list per column, one entry per answer) and returns one float per 
                   answer follows, strict (Zhou et al. 2023, arXiv:2311.07911), with the checkers shipped in
                   `lm-eval` (`pip install 'lm-eval[ifeval]==0.4.13'`); 1.0 when all are followed (prompt-level accuracy)
 
-A missing column raises `ValueError` naming it: a verifier never scores without its gold answer. evaluate.py
-reports a function whose scores all lie in [0, 1] as an accuracy (share of answers scored 1.0).
+Each names the columns it needs in `gold_columns`; every script checks them on every prompt row before any weights
+load (`rlhfkit.reward.check_gold_columns`, which reads the same attribute on your own functions). A missing column at
+scoring time raises `ValueError` naming it: a verifier never scores without its gold answer. evaluate.py reports a
+function whose scores all lie in [0, 1] as an accuracy (share of answers scored 1.0).
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ def exact_number(prompts, completions, completion_ids=None, answer=None, **kwarg
     return [float(last_number(t) == float(str(g).replace(",", ""))) for t, g in zip(texts, golds)]
 
 
+exact_number.gold_columns = ("answer",)
+
+
 def math_answer(prompts, completions, completion_ids=None, answer=None, **kwargs) -> list[float]:
     r"""1.0 where `math-verify` finds the answer's final expression equivalent to the row's `answer` (text or LaTeX,
     e.g. `\\frac{1}{2}` and `0.5`), else 0.0.
@@ -60,6 +65,9 @@ def math_answer(prompts, completions, completion_ids=None, answer=None, **kwargs
     texts = answer_texts(completions)
     golds = gold(answer, "answer", "math_answer", len(texts))
     return [float(bool(verify(parse(str(g)), parse(t)))) for t, g in zip(texts, golds)]
+
+
+math_answer.gold_columns = ("answer",)
 
 
 NEEDS_PUNKT = ("length_constraints:number_sentences", "change_case:capital_word_frequency")  # nltk tokenizer data
@@ -97,6 +105,7 @@ def ifeval_function():
             scores.append(sum(followed) / len(followed) if followed else 0.0)
         return scores
 
+    ifeval.gold_columns = ("instruction_id_list", "kwargs")
     return ifeval
 
 

@@ -58,9 +58,12 @@ class Ctx:
         return str(path)
 
     def dpo(self, *extra, data=None, method="DPO"):
-        """train_rlhf.py flags for a run on the tiny model."""
+        """train_rlhf.py flags for a run on the tiny model (PPO: a batch of 1, so that one rollout fits GOOD's rows
+        and the setting under test is what fails).
+        """
+        fits = ["--per_device_train_batch_size", "1"] if method == "PPO" else []
         return ["--rlhf_type", method, "--model_name_or_path", self.model, "--train_data_path", data or self.good,
-                "--output_dir", self.out, *QUIET, *extra]
+                "--output_dir", self.out, *QUIET, *fits, *extra]
 
     def online(self, method, *extra):
         """train_rlhf.py flags for PPO/RLOO/GRPO with a reward function (so only the tested setting is wrong)."""
@@ -211,6 +214,10 @@ CASES = [
     Case("reward-function-not-callable", T, lambda c: c.dpo("--reward_model_path", "none", "--reward_function",
                                                            c.reward_fn_file("score = 3\n") + ":score", method="PPO"),
          ["is not callable"]),
+    Case("verifier-without-gold-column", T, lambda c: c.dpo("--reward_model_path", "none", "--reward_function",
+                                                           "rlhfkit.verifiers:exact_number", method="PPO"),
+         ["--reward_function rlhfkit.verifiers:exact_number scores against the column 'answer', which 8 of the 8 "
+          "prompt rows lack"]),
     Case("ppo-value-model-missing", T, lambda c: c.online("PPO", "--value_model_path", str(c.tmp / "no_value")),
          ["--value_model_path", "no_value"]),
     Case("ppo-adapters-with-full", T, lambda c: c.online("PPO", "--model_mode", "adapters", "--train_mode", "full"),
@@ -343,6 +350,14 @@ CASES = [
          ["--reward_model_path", "and/or --reward_function"]),
     Case("rs-reward-function-missing", S, lambda c: c.sampling("--reward_function", str(c.tmp / "nope.py") + ":f"),
          ["--reward_function: no such file"]),
+    Case("rs-verifier-without-gold-column", S, lambda c: c.sampling("--reward_model_path", "none", "--reward_function",
+                                                                    "rlhfkit.verifiers:math_answer"),
+         ["rlhfkit.verifiers:math_answer scores against the column 'answer'"]),
+    Case("eval-verifier-without-gold-column", E, lambda c: ["--models", f"base={c.model}", "--reward_model_path",
+                                                            "none", "--reward_function",
+                                                            "rlhfkit.verifiers:exact_number", "--eval_data_path",
+                                                            c.good, "--output_dir", c.out],
+         ["rlhfkit.verifiers:exact_number scores against the column 'answer'"]),
     Case("eval-bad-data", E, lambda c: ["--models", f"base={c.model}", "--reward_model_path", c.model,
                                         "--eval_data_path", c.jsonl([ROW, "{x"]), "--output_dir", c.out],
          ["d.jsonl:2", "malformed JSON"]),

@@ -2,7 +2,8 @@
 
 train_rlhf.py calls two hooks of a METHODS row:
 * `online_inputs` (step 1, no weights yet): checks the reward-model and value-model folders and the layout, prints
-  the degenerate-answer probe saved with the reward model, imports the reward function and reads PPO-ptx's rows;
+  the degenerate-answer probe saved with the reward model, imports the reward function (and checks the prompt rows
+  hold its gold columns) and reads PPO-ptx's rows;
 * `ppo_models` / `rloo_models` (step 2): load the reward model (and, for PPO, the value and reference models) and
   return the trainer's keyword arguments.
 PPO's value model ("separate" layout) starts from the reward model (Huang et al. 2024, arXiv:2403.17031), or from the
@@ -30,7 +31,7 @@ from rlhfkit.model import (
     load_value_model,
     resolve_checkpoint,
 )
-from rlhfkit.reward import load_reward_function, missing_eos_reward
+from rlhfkit.reward import check_gold_columns, load_reward_function, missing_eos_reward
 
 
 def ppo_prompt_data(args, config, tokenizer, too_long: str) -> tuple[list[dict], list[dict]]:
@@ -42,9 +43,10 @@ def ppo_prompt_data(args, config, tokenizer, too_long: str) -> tuple[list[dict],
     return train, held_out
 
 
-def online_inputs(args, config, tokenizer) -> dict:
+def online_inputs(args, config, tokenizer, rows: list[dict]) -> dict:
     """Step 1 of PPO / RLOO / GRPO, before any weights load: the checks of the reward and value models' folders and
-    of the layout, the saved probe (printed), the reward function (imported) and PPO-ptx's rows (read and checked).
+    of the layout, the saved probe (printed), the reward function (imported; its gold columns checked on the prompt
+    `rows`) and PPO-ptx's rows (read and checked).
 
     Returns `{"reward_function": callable | None, "ptx_rows": list | None}`. Raises `PathNotFoundError`,
     `ConfigError` or `DataFormatError` naming the flag or the file.
@@ -71,6 +73,8 @@ def online_inputs(args, config, tokenizer) -> dict:
         info_rank0(f"[PPO] ptx: {len(ptx_rows)} supervised rows from {config.ptx_data_path}, ptx_coef "
                    f"{config.ptx_coef}")
     reward_function = load_reward_function(config.reward_function) if config.reward_function else None
+    if reward_function is not None:
+        check_gold_columns(reward_function, rows, config.reward_function)
     return {"reward_function": reward_function, "ptx_rows": ptx_rows}
 
 
