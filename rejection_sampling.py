@@ -117,8 +117,8 @@ def sample_answers(model, tokenizer, prompts: list[list[dict]], args) -> tuple[l
     return [results[i:i + n] for i in range(0, len(results), n)], sum(not r["ended"] for r in results)
 
 
-def score_all(args, rows: list[dict], flat: list[tuple[int, dict]]) -> list[float]:
-    """The score of each `(prompt index, result)` in `flat`: the reward model's and/or the reward function's (which
+def score_all(args, rows: list[dict], flat: list[tuple[int, dict]], function=None) -> list[float]:
+    """The score of each `(prompt index, result)` in `flat`: the reward model's and/or the reward `function`'s (which
     gets the prompt rows' other columns, e.g. a gold `answer`), summed as in PPO.
     """
     prompts, texts = [rows[i]["prompt"] for i, _ in flat], [r["answer"] for _, r in flat]
@@ -128,8 +128,7 @@ def score_all(args, rows: list[dict], flat: list[tuple[int, dict]]) -> list[floa
         score_fn = reward_scorer(reward, reward_tokenizer, batch_size=max(args.batch_size, 8))
         scores = [a + b for a, b in zip(scores, score_fn(prompts, texts))]
         del reward
-    if args.reward_function:
-        function = load_reward_function(args.reward_function)
+    if function is not None:
         values = call_reward_function(function, prompts, texts, [r["token_ids"] for _, r in flat],
                                       [rows[i] for i, _ in flat])
         scores = [a + b for a, b in zip(scores, values)]
@@ -203,7 +202,7 @@ def main(argv=None):
 
     # 3. Score every (prompt, answer) with the reward model and/or function; empty answers are not kept.
     flat = [(i, r) for i, group in enumerate(answers) for r in group if r["answer"]]
-    flat_scores = score_all(args, rows, flat)
+    flat_scores = score_all(args, rows, flat, function)
     scored = [[] for _ in prompts]
     for (i, result), score in zip(flat, flat_scores):
         scored[i].append((result["answer"], score))

@@ -59,6 +59,7 @@ class HealthThresholds:
     sft_loss_rise: float = field(
         default=0.05, metadata={"help": "SFT: last loss above the first by more than this share of it = loss rising"})
 
+
 @dataclass
 class Finding:
     """One problem a rule found: its name, what is wrong (with the numbers) and what to try."""
