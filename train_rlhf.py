@@ -5,66 +5,62 @@
     python train_rlhf.py --config recipes/cpu/dpo.yaml --beta 0.2             # a recipe; flags override it
     accelerate launch --config_file ds_config/deepspeed_zero3.yaml train_rlhf.py --rlhf_type DPO
 
-Each method is one file in rlhf_args/: its config class (TRL's config with this toolkit's defaults) and, at the end,
-its `METHOD` row: the trainer, the loader for the data it needs and, for the online methods, what they use besides
-the policy (reward functions, reward / value / reference models). Only the chosen method's file is imported, so a
-DPO run loads no PPO code.
+A method is its settings, one file in rlhf_args/ (`config_class`), and its run, data -> models -> trainer, one
+function that `build_trainer` calls: `offline_trainer` (DPO, CPO, SimPO, CPO-SimPO, ORPO, KTO, SFT;
+rlhfkit/methods/offline.py), `rloo_grpo_trainer` (rlhfkit/methods/trl_online.py) or `ppo_trainer`
+(rlhfkit/ppo/run.py). Settings and run are imported in the method's branch, so a DPO run loads no PPO code.
 With LoRA / QLoRA the reference model is the policy with its adapter switched off (no second copy in memory);
 with full fine-tuning TRL loads a frozen reference from the same checkpoint.
 """
 
-from rlhfkit.log import info_rank0, show_dataset_progress  # first: filters known-harmless library messages
+from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
 
 import dataclasses
-import importlib
-import importlib.util
 import sys
 from dataclasses import dataclass
 
-from datasets import Dataset
-from transformers import AutoModelForCausalLM
-
 from common_args import CommonArgs
-from rlhf_args.base_config import Method
 from rlhfkit.args import parse_args, take_config_flag
 from rlhfkit.errors import ConfigError, ToolParser, run_cli
-from rlhfkit.model import (
-    check_lora_targets,
-    check_model_path,
-    check_train_mode,
-    load_model,
-    load_tokenizer,
-    lora_config,
-    match_trainable_dtype,
-)
-from rlhfkit.outputs import NonFiniteLossGuard, prepare_output_dir, save_outputs
+from rlhfkit.model import check_lora_targets, check_model_path, check_train_mode, load_tokenizer, match_trainable_dtype
+from rlhfkit.outputs import prepare_output_dir, save_outputs
 from rlhfkit.report.compare import compare_on_held_out_prompt
 from rlhfkit.report.run_health import run_health
 
-# The method's file in rlhf_args/ ends with `METHOD = Method(config, trainer, data loader, ...)`, written with ordinary
-# imports; only the chosen method's file is imported, so a DPO run loads no PPO code.
-METHODS = {
-    "DPO": "rlhf_args.dpo_config",
-    "CPO": "rlhf_args.cpo_config",
-    "SimPO": "rlhf_args.simpo_config",
-    "CPOSimPO": "rlhf_args.cposimpo_config",
-    "ORPO": "rlhf_args.orpo_config",
-    "KTO": "rlhf_args.kto_config",
-    "SFT": "rlhf_args.sft_config",
-    "PPO": "rlhf_args.ppo_config",
-    "RLOO": "rlhf_args.rloo_config",
-    "GRPO": "rlhf_args.grpo_config",
-}
+METHODS = ("DPO", "CPO", "SimPO", "CPOSimPO", "ORPO", "KTO", "SFT", "PPO", "RLOO", "GRPO")
 
 
-def load_method(name: str) -> Method:
-    """The `METHOD` row of rlhf_args/<name>_config.py, imported now. Raises `ConfigError` if the file is not there
-    (a copy of the toolkit made for other methods, docs/copy-a-script.md).
+def config_class(rlhf_type: str) -> type:
+    """The config class of `rlhf_type`, from its file in rlhf_args/. Raises `ConfigError` if that file is not in
+    this folder (a copy of the toolkit made for other methods, docs/copy-a-script.md).
     """
-    if importlib.util.find_spec(METHODS[name]) is None:
-        raise ConfigError(f"--rlhf_type {name}: {METHODS[name].replace('.', '/')}.py is not in this folder (a copy "
-                          f"made for other methods?); copy it and what it imports from the toolkit")
-    return importlib.import_module(METHODS[name]).METHOD
+    try:  # imported here: a run reads only its own method's settings
+        if rlhf_type == "DPO":
+            from rlhf_args.dpo_config import DPOConfig as config
+        elif rlhf_type == "CPO":
+            from rlhf_args.cpo_config import CPOConfig as config
+        elif rlhf_type == "SimPO":
+            from rlhf_args.simpo_config import SimPOConfig as config
+        elif rlhf_type == "CPOSimPO":
+            from rlhf_args.cposimpo_config import CPOSimPOConfig as config
+        elif rlhf_type == "ORPO":
+            from rlhf_args.orpo_config import ORPOConfig as config
+        elif rlhf_type == "KTO":
+            from rlhf_args.kto_config import KTOConfig as config
+        elif rlhf_type == "SFT":
+            from rlhf_args.sft_config import SFTConfig as config
+        elif rlhf_type == "PPO":
+            from rlhf_args.ppo_config import PPOConfig as config
+        elif rlhf_type == "RLOO":
+            from rlhf_args.rloo_config import RLOOConfig as config
+        else:
+            from rlhf_args.grpo_config import GRPOConfig as config
+    except ModuleNotFoundError as missing:
+        if not (missing.name or "").startswith("rlhf_args."):
+            raise
+        raise ConfigError(f"--rlhf_type {rlhf_type}: {missing.name.replace('.', '/')}.py is not in this folder (a copy "
+                          f"made for other methods?); copy it and what it imports from the toolkit") from None
+    return config
 
 
 def pick_method(argv: list[str]) -> str:
@@ -88,7 +84,15 @@ def pick_method(argv: list[str]) -> str:
 
 def methods_taking(name: str) -> list[str]:
     """The methods whose config has a field `name`, for the message about a flag of another method."""
-    return [m for m in METHODS if name in {f.name for f in dataclasses.fields(load_method(m).config)}]
+    found = []
+    for method in METHODS:
+        try:
+            fields = {f.name for f in dataclasses.fields(config_class(method))}
+        except ConfigError:  # a copy made for other methods
+            continue
+        if name in fields:
+            found.append(method)
+    return found
 
 
 @dataclass
@@ -103,46 +107,37 @@ class Run:
 
 
 def build_trainer(argv: list[str]) -> Run | None:
-    """Steps 0-3 of a run: check every setting, load the data, the policy and the method's extra models, build the
-    trainer. With `--check`, stops after the data step, prints the preflight report and returns None.
+    """Check every setting, then run the method's steps 1-3: data (every row checked), models, trainer. With
+    `--check`, stops after the data step, prints the preflight report and returns None.
     Raises a `UserError` for bad input before any weights load. Tests and benchmarks start runs here.
     """
-    method = load_method(pick_method(argv))
-    args, config = parse_args((CommonArgs, method.config), argv, owners=methods_taking)
+    rlhf_type = pick_method(argv)
+    args, config = parse_args((CommonArgs, config_class(rlhf_type)), argv, owners=methods_taking)
 
-    # 0. Settings: output folder, model path, LoRA targets; no weights yet.
+    # 0. Settings: output folder, model path, LoRA targets, the tokenizer; no weights yet.
     resume = prepare_output_dir(config)
     check_train_mode(args, config)
     check_model_path(args.model_name_or_path)
     if args.train_mode != "full":
         check_lora_targets(args.model_name_or_path, args.lora_target_modules)
-
-    # 1. Inputs: the data (every row checked), then the online methods' reward sources (checked against the rows).
     tokenizer = load_tokenizer(args.model_name_or_path, config.trust_remote_code)
-    train_rows, eval_rows = method.data(args, config, tokenizer, method.too_long)
-    inputs = method.inputs(args, config, tokenizer, train_rows + eval_rows) if method.inputs else {}
-    if args.check:  # --check: show what would be trained, load no weights
-        from rlhfkit.report.preflight import preflight  # here: a training run loads no preflight code
 
-        return preflight(tokenizer, train_rows, eval_rows, args.model_name_or_path, args.rlhf_type)
-    show_dataset_progress(len(train_rows))  # progress bars for tokenizing only when it takes long
+    # 1-3. Data -> models -> trainer: the method's run, imported in its branch (a DPO run loads no PPO code).
+    if rlhf_type == "PPO":
+        from rlhfkit.ppo.run import ppo_trainer
 
-    # 2. Models: the policy (LoRA: the reference is the policy with its adapter off), then the method's extra models
-    # (PPO: reward, value and, for full fine-tuning, reference; RLOO/GRPO: the reward model).
-    model = load_model(AutoModelForCausalLM, args, config, tokenizer)
-    extra = method.models(args, config, tokenizer, **inputs) if method.models else {}
+        built = ppo_trainer(args, config, tokenizer)
+    elif rlhf_type in ("RLOO", "GRPO"):
+        from rlhfkit.methods.trl_online import rloo_grpo_trainer
 
-    # 3. Trainer.
-    trainer = method.trainer(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-        processing_class=tokenizer,
-        peft_config=lora_config(args, "CAUSAL_LM"),
-        callbacks=[NonFiniteLossGuard()],  # stops at a NaN / inf loss before it is saved
-        **extra,
-    )
+        built = rloo_grpo_trainer(rlhf_type, args, config, tokenizer)
+    else:
+        from rlhfkit.methods.offline import offline_trainer
+
+        built = offline_trainer(rlhf_type, args, config, tokenizer)
+    if built is None:  # --check: the preflight report is all
+        return None
+    trainer, eval_rows = built
     match_trainable_dtype(trainer.model, config)  # QLoRA: TRL casts trainable weights to bf16
     return Run(trainer, args, config, resume, eval_rows)
 

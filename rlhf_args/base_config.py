@@ -6,7 +6,6 @@ these defaults on top. Every field can be changed here, in the method's file, or
 unchanged on a laptop CPU and on a GPU node.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -20,18 +19,6 @@ AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gr
                 "max_length", "max_prompt_length", "max_completion_length", "response_length", "max_new_tokens",
                 "num_generations", "num_ppo_epochs", "num_mini_batches", "num_samples_per_prompt",
                 "local_rollout_forward_batch_size")
-
-
-@dataclass(frozen=True)
-class Method:
-    """What train_rlhf.py needs to run a method: `METHOD` at the end of each `<method>_config.py`."""
-
-    config: type  # the method's config dataclass
-    trainer: type  # the trainer class (TRL's, or this toolkit's subclass of it)
-    data: Callable  # (args, config, tokenizer, too_long) -> (train_rows, eval_rows), see rlhfkit/data/methods.py
-    too_long: str  # what the trainer does with rows longer than max_length (printed with their count)
-    inputs: Callable | None = None  # (args, config, tokenizer, rows) -> dict: checked before any weights load (online)
-    models: Callable | None = None  # (args, config, tokenizer, **inputs) -> extra trainer kwargs: reward, value models
 
 
 @dataclass

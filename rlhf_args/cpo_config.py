@@ -11,10 +11,8 @@ SimPO and CPO-SimPO are the same trainer with other defaults: see simpo_config.p
 from dataclasses import dataclass, field
 
 from trl.experimental.cpo import CPOConfig as TRLCPOConfig
-from trl.experimental.cpo import CPOTrainer
 
-from rlhf_args.base_config import BaseConfig, Method
-from rlhfkit.data.methods import preference_data
+from rlhf_args.base_config import BaseConfig
 
 
 @dataclass
@@ -34,6 +32,3 @@ class CPOConfig(BaseConfig, TRLCPOConfig):
                                                                  "runs/cpo_ft.sh); full fine-tuning: ~1e-6"})
     max_length: int | None = field(
         default=512, metadata={"help": "prompt + answer tokens; longer answers are cut at the end, the prompt is kept"})
-
-
-METHOD = Method(CPOConfig, CPOTrainer, preference_data, "CPOTrainer cuts the answer, keeping the prompt")

@@ -10,11 +10,7 @@ that pure SimPO shows at high learning rates.
 
 from dataclasses import dataclass, field
 
-from trl.experimental.cpo import CPOTrainer
-
-from rlhf_args.base_config import Method
 from rlhf_args.cpo_config import CPOConfig
-from rlhfkit.data.methods import preference_data
 from rlhfkit.errors import ConfigError
 
 
@@ -38,6 +34,3 @@ class CPOSimPOConfig(CPOConfig):
                               f"{self.loss_type} --cpo_alpha {self.cpo_alpha}); for --cpo_alpha 0 use --rlhf_type "
                               f"SimPO")
         super().__post_init__()
-
-
-METHOD = Method(CPOSimPOConfig, CPOTrainer, preference_data, "CPOTrainer cuts the answer, keeping the prompt")

@@ -34,10 +34,8 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig as TRLDPOConfig
 
-from rlhf_args.base_config import BaseConfig, Method
-from rlhfkit.data.methods import preference_data
+from rlhf_args.base_config import BaseConfig
 from rlhfkit.errors import ConfigError
-from rlhfkit.methods.dpo import DPOTrainer
 
 
 @dataclass
@@ -70,6 +68,3 @@ class DPOConfig(BaseConfig, TRLDPOConfig):
             raise ConfigError("--rdpo_alpha does nothing with --loss_type sigmoid_norm (R-DPO adds a bonus per answer "
                               "token, which sigmoid_norm's per-token averages cancel): drop one of the two")
         super().__post_init__()
-
-
-METHOD = Method(DPOConfig, DPOTrainer, preference_data, "DPOTrainer cuts them at the end (keep_start)")

@@ -15,11 +15,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig as TRLGRPOConfig
 
-from rlhf_args.base_config import Method
 from rlhf_args.online_config import OnlineConfig
-from rlhfkit.data.prompts import prompt_data
-from rlhfkit.methods.online import online_inputs, rloo_models
-from rlhfkit.methods.trl_online import GRPOTrainer
 
 
 @dataclass
@@ -38,7 +34,3 @@ class GRPOConfig(OnlineConfig, TRLGRPOConfig):
     loss_types = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")  # TRL 1.16 GRPOConfig help
     learning_rate: float = field(
         default=1e-5, metadata={"help": "LoRA (toolkit); full fine-tuning: 1e-6 (TRL default)"})
-
-
-METHOD = Method(GRPOConfig, GRPOTrainer, prompt_data, "GRPOTrainer keeps their last tokens",
-                inputs=online_inputs, models=rloo_models)

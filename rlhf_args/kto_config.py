@@ -12,10 +12,8 @@ z0 is estimated from mismatched (prompt, completion) pairs inside each batch, he
 from dataclasses import dataclass, field
 
 from trl import KTOConfig as TRLKTOConfig
-from trl import KTOTrainer
 
-from rlhf_args.base_config import BaseConfig, Method
-from rlhfkit.data.methods import kto_data
+from rlhf_args.base_config import BaseConfig
 from rlhfkit.errors import ConfigError
 
 
@@ -85,6 +83,3 @@ class KTOConfig(BaseConfig, TRLKTOConfig):
         if not n_undesirable:
             return float("inf")
         return self.desirable_weight * n_desirable / (self.undesirable_weight * n_undesirable)
-
-
-METHOD = Method(KTOConfig, KTOTrainer, kto_data, "KTOTrainer cuts them at the end (a too-long prompt is dropped)")

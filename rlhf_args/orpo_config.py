@@ -9,10 +9,8 @@ length-normalised (per-token mean) probability of the answer. `--beta` is the pa
 from dataclasses import dataclass, field
 
 from trl.experimental.orpo import ORPOConfig as TRLORPOConfig
-from trl.experimental.orpo import ORPOTrainer
 
-from rlhf_args.base_config import BaseConfig, Method
-from rlhfkit.data.methods import preference_data
+from rlhf_args.base_config import BaseConfig
 
 
 @dataclass
@@ -25,6 +23,3 @@ class ORPOConfig(BaseConfig, TRLORPOConfig):
         default=5e-5, metadata={"help": "LoRA; full fine-tuning: 5e-6 (Mistral-ORPO-beta, run_mistral_orpo_beta.sh)"})
     max_length: int | None = field(
         default=512, metadata={"help": "prompt + answer tokens; longer answers are cut at the end, the prompt is kept"})
-
-
-METHOD = Method(ORPOConfig, ORPOTrainer, preference_data, "ORPOTrainer cuts the answer, keeping the prompt")

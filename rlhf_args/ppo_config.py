@@ -22,11 +22,8 @@ from typing import Literal
 
 from transformers import TrainingArguments
 
-from rlhf_args.base_config import Method
 from rlhf_args.online_config import OnlineConfig
 from rlhfkit.errors import ConfigError
-from rlhfkit.methods.online import online_inputs, ppo_models, ppo_prompt_data
-from rlhfkit.ppo.trainer import PPOTrainer
 
 
 @dataclass
@@ -171,7 +168,3 @@ class PPOConfig(OnlineConfig, TrainingArguments):
     def uses_critic(self) -> bool:
         """True when the advantage estimator needs a value model (GAE)."""
         return self.advantage_estimator == "gae"
-
-
-METHOD = Method(PPOConfig, PPOTrainer, ppo_prompt_data, "PPOTrainer keeps their last tokens",
-                inputs=online_inputs, models=ppo_models)

@@ -15,11 +15,7 @@ from dataclasses import dataclass, field
 
 from trl import RLOOConfig as TRLRLOOConfig
 
-from rlhf_args.base_config import Method
 from rlhf_args.online_config import OnlineConfig
-from rlhfkit.data.prompts import prompt_data
-from rlhfkit.methods.online import online_inputs, rloo_models
-from rlhfkit.methods.trl_online import RLOOTrainer
 
 
 @dataclass
@@ -35,7 +31,3 @@ class RLOOConfig(OnlineConfig, TRLRLOOConfig):
                                                         "loads no reference model"})
     learning_rate: float = field(
         default=1e-5, metadata={"help": "LoRA (toolkit); full fine-tuning: 1e-6 (TRL default)"})
-
-
-METHOD = Method(RLOOConfig, RLOOTrainer, prompt_data, "RLOOTrainer keeps their last tokens",
-                inputs=online_inputs, models=rloo_models)

@@ -11,10 +11,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from trl import SFTConfig as TRLSFTConfig
-from trl import SFTTrainer
 
-from rlhf_args.base_config import BaseConfig, Method
-from rlhfkit.data.methods import sft_data
+from rlhf_args.base_config import BaseConfig
 
 
 @dataclass
@@ -31,6 +29,3 @@ class SFTConfig(BaseConfig, TRLSFTConfig):
         default=512, metadata={"help": "prompt + answer tokens; longer rows are cut at the end (keep_start)"})
     packing: bool = field(default=False, metadata={"help": "True packs several short rows into one max_length "
                                                            "sequence (faster, same loss mask)"})
-
-
-METHOD = Method(SFTConfig, SFTTrainer, sft_data, "SFTTrainer cuts them at the end (keep_start)")

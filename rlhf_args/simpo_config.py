@@ -17,11 +17,7 @@ responses"; they grid-search 3e-7, 5e-7, 1e-6 for full fine-tuning). Lower `--le
 
 from dataclasses import dataclass, field
 
-from trl.experimental.cpo import CPOTrainer
-
-from rlhf_args.base_config import Method
 from rlhf_args.cpo_config import CPOConfig
-from rlhfkit.data.methods import preference_data
 from rlhfkit.errors import ConfigError
 
 
@@ -48,6 +44,3 @@ class SimPOConfig(CPOConfig):
                               f"from CPO-SimPO: for an NLL term use --rlhf_type CPOSimPO, for other losses "
                               f"--rlhf_type CPO")
         super().__post_init__()
-
-
-METHOD = Method(SimPOConfig, CPOTrainer, preference_data, "CPOTrainer cuts the answer, keeping the prompt")

@@ -145,6 +145,8 @@ def remove_length_trend(scores: torch.Tensor, lengths: torch.Tensor) -> tuple[to
     return scores - slope * centred, slope
 
 
-def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of two (n,) tensors (`torch.corrcoef`, differentiable); 0 when either is constant."""
+def tensor_pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of two (n,) tensors (`torch.corrcoef`, differentiable: a loss may use it); 0 when either is
+    constant. Reports use `rlhfkit.report.arena.pearson_or_none` (numpy, None when undefined).
+    """
     return torch.nan_to_num(torch.corrcoef(torch.stack([x, y.to(x.dtype)]))[0, 1])

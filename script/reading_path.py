@@ -9,8 +9,9 @@ lies in the repository (tests excluded), with its lines and code lines: lines th
 docstring lines. A failing run (exit status != 0) is reported, and its files are listed all the same.
 
 `--copy DEST` also copies those files into the new folder DEST, with the project modules they import inside
-functions (found in their source) and requirements.txt, so that DEST runs the same command on its own
-(docs/copy-a-script.md). `--check` makes the run load no weights.
+functions (found in their source; in the entry script only the chosen method's, which the run loaded) and
+requirements.txt, so that DEST runs the same command on its own (docs/copy-a-script.md).
+`--check` makes the run load no weights.
 """
 
 from __future__ import annotations
@@ -65,9 +66,10 @@ def module_file(name: str) -> str | None:
     return None
 
 
-def with_imported(files: list[str]) -> list[str]:
+def with_imported(files: list[str], script: str) -> list[str]:
     """`files` plus every repository module they import, at the top or inside a function, and the packages holding
-    them (`__init__.py`), followed to the end.
+    them (`__init__.py`), followed to the end. The entry `script` is read at the top level only: inside its functions
+    it imports each method's own modules in that method's branch, and the run already loaded the branch it took.
     """
     todo, seen = list(files), set()
     while todo:
@@ -79,7 +81,7 @@ def with_imported(files: list[str]) -> list[str]:
         packages = [] if rel == "." else [os.path.join(ROOT, *rel.split(os.sep)[:i], "__init__.py")
                                           for i in range(1, len(rel.split(os.sep)) + 1)]
         names = []
-        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+        for node in import_statements(ast.parse(open(path, encoding="utf-8").read()), path == script):
             if isinstance(node, ast.Import):
                 names += [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -87,6 +89,20 @@ def with_imported(files: list[str]) -> list[str]:
         found = [module_file(n) for n in names] + [p for p in packages if os.path.isfile(p)]
         todo += [f for f in found if f and f not in seen]
     return sorted(seen)
+
+
+def import_statements(tree: ast.Module, top_level_only: bool) -> list[ast.stmt]:
+    """The `import` statements of a parsed file; with `top_level_only`, those outside its functions."""
+    if not top_level_only:
+        return [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]
+    found, todo = [], list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.append(node)
+        elif not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            todo += ast.iter_child_nodes(node)
+    return found
 
 
 def copy_files(files: list[str], dest: str) -> None:
@@ -146,7 +162,7 @@ def main(argv: list[str]) -> int:
     print(("" if status == 0 else f"[reading path] the run exited with status {status}\n") + report(files),
           file=sys.__stdout__)
     if dest is not None and status == 0:
-        copied = with_imported(files)
+        copied = with_imported(files, os.path.abspath(script))
         copy_files(copied, dest)
         print(f"[reading path] copied {len(copied)} files and requirements.txt to {dest}; there: "
               f"python {' '.join(argv)}", file=sys.__stdout__)

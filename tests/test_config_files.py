@@ -89,8 +89,7 @@ def script_of(recipe: str):
         return reward_model.main, (RewardModelArgs, RewardConfig)
     if name.startswith("gkd"):
         return train_gkd.main, (GKDModelArgs, GKDConfig)
-    method = train_rlhf.load_method(train_rlhf.pick_method(["--config", recipe]))
-    return train_rlhf.main, (CommonArgs, method.config)
+    return train_rlhf.main, (CommonArgs, train_rlhf.config_class(train_rlhf.pick_method(["--config", recipe])))
 
 
 def test_there_is_a_recipe_per_stage():

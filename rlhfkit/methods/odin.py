@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 from trl import RewardTrainer
 
-from rlhfkit.reward import pearson
+from rlhfkit.reward import tensor_pearson
 
 LENGTH_HEAD_FILE = "odin_length_head.safetensors"
 
@@ -49,7 +49,7 @@ def odin_loss(scores: torch.Tensor, lengths: torch.Tensor, heads: torch.Tensor, 
     """
     total_chosen, total_rejected = scores.sum(1).chunk(2)
     ranking = -F.logsigmoid(total_chosen - total_rejected).mean()
-    corr_quality, corr_length = pearson(scores[:, 0], lengths), pearson(scores[:, 1], lengths)
+    corr_quality, corr_length = tensor_pearson(scores[:, 0], lengths), tensor_pearson(scores[:, 1], lengths)
     product = (heads[0] * heads[1]).sum().abs()
     loss = ranking + length_weight * (corr_quality.abs() - corr_length) + orthogonal_weight * product
     quality_chosen, quality_rejected = scores[:, 0].chunk(2)

@@ -1,4 +1,5 @@
-"""TRL's RLOO and GRPO trainers with what this toolkit adds to every online method: prompts left-truncated at
+"""RLOO and GRPO for train_rlhf.py: their run (`rloo_grpo_trainer`: prompts -> reward sources -> policy, reward
+model -> trainer) and TRL's trainers with what this toolkit adds to every online method: prompts left-truncated at
 `max_prompt_length` tokens, the score's correlation with answer length logged per rollout and, with
 `--length_control batch`, its length trend removed before the advantages; `samples.jsonl` every `sample_every`
 rollouts (`rlhfkit.report.samples`), and `online_curves.png` (score, KL, answer length, share cut at the cap)
@@ -7,14 +8,46 @@ written with the final model.
 
 from __future__ import annotations
 
+from rlhfkit.log import show_dataset_progress
+
 import os
 
 import torch
 import trl
+from transformers import AutoModelForCausalLM
 
+from rlhfkit.data.prompts import prompt_data
+from rlhfkit.methods.online import online_inputs, rloo_models
+from rlhfkit.methods.trainer_inputs import trainer_inputs
+from rlhfkit.model import load_model
 from rlhfkit.outputs import plot_log_history
+from rlhfkit.report.preflight import preflight
 from rlhfkit.report.samples import is_sampled_rollout, write_samples
-from rlhfkit.reward import pearson, remove_length_trend
+from rlhfkit.reward import remove_length_trend, tensor_pearson
+
+
+def rloo_grpo_trainer(rlhf_type: str, args, config, tokenizer) -> tuple[object, list[dict]] | None:
+    """Steps 1-3 of an RLOO or GRPO run (`rlhf_type`): the prompts, the reward sources (checked against them), the
+    policy and the reward model, the trainer. Returns `(trainer, eval_rows)`, or None with `--check` (the preflight
+    report printed, no weights loaded). Raises a `UserError` for bad input before any weights load.
+    """
+    # 1. Data: the prompts, then the reward model's folder and the reward function (its gold columns in the rows).
+    train_rows, eval_rows = prompt_data(args, config, tokenizer, f"{rlhf_type}Trainer keeps their last tokens")
+    sources = online_inputs(args, config, tokenizer, train_rows + eval_rows)
+    if args.check:  # --check: show what would be trained, load no weights
+        preflight(tokenizer, train_rows, eval_rows, args.model_name_or_path, rlhf_type)
+        return None
+    show_dataset_progress(len(train_rows))  # progress bars for tokenizing only when it takes long
+
+    # 2. Models: the policy (LoRA: the reference is the policy with its adapter off), the reward model.
+    model = load_model(AutoModelForCausalLM, args, config, tokenizer)
+    rewards = rloo_models(args, config, tokenizer, **sources)
+
+    # 3. Trainer.
+    inputs = trainer_inputs(model, args, config, tokenizer, train_rows, eval_rows)
+    if rlhf_type == "RLOO":
+        return RLOOTrainer(**inputs, **rewards), eval_rows
+    return GRPOTrainer(**inputs, **rewards), eval_rows
 
 
 class OnlineExtras:
@@ -48,7 +81,7 @@ class OnlineExtras:
         weights = self.reward_weights.to(rewards.device)[scored]
         score = (rewards[:, scored] * weights).nansum(1)
         metrics = self._metrics["train" if self.model.training else "eval"]
-        metrics["completions/score_length_corr"].append(pearson(score, lengths).item())
+        metrics["completions/score_length_corr"].append(tensor_pearson(score, lengths).item())
         if self.args.length_control == "batch":
             adjusted, slope = remove_length_trend(score, lengths)
             rewards[:, scored[0]] += (adjusted - score) / weights[0]

@@ -1,4 +1,4 @@
-"""PPO for RLHF on the stock `transformers.Trainer` loop (TRL 1.16 has no PPO any more); the maths is in ppo_core.
+"""PPO for RLHF on the stock `transformers.Trainer` loop (TRL 1.16 has no PPO any more); the maths is in core.py.
 
 PPO (Schulman et al. 2017, arXiv:1707.06347) with GAE (arXiv:1506.02438), a per-token KL penalty against a reference
 (Ziegler et al. 2019, arXiv:1909.08593) and Huang et al. 2024's details (arXiv:2403.17031): dropout off, critic from
@@ -49,7 +49,7 @@ from rlhfkit.ppo.core import (
 )
 from rlhfkit.ppo.models import PolicyAndValue, _is_peft, base_of, build_separate_model
 from rlhfkit.report.samples import is_sampled_rollout, write_samples
-from rlhfkit.reward import call_reward_function, pearson, remove_length_trend, reward_scorer
+from rlhfkit.reward import call_reward_function, remove_length_trend, reward_scorer, tensor_pearson
 
 TRAINABLE_FILE = "ppo_trainable.safetensors"  # in checkpoint-N/: every trainable tensor (policy, value), for resume
 STATE_FILE = "ppo_state.json"  # in checkpoint-N/: KL coefficient and running score statistics
@@ -316,7 +316,7 @@ class PPOTrainer(Trainer):
         a, gather = self.args, self.accelerator.gather
         score = torch.stack([torch.nan_to_num(s) for s in gen["scores"].values()]).sum(0)
         lengths, all_scores = gen["mask"].sum(1).float(), gather(score.float())
-        self._metrics["completions/score_length_corr"].append(pearson(all_scores, gather(lengths)).item())
+        self._metrics["completions/score_length_corr"].append(tensor_pearson(all_scores, gather(lengths)).item())
         if a.length_control == "batch":
             slope = remove_length_trend(all_scores, gather(lengths))[1]
             change = -slope * (lengths - gather(lengths).mean())

@@ -204,12 +204,14 @@ def length_split_accuracy(chosen_scores: Sequence[float], rejected_scores: Seque
             "length_balanced_accuracy": None if acc_longer is None or acc_shorter is None
             else (acc_longer + acc_shorter) / 2,
             "shorter_wins_accuracy": float(rule.mean()), "picks_shorter": mean_or_none(picks_shorter),
-            "length_correlation": pearson(np.concatenate([chosen_scores, rejected_scores]),
+            "length_correlation": pearson_or_none(np.concatenate([chosen_scores, rejected_scores]),
                                           np.concatenate([chosen_len, rejected_len]))}
 
 
-def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Pearson correlation of two equally long sequences, or None when either is constant (or has < 2 values)."""
+def pearson_or_none(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson correlation of two equally long sequences, or None when either is constant (or has < 2 values): a
+    report prints "undefined" rather than 0 (training uses `rlhfkit.reward.tensor_pearson`, differentiable).
+    """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(x) < 2 or not x.std() > 0 or not y.std() > 0:
         return None
