@@ -115,7 +115,7 @@ def check_teacher_student(student_path: str, teacher_path: str, tokenizer, trust
                           log=info_rank0) -> None:
     """Stop if teacher and student cannot be distilled into each other; warn if the student is the larger one.
 
-    Reads only tokenizer files, config.json files and safetensors headers. Raises `ValueError` listing every
+    Reads only tokenizer files, config.json files and safetensors headers. Raises `ConfigError` listing every
     difference (vocabulary, chat template, the models' vocab_size) with the message "teacher and student tokenizers
     differ". Prints a warning if the student has more parameters than the teacher (swapped paths are the usual cause).
     """
@@ -138,7 +138,7 @@ def check_teacher_student(student_path: str, teacher_path: str, tokenizer, trust
 
 
 def check_teacher_settings(config) -> None:
-    """Refuse a quantized teacher under DeepSpeed ZeRO-3 (it would shard 4/8-bit weights). Raises `ValueError`."""
+    """Refuse a quantized teacher under DeepSpeed ZeRO-3 (it would shard 4/8-bit weights). Raises `ConfigError`."""
     if config.teacher_quantization != "none" and deepspeed_zero_stage(config) == 3:
         raise ConfigError("--teacher_quantization 4bit/8bit does not work with DeepSpeed ZeRO-3, which shards the "
                          "quantized weights; use ds_config/deepspeed_zero2.yaml, or --teacher_quantization none")

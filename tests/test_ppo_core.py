@@ -349,8 +349,9 @@ def test_gae_hand_example_gamma09_lam095():
     close(ret, [[0.77211, 0.882, 1.0], [-0.223, -0.5, 0.0]], atol=1e-12)
 
 
-def test_gae_design_doc_examples():
-    # ppo-design.md section 6, test 1 (computed independently of the examples above).
+def test_gae_hand_worked_examples():
+    # Worked by hand (independently of the examples above): rewards 0, 0, 1 with values 0.5 give deltas 0, 0, 0.5
+    # and, with lambda 0.5, advantages 0.125, 0.25, 0.5.
     adv, ret = compute_gae(t([[0.0, 0.0, 1.0]]), t([[0.5, 0.5, 0.5]]), torch.ones(1, 3), gamma=1.0, lam=0.5)
     close(adv, [[0.125, 0.25, 0.5]], atol=1e-12)
     close(ret, [[0.625, 0.75, 1.0]], atol=1e-12)

@@ -22,7 +22,7 @@ from rlhfkit.data.reader import (
     Problem,
     not_empty,
     read_bytes,
-    read_json,
+    read_json_bytes,
     read_jsonl_bytes,
 )
 from rlhfkit.errors import ConfigError, PathNotFoundError
@@ -50,7 +50,7 @@ def read_file(path: str) -> DataFile:
         from rlhfkit.data import tables  # here: the datasets library is loaded for table files only
 
         return tables.read_table_file(path, ext)
-    return not_empty({".json": read_json}.get(ext, read_jsonl_bytes)(path, read_bytes(path)))
+    return not_empty({".json": read_json_bytes}.get(ext, read_jsonl_bytes)(path, read_bytes(path)))
 
 
 @dataclass

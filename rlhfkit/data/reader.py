@@ -114,7 +114,7 @@ def decode_text(path: str, data: bytes) -> str:
         raise DataFormatError([Problem(path, line, "(row)", "not UTF-8 text; re-save the file as UTF-8")]) from None
 
 
-def read_json(path: str, data: bytes) -> DataFile:
+def read_json_bytes(path: str, data: bytes) -> DataFile:
     """A JSON file holding a list of row objects (each row's position is the line it starts on). A file of one object
     per line (JSON Lines named .json) is read as JSON Lines; a single row object is one row; an object that wraps the
     list (`{"data": [...]}`) is an error with a hint.

@@ -57,14 +57,14 @@ def check_history(history: list[dict], run: RunInfo | None = None,
 # A run folder: read, check, print, report
 
 
-def _read_json(path: str) -> dict | None:
+def read_json_if_present(path: str) -> dict | None:
     """The JSON in `path`, None if there is no such file; a cut or unreadable file is a `ConfigError` naming it."""
     return read_json(path) if os.path.isfile(path) else None
 
 
 def run_info(output_dir: str, history: list[dict]) -> RunInfo:
     """The method, beta and reward-model files of a run folder (from run_config.json, else the logged keys)."""
-    settings = _read_json(os.path.join(output_dir, "run_config.json")) or {}
+    settings = read_json_if_present(os.path.join(output_dir, "run_config.json")) or {}
     training = settings.get("training", {})
     method = settings.get("method")
     if method is None:  # no run_config.json (a checkpoint folder, a run stopped before saving): guess from the log
@@ -72,8 +72,8 @@ def run_info(output_dir: str, history: list[dict]) -> RunInfo:
         method = ("reward model" if "margin" in keys else "PPO" if "objective/kl" in keys
                   else "GRPO" if "completions/clipped_ratio" in keys else "DPO" if "rewards/margins" in keys else None)
     return RunInfo(method=method, beta=training.get("beta"),
-                   probe=_read_json(os.path.join(output_dir, "rm_probe.json")),
-                   rm_accuracy=_read_json(os.path.join(output_dir, "rm_accuracy.json")))
+                   probe=read_json_if_present(os.path.join(output_dir, "rm_probe.json")),
+                   rm_accuracy=read_json_if_present(os.path.join(output_dir, "rm_accuracy.json")))
 
 
 def check_run(output_dir: str, thresholds: HealthThresholds | None = None) -> tuple[list[Finding], RunInfo, list]:
@@ -81,7 +81,7 @@ def check_run(output_dir: str, thresholds: HealthThresholds | None = None) -> tu
 
     Raises `PathNotFoundError` if the folder has no trainer_state.json (not a finished training run).
     """
-    state = _read_json(os.path.join(output_dir, "trainer_state.json"))
+    state = read_json_if_present(os.path.join(output_dir, "trainer_state.json"))
     if state is None:
         raise PathNotFoundError(f"{output_dir}: no trainer_state.json (run health reads a finished training run)")
     history = state.get("log_history", [])
