@@ -38,7 +38,7 @@ from types import SimpleNamespace
 from eval_args.eval_config import EvalArgs
 from rlhfkit.args import parse_args
 from rlhfkit.data.loader import read_file
-from rlhfkit.data.methods import count_too_long, load_preference_file
+from rlhfkit.data.offline import count_too_long, load_preference_file
 from rlhfkit.data.prompts import load_prompt_file
 from rlhfkit.data.shapes import detect_preference_format
 from rlhfkit.errors import ConfigError, run_cli

@@ -30,7 +30,7 @@ from trl import RewardTrainer
 from reward_args.model_config import RewardModelArgs
 from reward_args.training_config import RewardConfig
 from rlhfkit.args import parse_args
-from rlhfkit.data.methods import preference_data
+from rlhfkit.data.offline import preference_data
 from rlhfkit.errors import ConfigError, run_cli
 from rlhfkit.methods.odin import ODINRewardTrainer, keep_quality_head
 from rlhfkit.model import (

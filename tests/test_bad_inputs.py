@@ -454,7 +454,7 @@ def snapshot(folder: str) -> dict | None:
 
 
 def test_a_byte_order_mark_is_accepted(tmp_path):
-    from rlhfkit.data.methods import load_preference_file
+    from rlhfkit.data.offline import load_preference_file
 
     path = tmp_path / "bom.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + b'{"prompt": "q", "chosen": "a", "rejected": "b"}\n')

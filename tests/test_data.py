@@ -6,7 +6,7 @@ import pytest
 from conftest import demo_tokenizer, write_jsonl
 
 from rlhfkit.data.loader import split_train_eval
-from rlhfkit.data.methods import check_chat_template, count_too_long, load_preference_file
+from rlhfkit.data.offline import check_chat_template, count_too_long, load_preference_file
 from rlhfkit.data.pairs import split_hh_transcript
 from rlhfkit.data.prompts import load_prompt_file
 from rlhfkit.data.reader import DataFormatError

@@ -12,7 +12,7 @@ from common_args import CommonArgs
 from rlhfkit.args import parse_args
 from rlhfkit.data.distillation import load_distillation_file
 from rlhfkit.data.loader import load_splits
-from rlhfkit.data.methods import converter, load_preference_file
+from rlhfkit.data.offline import converter, load_preference_file
 from rlhfkit.data.prompts import load_prompt_file, prompt_rows
 from rlhfkit.data.reader import DataFormatError
 from rlhfkit.data.shapes import ShapeOptions, convert_row
@@ -120,7 +120,7 @@ def test_sharegpt_rows_from_value_or_role_content():
 def test_kto_labels_given_as_0_1_in_a_numeric_file(tmp_path):
     rows = [{"prompt": "Q?", "completion": "good", "label": 1}, {"prompt": "Q?", "completion": "bad", "label": 0}]
     args, config = kto_args(tmp_path, rows)
-    from rlhfkit.data.methods import kto_data
+    from rlhfkit.data.offline import kto_data
 
     said = []
     config.per_device_train_batch_size = 2

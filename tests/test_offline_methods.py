@@ -20,7 +20,7 @@ from common_args import CommonArgs
 from rlhf_args.kto_config import KTOConfig, kto_class_weights
 from rlhf_args.sft_config import SFTConfig
 from rlhfkit.args import parse_args
-from rlhfkit.data.methods import kto_data, sft_data
+from rlhfkit.data.offline import kto_data, sft_data
 from rlhfkit.data.reader import DataFormatError
 from rlhfkit.data.shapes import ShapeOptions, convert_row
 

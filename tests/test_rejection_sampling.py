@@ -12,7 +12,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassificat
 import rejection_sampling
 import train_rlhf
 from rlhfkit.data.distillation import load_distillation_file
-from rlhfkit.data.methods import load_preference_file
+from rlhfkit.data.offline import load_preference_file
 from rlhfkit.model import load_reward_model
 from rlhfkit.reward import reward_scorer
 

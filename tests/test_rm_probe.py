@@ -355,7 +355,7 @@ def test_cli_main_full_model(tmp_path, tokenizer, tiny_rm, capsys):
     assert saved["n_prompts"] == 3 and list(saved["variants"]) == list(VARIANTS)
     assert (tmp_path / "o" / "rm_probe.png").read_bytes()[:4] == b"\x89PNG"
     # the same numbers as the functions give on the loaded rows (seed 42, the training scripts' default)
-    from rlhfkit.data.methods import load_preference_file
+    from rlhfkit.data.offline import load_preference_file
 
     model, tok = load_reward_model(str(rm_dir), device="cpu")
     expected = run_probe(reward_scorer(model, tok), load_preference_file(data, True), max_prompts=3, seed=42)

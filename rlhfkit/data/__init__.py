@@ -15,13 +15,14 @@ Modules, one job each:
                  and the notes printed for the shapes a file held
     loader.py    `read_file` (the reader by file type) -> convert -> collect problems -> stop or drop; several files
                  with ratios; the train/eval split; the printed summary of a file
-    methods.py   the per-method loaders (preference_data, kto_data, sft_data) and the checks that need the
-                 tokenizer (the chat template joins prompt and answer, lengths)
+    offline.py   the loaders of rows that carry their answers, for the offline methods and the reward model
+                 (preference_data, kto_data, sft_data, load_preference_file) and the checks that need the tokenizer
+                 (the chat template joins prompt and answer, lengths)
     prompts.py   the online methods' and sampling's prompts (prompt_data, load_prompt_file), with their other columns
                  for reward functions; reads a row's `prompt` field itself, shapes.py only for other rows
     distillation.py  GKD's loaders (distillation_data, load_distillation_file), imported by train_gkd.py only
 
-The package imports none of them: a run imports the modules it uses (`from rlhfkit.data.methods import
+The package imports none of them: a run imports the modules it uses (`from rlhfkit.data.offline import
 preference_data`). A new data shape is one `Shape` row in shapes.py. `--check` (rlhfkit/report/preflight.py) prints
 what a run would train on.
 """

@@ -1,7 +1,7 @@
 """GKD's data (train_gkd.py): chats whose last assistant turn is the target, or prompts only, and the max_length fit.
 
 Each loader raises `DataFormatError` (`FILE:LINE: field ...`), `PathNotFoundError` or `ConfigError` before any model
-is loaded, as the other per-method loaders in `methods.py` do.
+is loaded, as the offline methods' loaders in `offline.py` do.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from rlhfkit.log import info_rank0
 
 from rlhfkit.data.loader import LoadedFile, load_file, load_splits
 from rlhfkit.data.messages import RowError
-from rlhfkit.data.methods import check_chat_template
+from rlhfkit.data.offline import check_chat_template
 from rlhfkit.data.shapes import convert_row, shape_notes
 from rlhfkit.errors import ConfigError
 

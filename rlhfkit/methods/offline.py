@@ -11,7 +11,7 @@ from trl import KTOTrainer, SFTTrainer
 from trl.experimental.cpo import CPOTrainer
 from trl.experimental.orpo import ORPOTrainer
 
-from rlhfkit.data.methods import kto_data, preference_data, sft_data
+from rlhfkit.data.offline import kto_data, preference_data, sft_data
 from rlhfkit.methods.dpo import DPOTrainer
 from rlhfkit.methods.trainer_inputs import trainer_inputs
 from rlhfkit.model import load_model

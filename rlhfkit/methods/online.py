@@ -1,6 +1,6 @@
 """What the online methods (PPO, RLOO, GRPO) use besides the policy: rewards, PPO's value and reference models.
 
-train_rlhf.py calls two hooks of a METHODS row:
+The online runs (`rlhfkit/ppo/run.py`, `rloo_grpo_trainer` in `trl_online.py`) call:
 * `online_inputs` (step 1, no weights yet): checks the reward-model and value-model folders and the layout, prints
   the degenerate-answer probe saved with the reward model, imports the reward function (and checks the prompt rows
   hold its gold columns) and reads PPO-ptx's rows;
@@ -64,7 +64,7 @@ def online_inputs(args, config, tokenizer, rows: list[dict]) -> dict:
                           f"--train_mode lora or qlora (or --model_mode separate for full fine-tuning)")
     ptx_rows = None
     if getattr(config, "ptx_data_path", None):  # PPO-ptx: any SFT shape, all rows, no eval split
-        from rlhfkit.data.methods import sft_data  # here: only PPO-ptx reads SFT rows
+        from rlhfkit.data.offline import sft_data  # here: only PPO-ptx reads SFT rows
 
         ptx_args = dataclasses.replace(args, train_data_path=config.ptx_data_path, train_data_ratios=None,
                                        eval_data_path=None, eval_split_size=0)

@@ -35,7 +35,7 @@ def ptx_loss(model, batch: dict) -> torch.Tensor:
 
 
 class PtxBatches:
-    """SFT rows `{"prompt", "completion"}` (`rlhfkit.data.methods.sft_data`), tokenised; `next_batch` gives the next
+    """SFT rows `{"prompt", "completion"}` (`rlhfkit.data.offline.sft_data`), tokenised; `next_batch` gives the next
     `batch_size` of a shuffled cycle seeded with `seed`, right-padded (b, L), labels -100 on prompt and padding.
     """
 

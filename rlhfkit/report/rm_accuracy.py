@@ -19,7 +19,7 @@ from rlhfkit.log import info_rank0
 import json
 import os
 
-from rlhfkit.data.methods import count_too_long
+from rlhfkit.data.offline import count_too_long
 from rlhfkit.report.arena import length_split_accuracy, read_length_split
 from rlhfkit.reward import ScoreFn, reward_scorer
 
@@ -29,7 +29,7 @@ ACCURACY_FILE = "rm_accuracy.json"
 def preference_accuracy(score_fn: ScoreFn, tokenizer, rows: list[dict], max_length: int | None) -> dict:
     """Score every pair's chosen and rejected answer and compute the length-split accuracies.
 
-    `rows` are canonical preference rows (`rlhfkit.data.methods.load_preference_file`); answer lengths are counted in
+    `rows` are canonical preference rows (`rlhfkit.data.offline.load_preference_file`); answer lengths are counted in
     tokens of `tokenizer` (the reward model's, no special tokens). `max_length` is the cut the scorer applies (None: no
     cut); pairs over it are counted in `n_cut`. Returns `rlhfkit.report.arena.length_split_accuracy`'s dict plus
     `n_cut`, `max_length` and `reading` (the one-line verdict). Raises `ValueError` if `rows` is empty.

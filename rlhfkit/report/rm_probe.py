@@ -26,7 +26,7 @@ import os
 import random
 import re
 
-from rlhfkit.data.methods import count_too_long, load_preference_file
+from rlhfkit.data.offline import count_too_long, load_preference_file
 from rlhfkit.errors import ConfigError, ToolParser, run_cli
 from rlhfkit.model import check_reward_model_path, load_reward_model
 from rlhfkit.outputs import check_can_write

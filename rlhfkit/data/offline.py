@@ -1,5 +1,6 @@
-"""The per-method data loaders of the reward model and the offline methods: which target each needs, what it prints,
-and its own checks (the online methods' prompts: `prompts.py`; GKD's rows: `distillation.py`).
+"""The data of the offline methods and the reward model, rows that carry their answers (pairs, labelled answers,
+demonstrations): which target each loader needs, what it prints, and its own checks (the online methods' prompts:
+`prompts.py`; GKD's rows: `distillation.py`).
 
 Each `*_data(model_args, config, tokenizer, too_long, log)` returns `(train_rows, eval_rows)` ready for the trainer,
 and raises `DataFormatError`, `PathNotFoundError` or `ConfigError` before any model is loaded. The single-file
