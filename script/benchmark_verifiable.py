@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -151,6 +152,48 @@ OFFLINE = ["--per_device_train_batch_size", "8", "--max_length", "64"]
 # held-out accuracy against steps: a checkpoint every quarter of the run, all kept
 CHECKPOINTS = ["--save_strategy", "steps", "--save_steps", str(STEPS // 4), "--save_total_limit", "4"]
 
+# The overoptimization study (Gao et al. 2023): proxy reward models trained on verifier-labelled pairs of the base's
+# own answers (`rm_data`: 640 training prompts x 8 answers, every right x wrong pair of answers that ended), held-out
+# pairs and best-of-n candidates from 250 held-out prompts x 16 answers (`bon_samples`).
+RM_PAIRS = os.path.join(OUT, "rm_data", "out", "pairs.jsonl")
+BON = os.path.join(OUT, "bon_samples", "out")
+BON_PROMPTS, BON_N = 250, 16
+
+
+def sampling(prompts: str, max_prompts: int, n: int, new_tokens: int, *extra: str) -> list[str]:
+    """rejection_sampling.py of the base, scored by the verifier: every right x wrong pair (unfinished answers out)."""
+    return ["rejection_sampling.py", "--policy_name_or_path", MODEL, "--reward_model_path", "none", "--reward_function",
+            VERIFIER, "--prompts_path", prompts, "--max_prompts", str(max_prompts), "--num_samples", str(n),
+            "--temperature", "0.7", "--max_new_tokens", str(new_tokens), "--batch_size", "32", "--min_score_gap", "1",
+            "--pairs", "all", "--output_dir", "{row}/out", "--seed", str(SEED), *extra]
+
+
+def reward_model(pairs: int | None, seed: int = SEED, *extra: str) -> list[list[str]]:
+    """Take `pairs` of rm_data's pairs (None: all; seeded), train a LoRA reward model on them; held-out pairs: up to
+    600 of bon_samples' pairs (prompts no reward model saw).
+    """
+    subset = ["script/benchmark_verifiable.py", "subset", RM_PAIRS, str(pairs or 0), str(seed), "{row}/train.jsonl"]
+    held_out = ["script/benchmark_verifiable.py", "subset", os.path.join(BON, "pairs.jsonl"), "600", str(SEED),
+                "{row}/held_out.jsonl"]
+    epochs = "1" if pairs is None or pairs > 1000 else "2"
+    return [subset, held_out, ["reward_model.py", "--model_name_or_path", MODEL, "--train_mode", "lora",
+                               "--train_data_path", "{row}/train.jsonl", "--eval_data_path", "{row}/held_out.jsonl",
+                               "--output_dir", "{row}/model", "--num_train_epochs", epochs, "--learning_rate", "2e-4",
+                               "--max_length", "96", "--per_device_train_batch_size", "8", "--probe_prompts", "0",
+                               "--save_strategy", "no", "--report_to", "none", "--logging_steps", "5", "--seed",
+                               str(seed), *extra]]
+
+
+def ppo_with(reward_models: str, *extra: str) -> list[list[str]]:
+    """PPO (the ppo_separate row's settings) against reward model row(s) `a,b,...`, a checkpoint every 16 steps."""
+    paths = ",".join(f"{OUT}/{name}/model" for name in reward_models.split(","))
+    return [train_flags("PPO", "{row}/model", None, "--reward_model_path", paths, "--temperature", "0.7", *PPO,
+                        "--model_mode", "separate", *CHECKPOINTS, *extra)]
+
+
+RM_ROWS = ["rm_100", "rm_500", "rm_all", "rm_all_odin", "rm_all_seed1", "rm_all_seed2"]
+ENSEMBLE = "rm_all,rm_all_seed1,rm_all_seed2"
+
 # row -> list of commands (argv after `python`), the trained model's folder relative to the row (None: the base)
 ROWS: dict[str, tuple[list[list[str]], str | None]] = {
     "base": ([], None),
@@ -191,6 +234,18 @@ ROWS: dict[str, tuple[list[list[str]], str | None]] = {
                                  "--max_completion_length", "128")], "model"),
     "ppo_rm": ([train_flags("PPO", "{row}/model", None, "--reward_model_path", f"{OUT}/reward_model/model",
                             "--temperature", "0.7", *PPO, "--model_mode", "separate")], "model"),
+    "rm_data": ([sampling("{data}/train.jsonl", 640, 8, 24, "--max_pairs_per_prompt", "16")], None),
+    "bon_samples": ([sampling("{data}/test.jsonl", BON_PROMPTS, BON_N, 16, "--max_pairs_per_prompt", "4")], None),
+    "rm_100": (reward_model(100), None),
+    "rm_500": (reward_model(500), None),
+    "rm_all": (reward_model(None), None),
+    "rm_all_odin": (reward_model(None, SEED, "--length_debias", "odin"), None),
+    "rm_all_seed1": (reward_model(None, 1), None),
+    "rm_all_seed2": (reward_model(None, 2), None),
+    "ppo_rm_all": (ppo_with("rm_all"), "model"),
+    "ppo_rm_500": (ppo_with("rm_500"), "model"),
+    "ppo_rm_ensemble": (ppo_with(ENSEMBLE, "--reward_ensemble", "mean"), "model"),
+    "ppo_rm_ensemble_min": (ppo_with(ENSEMBLE, "--reward_ensemble", "min"), "model"),
 }
 
 
@@ -211,53 +266,82 @@ def run_row(name: str) -> None:
             subprocess.run([sys.executable, *argv], cwd=ROOT, check=True, stdout=log, stderr=subprocess.STDOUT)
     train_seconds = time.time() - started
     result = {"row": name, "train_seconds": round(train_seconds, 1), **training_numbers(row)}
+    proxy, ensemble = flag_value(commands, "--reward_model_path"), flag_value(commands, "--reward_ensemble") or "mean"
+    proxy = None if proxy in (None, "none") else proxy
     if name == "best_of_4":
         result.update(best_of_n(row))
-    elif not name.startswith("rejection_sampling") and name != "reward_model":
-        proxy = f"{OUT}/reward_model/model" if name == "ppo_rm" else None
-        result.update(evaluate(row, os.path.join(row, model) if model else MODEL, proxy))
-        if model:
-            result["accuracy_curve"] = accuracy_curve(row, os.path.join(row, model), result)
-    else:
+    elif name in RM_ROWS:
         result.update(offline_numbers(name, row))
+        result["bon_scores"] = score_bon_samples(os.path.join(row, "model"))
+    elif name.startswith("rejection_sampling") or name in ("reward_model", "rm_data", "bon_samples"):
+        result.update(offline_numbers(name, row))
+    else:
+        result.update(evaluate(row, os.path.join(row, model) if model else MODEL, proxy, ensemble=ensemble))
+        if model:
+            result["accuracy_curve"] = accuracy_curve(row, os.path.join(row, model), result, proxy, ensemble)
     with open(os.path.join(row, "row.json"), "w") as f:
         json.dump(result, f, indent=2)
     lists = ("correct_list", "followed_list", "reward_curve", "accuracy_curve")
     print(f"[{name}] " + json.dumps({k: v for k, v in result.items() if k not in lists}), flush=True)
 
 
-def accuracy_curve(row: str, model: str, final: dict) -> list[tuple[int, float, list[float]]]:
-    """Held-out accuracy (95% CI) at step 0 (the base's row.json), at each checkpoint-N under `model` and at the end."""
+def flag_value(commands: list[list[str]], flag: str) -> str | None:
+    """The value after `flag` in the last command that has it (None if none has)."""
+    values = [argv[argv.index(flag) + 1] for argv in commands if flag in argv]
+    return values[-1] if values else None
+
+
+def logged_kl(row: str, step: int) -> float | None:
+    """PPO's KL from the base (nats per answer, `objective/kl`) logged last at or before `step`."""
+    path = os.path.join(row, "model", "trainer_state.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        values = [e["objective/kl"] for e in json.load(f)["log_history"] if "objective/kl" in e and e["step"] <= step]
+    return values[-1] if values else None
+
+
+def accuracy_curve(row: str, model: str, final: dict, proxy: str | None = None, ensemble: str = "mean") -> list[dict]:
+    """Held-out accuracy (95% CI) at step 0 (the base), at each checkpoint-N under `model` and at the end; with a
+    `proxy` reward model also its mean score of the same greedy answers and the KL logged at that step.
+    """
     task = task_of(os.path.basename(row))
     base_path = os.path.join(OUT, "ifeval_base" if task is TASKS["ifeval"] else "base", "row.json")
     curve = []
-    if os.path.isfile(base_path):
+    if proxy:
+        base = evaluate(row, MODEL, proxy, out="eval_step_0", ensemble=ensemble)
+        curve.append({"step": 0, **point_of(base), "kl": 0.0})
+    elif os.path.isfile(base_path):
         with open(base_path) as f:
-            base = json.load(f)
-        curve.append((0, base["accuracy"], base["accuracy_ci"]))
+            curve.append({"step": 0, **point_of(json.load(f))})
     names = [n for n in os.listdir(model) if n.startswith("checkpoint-")]
     for name in sorted(names, key=lambda n: int(n.split("-")[1])):
         step = int(name.split("-")[1])
         if step < STEPS:
-            point = evaluate(row, os.path.join(model, name), out=f"eval_step_{step}")
-            curve.append((step, point["accuracy"], point["accuracy_ci"]))
-    return curve + [(STEPS, final["accuracy"], final["accuracy_ci"])] if len(curve) > 1 else []
+            point = evaluate(row, os.path.join(model, name), proxy, out=f"eval_step_{step}", ensemble=ensemble)
+            curve.append({"step": step, **point_of(point), "kl": logged_kl(row, step)})
+    final_point = {"step": STEPS, **point_of(final), "kl": logged_kl(row, STEPS)}
+    return curve + [final_point] if len(curve) > 1 else []
 
 
-def evaluate(row: str, model: str, proxy: str | None = None, out: str = "eval") -> dict:
+def point_of(result: dict) -> dict:
+    return {"accuracy": result["accuracy"], "accuracy_ci": result["accuracy_ci"],
+            "proxy_reward": result.get("proxy_reward")}
+
+
+def evaluate(row: str, model: str, proxy: str | None = None, out: str = "eval", ensemble: str = "mean") -> dict:
     """evaluate.py on the task's held-out prompts (greedy, the verifier as the judge); the per-prompt right/wrong
     list is kept for the paired test against the base. IFEval: also the instruction-level strict accuracy. With a
-    `proxy` reward model, the base answers too and both are scored by it as well (proxy and gold side by side).
+    `proxy` reward model (or ensemble, combined by `ensemble`), also its mean score of the answers.
     """
     task, out = task_of(os.path.basename(row)), os.path.join(row, out)
     test, function = os.path.join(DATA, task["test"]), task["verifier"].split(":")[1]
-    models = [f"base={MODEL}", f"model={model}"] if proxy else [f"model={model}"]
     started = time.time()
     with open(os.path.join(row, "log.txt"), "a") as log:
-        subprocess.run([sys.executable, "evaluate.py", "--models", *models, "--reward_model_path", proxy or "none",
-                        "--reward_function", task["verifier"], "--eval_data_path", test, "--max_new_tokens",
-                        str(task["new_tokens"]), "--batch_size", "32", "--output_dir", out], cwd=ROOT, check=True,
-                       stdout=log, stderr=subprocess.STDOUT)
+        subprocess.run([sys.executable, "evaluate.py", "--models", f"model={model}", "--reward_model_path",
+                        proxy or "none", "--reward_ensemble", ensemble, "--reward_function", task["verifier"],
+                        "--eval_data_path", test, "--max_new_tokens", str(task["new_tokens"]), "--batch_size", "32",
+                        "--output_dir", out], cwd=ROOT, check=True, stdout=log, stderr=subprocess.STDOUT)
     with open(os.path.join(out, "summary.json")) as f:
         summary = json.load(f)
     with open(os.path.join(out, "generations.jsonl")) as f:
@@ -267,8 +351,7 @@ def evaluate(row: str, model: str, proxy: str | None = None, out: str = "eval") 
               "correct_list": [s == 1 for s in scores], "mean_length": metrics["mean_length"],
               "eos_rate": metrics["eos_rate"]}
     if proxy:
-        result["proxy_reward"] = {name: m["mean_score_by_judge"]["reward_model"]
-                                  for name, m in summary["models"].items()}
+        result["proxy_reward"] = metrics["mean_score_by_judge"]["reward_model"]
     if task is TASKS["ifeval"]:
         counts = [len(json.loads(line)["instruction_id_list"]) for line in open(test)]
         result["followed_list"] = [s * n for s, n in zip(scores, counts)]  # instructions followed, per prompt
@@ -336,6 +419,55 @@ def training_numbers(row: str) -> dict:
             "train_reward": next((last[k] for k in ("objective/scores", "reward") if k in last), None),
             "reward_curve": [(e["step"], e.get("objective/scores", e.get("reward"))) for e in history
                              if "objective/scores" in e or "reward" in e]}
+
+
+def subset(source: str, count: int, seed: int, target: str) -> None:
+    """Write `count` lines of `source` drawn without replacement with `seed` (0 or more than there are: all) to
+    `target`, in their order in `source`.
+    """
+    lines = open(source).readlines()
+    keep = sorted(random.Random(seed).sample(range(len(lines)), count)) if 0 < count < len(lines) else range(len(lines))
+    with open(target, "w") as f:
+        f.writelines(lines[i] for i in keep)
+    print(f"wrote {len(keep)} of the {len(lines)} rows of {source} to {target}")
+
+
+def score_bon_samples(rm_dir: str) -> list[list[float]]:
+    """The reward model's score of each of bon_samples' answers: one list of BON_N scores per held-out prompt."""
+    from rlhfkit.model import load_reward_model
+    from rlhfkit.reward import reward_scorer
+
+    samples = [json.loads(line) for line in open(os.path.join(BON, "samples.jsonl"))]
+    model, tokenizer = load_reward_model(rm_dir, "cpu")
+    score = reward_scorer(model, tokenizer, batch_size=64)
+    flat = score([s["prompt"] for s in samples for _ in s["answers"]],
+                 [a["text"] for s in samples for a in s["answers"]])
+    out, start = [], 0
+    for s in samples:
+        out.append(flat[start:start + len(s["answers"])])
+        start += len(s["answers"])
+    return out
+
+
+def best_of_n_curve(scores: list[list[float]], ns: tuple[int, ...] = (1, 2, 4, 8, 16)) -> list[dict]:
+    """Best-of-n of the base on bon_samples' held-out prompts, the reward model picking: for each n, the gold accuracy
+    (Wilson 95%) and the proxy score of the picked answer, averaged over the BON_N / n disjoint groups of n answers
+    of each prompt, and the analytical KL of best-of-n from the base, log n - (n - 1) / n (Stiennon et al. 2020).
+    """
+    samples = [json.loads(line) for line in open(os.path.join(BON, "samples.jsonl"))]
+    curve = []
+    for n in ns:
+        right, proxy = [], []
+        for sample, prompt_scores in zip(samples, scores):
+            gold = [a["score"] == 1 for a in sample["answers"]]
+            for start in range(0, len(gold) - n + 1, n):
+                pick = max(range(start, start + n), key=lambda i: prompt_scores[i])
+                right.append(gold[pick])
+                proxy.append(prompt_scores[pick])
+        interval = accuracy_interval(right)
+        curve.append({"n": n, "kl": math.log(n) - (n - 1) / n, "accuracy": interval["accuracy"],
+                      "accuracy_ci": interval["accuracy_ci"], "proxy_reward": sum(proxy) / len(proxy)})
+    return curve
 
 
 def right_answers() -> None:
@@ -467,7 +599,8 @@ def plot(rows: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["data", "ifeval-data", "run", "report", "trl-grpo", "right-answers"])
+    parser.add_argument("command", choices=["data", "ifeval-data", "run", "report", "trl-grpo", "right-answers",
+                                            "subset"])
     parser.add_argument("rows", nargs="*", help=f"with run: rows among {', '.join(ROWS)} (default: all)")
     args = parser.parse_args()
     if args.command == "data":
@@ -489,6 +622,8 @@ def main() -> None:
         trl_grpo(args.rows[0], *map(int, args.rows[1:]))  # OUTPUT_DIR [STEPS]
     elif args.command == "right-answers":
         right_answers()
+    elif args.command == "subset":
+        subset(args.rows[0], int(args.rows[1]), int(args.rows[2]), args.rows[3])  # SOURCE COUNT SEED TARGET
     else:
         report()
 
