@@ -4,6 +4,7 @@
     python script/benchmark_verifiable.py run base grpo ppo    # rows, one after another; a finished row is skipped
     python script/benchmark_verifiable.py report               # the table (Markdown) and verifiable_rewards.png
     python script/benchmark_verifiable.py trl-grpo DIR 8       # only the peer, 8 steps (for side-by-side timing)
+    python script/benchmark_verifiable.py run rm_data bon_samples rm_all ppo_rm_all   # the overoptimization study
 
 Task "arithmetic": "What is A plus B? Reply with only the number." for two-digit A and B, gold `answer` A + B,
 scored by `rlhfkit.verifiers:exact_number`. The unordered pairs {A, B} are split with a fixed seed: 500 held-out
@@ -18,6 +19,17 @@ base on the held-out prompts (the verifier picks: pass@4, an oracle RL has to ap
 answer -> DPO, KTO, SimPO, ORPO, and -> SFT on the right answers; `rejection_sampling_48` / `dpo_48` sample 48 new
 tokens instead of 16, so that the answers end); and the classic pipeline (a reward model trained on those
 verifier-labelled pairs -> PPO with it, scored on held-out prompts by the verifier; proxy and gold side by side).
+
+The overoptimization study (Gao et al. 2023): `rm_data` samples 8 answers (24 new tokens) for 640 training prompts
+and keeps every right x wrong pair of answers that ended; `bon_samples` samples 16 answers (16 new tokens) for 250
+held-out prompts (the best-of-n candidates; their right x wrong pairs are the reward models' held-out pairs).
+`rm_100`, `rm_500`, `rm_all` train LoRA reward models on 100, 500 and all of those pairs, `rm_all_odin` with ODIN,
+`rm_all_seed1` / `rm_all_seed2` with other seeds (with `rm_all`: the ensemble, `rm_ensemble`); each scores the
+best-of-n candidates (`bon_scores`). `ppo_rm_all`, `ppo_rm_500`, `ppo_rm_ensemble` (mean) and `ppo_rm_ensemble_min`
+run PPO against them with a checkpoint every 16 steps; each checkpoint's gold accuracy, proxy reward and logged KL
+make the curve. `report` prints the reward-model table and draws overoptimization.png (gold and proxy against KL,
+best-of-n and PPO, one panel per reward model). `<row>_seed1` / `<row>_seed2` repeat grpo, ppo_separate, kto, dpo
+and ppo_rm_all with seeds 1 and 2 (report: mean and spread).
 
 Task "ifeval" (rows `ifeval_*`): training prompts are the first user turns of ../shared/data's hh-rlhf file, each
 with one or two IFEval instructions attached (the Tulu 3 RLVR recipe; descriptions and arguments drawn by lm-eval's
@@ -242,11 +254,35 @@ ROWS: dict[str, tuple[list[list[str]], str | None]] = {
     "rm_all_odin": (reward_model(None, SEED, "--length_debias", "odin"), None),
     "rm_all_seed1": (reward_model(None, 1), None),
     "rm_all_seed2": (reward_model(None, 2), None),
+    "rm_ensemble": ([["evaluate.py", "--reward_model_path", ",".join(f"{OUT}/{m}/model" for m in ENSEMBLE.split(",")),
+                      "--eval_data_path", f"{OUT}/rm_all/held_out.jsonl", "--max_length", "96", "--output_dir",
+                      "{row}/accuracy"]], None),
     "ppo_rm_all": (ppo_with("rm_all"), "model"),
     "ppo_rm_500": (ppo_with("rm_500"), "model"),
     "ppo_rm_ensemble": (ppo_with(ENSEMBLE, "--reward_ensemble", "mean"), "model"),
     "ppo_rm_ensemble_min": (ppo_with(ENSEMBLE, "--reward_ensemble", "min"), "model"),
 }
+
+SEEDED = ("grpo", "ppo_separate", "kto", "dpo", "ppo_rm_all")  # rows repeated with seeds 1 and 2: `<row>_seed<k>`
+
+
+def with_seed(commands: list[list[str]], seed: int) -> list[list[str]]:
+    """The row's commands with `--seed` set to `seed` and no intermediate checkpoints (the seeds compare the end)."""
+    out = []
+    for argv in commands:
+        argv = list(argv)
+        if "--seed" in argv:
+            argv[argv.index("--seed") + 1] = str(seed)
+        at = next((i for i in range(len(argv)) if argv[i:i + len(CHECKPOINTS)] == CHECKPOINTS), None)
+        if at is not None:  # the earlier --save_strategy no holds
+            del argv[at:at + len(CHECKPOINTS)]
+        out.append(argv)
+    return out
+
+
+for _name in SEEDED:
+    for _seed in (1, 2):
+        ROWS[f"{_name}_seed{_seed}"] = (with_seed(ROWS[_name][0], _seed), ROWS[_name][1])
 
 
 def run_row(name: str) -> None:
@@ -273,6 +309,10 @@ def run_row(name: str) -> None:
     elif name in RM_ROWS:
         result.update(offline_numbers(name, row))
         result["bon_scores"] = score_bon_samples(os.path.join(row, "model"))
+    elif name == "rm_ensemble":  # held-out pair accuracy of the mean; best-of-n from the members' saved scores
+        with open(os.path.join(row, "accuracy", "summary.json")) as f:
+            result["rm_accuracy"] = json.load(f)["reward_model_accuracy"]
+        result["bon_scores"] = ensemble_scores("mean")
     elif name.startswith("rejection_sampling") or name in ("reward_model", "rm_data", "bon_samples"):
         result.update(offline_numbers(name, row))
     else:
@@ -449,20 +489,40 @@ def score_bon_samples(rm_dir: str) -> list[list[float]]:
     return out
 
 
-def best_of_n_curve(scores: list[list[float]], ns: tuple[int, ...] = (1, 2, 4, 8, 16)) -> list[dict]:
-    """Best-of-n of the base on bon_samples' held-out prompts, the reward model picking: for each n, the gold accuracy
-    (Wilson 95%) and the proxy score of the picked answer, averaged over the BON_N / n disjoint groups of n answers
-    of each prompt, and the analytical KL of best-of-n from the base, log n - (n - 1) / n (Stiennon et al. 2020).
+def ensemble_scores(combine: str) -> list[list[float]]:
+    """bon_samples' scores of the ENSEMBLE members (their rows' `bon_scores`) combined by `combine`."""
+    import torch
+
+    from rlhfkit.reward_ensemble import combine_scores
+
+    members = []
+    for name in ENSEMBLE.split(","):
+        with open(os.path.join(OUT, name, "row.json")) as f:
+            members.append(json.load(f)["bon_scores"])
+    return [combine_scores(torch.tensor(list(zip(*prompt))), combine).tolist() for prompt in zip(*members)]
+
+
+def bon_gold() -> list[list[bool]]:
+    """bon_samples' verifier verdicts: per held-out prompt, whether each sampled answer is right."""
+    return [[a["score"] == 1 for a in json.loads(line)["answers"]] for line in open(os.path.join(BON, "samples.jsonl"))]
+
+
+def best_of_n_curve(scores: list[list[float]], gold: list[list[bool]] | None = None,
+                    ns: tuple[int, ...] = (1, 2, 4, 8, 16)) -> list[dict]:
+    """Best-of-n with a reward model picking: `scores[i][j]` is its score of prompt i's answer j, `gold[i][j]` whether
+    that answer is right (default: bon_samples'). For each n, the gold accuracy (Wilson 95%) and the proxy score of
+    the picked answer (the first of equal scores), over the disjoint groups of n answers of each prompt (answers
+    0..n-1, n..2n-1, ...), and the analytical KL of best-of-n from the sampling policy, log n - (n - 1) / n nats
+    (Stiennon et al. 2020).
     """
-    samples = [json.loads(line) for line in open(os.path.join(BON, "samples.jsonl"))]
+    gold = bon_gold() if gold is None else gold
     curve = []
     for n in ns:
         right, proxy = [], []
-        for sample, prompt_scores in zip(samples, scores):
-            gold = [a["score"] == 1 for a in sample["answers"]]
-            for start in range(0, len(gold) - n + 1, n):
-                pick = max(range(start, start + n), key=lambda i: prompt_scores[i])
-                right.append(gold[pick])
+        for prompt_gold, prompt_scores in zip(gold, scores):
+            for start in range(0, len(prompt_gold) - n + 1, n):
+                pick = max(range(start, start + n), key=lambda i: (prompt_scores[i], -i))
+                right.append(prompt_gold[pick])
                 proxy.append(prompt_scores[pick])
         interval = accuracy_interval(right)
         curve.append({"n": n, "kl": math.log(n) - (n - 1) / n, "accuracy": interval["accuracy"],
@@ -534,19 +594,104 @@ def report() -> None:
               f"{fmt(r.get('seconds_per_step'), '.2f')} | {fmt(r.get('mean_length'), '.1f')} | "
               f"{fmt(r.get('kl'), '.3f')} |")
     for name, r in rows.items():
-        if "proxy_reward" in r:
-            print(f"\n{name}: proxy reward (the reward model's mean score on the held-out answers) base "
-                  f"{r['proxy_reward']['base']:+.3f} -> {r['proxy_reward']['model']:+.3f}; gold accuracy "
-                  f"{rows.get('base', {}).get('accuracy', float('nan')):.3f} -> {r['accuracy']:.3f}")
+        if r.get("accuracy_curve") and r["accuracy_curve"][0].get("proxy_reward") is not None:
+            print(f"\n{name}: step, gold accuracy [95% CI], proxy reward (the reward model's mean score of the "
+                  f"greedy held-out answers), KL logged at that step: " + "; ".join(
+                      f"{p['step']}: {p['accuracy']:.3f} [{p['accuracy_ci'][0]:.3f}, {p['accuracy_ci'][1]:.3f}], "
+                      f"{p['proxy_reward']:+.3f}, {fmt(p.get('kl'), '.2f')}" for p in r["accuracy_curve"]))
         base_row = rows.get("ifeval_base") if name.startswith("ifeval_") and name != "ifeval_base" else None
         level = instruction_level_test(r, base_row) if base_row else None
         if level:
             print(f"\n{name}: instruction-level strict {level['base']:.3f} (base) -> {level['model']:.3f} "
                   f"({level['difference']:+.3f}), Wilcoxon signed-rank p = {level['p_value']:.2g} on the "
                   f"{level['prompts']} prompts' instructions followed")
-        if "rm_accuracy" in r:
-            print(f"\n{name}: held-out pair accuracy of the reward model {r['rm_accuracy'].get('accuracy')}")
+    reward_model_table(rows)
+    seeds_table(rows)
     plot(rows)
+    plot_overoptimization(rows)
+
+
+def reward_model_table(rows: dict) -> None:
+    """The study's reward models: training pairs, held-out pair accuracy (Wilson 95%) beside both length rules, the
+    accuracy on length-matched pairs, and best-of-n's gold accuracy on the held-out prompts (greedy: the base row).
+    """
+    names = [n for n in [*RM_ROWS, "rm_ensemble"] if n in rows and "rm_accuracy" in rows[n]]
+    if not names:
+        return
+    print("\n| reward model | training pairs | held-out pair accuracy [95% CI] | shorter wins | longer wins | "
+          "length-matched (pairs) | best-of-1 | best-of-4 | best-of-16 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in names:
+        a, path = rows[name]["rm_accuracy"], os.path.join(OUT, name, "train.jsonl")
+        pairs = sum(1 for _ in open(path)) if os.path.isfile(path) else "3 x " + str(
+            sum(1 for _ in open(os.path.join(OUT, "rm_all", "train.jsonl"))))
+        low, high = wilson(a["accuracy"], a["n"])
+        bon = {p["n"]: p["accuracy"] for p in best_of_n_curve(rows[name]["bon_scores"])}
+        matched = "n/a" if a.get("accuracy_length_matched") is None else f"{a['accuracy_length_matched']:.3f}"
+        print(f"| {name} | {pairs} | {a['accuracy']:.3f} [{low:.3f}, {high:.3f}] ({a['n']}) | "
+              f"{a['shorter_wins_accuracy']:.3f} | {a['longer_wins_accuracy']:.3f} | {matched} "
+              f"({a['n_length_matched']}) | {bon[1]:.3f} | {bon[4]:.3f} | {bon[16]:.3f} |")
+
+
+def seeds_table(rows: dict) -> None:
+    """Rows run with seeds 0, 1 and 2: each seed's held-out accuracy, their mean, standard deviation and range."""
+    lines = []
+    for name in SEEDED:
+        runs = [rows[n]["accuracy"] for n in (name, f"{name}_seed1", f"{name}_seed2") if "accuracy" in rows.get(n, {})]
+        if len(runs) > 1:
+            mean = sum(runs) / len(runs)
+            std = math.sqrt(sum((x - mean) ** 2 for x in runs) / (len(runs) - 1))
+            lines.append(f"| {name} | {', '.join(f'{x:.3f}' for x in runs)} | {mean:.3f} | {std:.3f} | "
+                         f"{min(runs):.3f}-{max(runs):.3f} |")
+    if lines:
+        print("\n| row | held-out accuracy, seeds 0 1 2 | mean | standard deviation | range |\n|---|---|---|---|---|")
+        print("\n".join(lines))
+
+
+def wilson(p: float, n: int) -> tuple[float, float]:
+    """Wilson 95% interval of a share `p` of `n` (ties counted half make p fractional; the interval is the same)."""
+    z = 1.959964
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half / (1 + z * z / n), centre + half / (1 + z * z / n)
+
+
+PPO_OF = {"rm_all": "ppo_rm_all", "rm_500": "ppo_rm_500", "rm_ensemble": "ppo_rm_ensemble"}
+
+
+def plot_overoptimization(rows: dict) -> None:
+    """overoptimization.png (Gao et al. 2023, figure 1): one panel per reward model, gold accuracy (left axis) and
+    proxy reward (right axis) against KL from the base, for best-of-n (n = 1..16, analytical KL) and for PPO with that
+    reward model (its checkpoints, logged KL); the greedy base's gold accuracy dashed.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = [n for n in [*RM_ROWS, "rm_ensemble"] if "bon_scores" in rows.get(n, {})]
+    if not names:
+        return
+    fig = Figure(figsize=(4.2 * len(names), 3.8))
+    FigureCanvasAgg(fig)
+    for ax, name in zip(fig.subplots(1, len(names), squeeze=False)[0], names):
+        proxy_ax = ax.twinx()
+        bon = best_of_n_curve(rows[name]["bon_scores"])
+        ax.plot([p["kl"] for p in bon], [p["accuracy"] for p in bon], "o-", color="tab:blue", label="best-of-n gold")
+        proxy_ax.plot([p["kl"] for p in bon], [p["proxy_reward"] for p in bon], "o--", color="tab:orange",
+                      label="best-of-n proxy")
+        ppo = [p for p in rows.get(PPO_OF.get(name), {}).get("accuracy_curve", []) if p.get("kl") is not None]
+        if ppo:
+            ax.plot([p["kl"] for p in ppo], [p["accuracy"] for p in ppo], "s-", color="tab:green", label="PPO gold")
+            proxy_ax.plot([p["kl"] for p in ppo], [p["proxy_reward"] for p in ppo], "s--", color="tab:red",
+                          label="PPO proxy")
+        if "base" in rows:
+            ax.axhline(rows["base"]["accuracy"], color="grey", linestyle=":", linewidth=1)
+        ax.set(title=name, xlabel="KL from the base (nats per answer)", ylabel="gold accuracy (held-out)",
+               ylim=(0, 1))
+        proxy_ax.set_ylabel("proxy reward (reward model)")
+        handles = ax.get_legend_handles_labels()[0] + proxy_ax.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(os.path.join(OUT, "overoptimization.png"), dpi=100)
+    print(f"wrote {os.path.join(OUT, 'overoptimization.png')}")
 
 
 def plot(rows: dict) -> None:
@@ -565,7 +710,7 @@ def plot(rows: dict) -> None:
     colors = {name: matplotlib.colormaps["tab20"](i % 20) for i, name in enumerate(rows)}
     for name, r in rows.items():
         curve = [(s, v) for s, v in r.get("reward_curve", []) if v is not None]
-        if len(curve) >= 8 and name != "ppo_rm":  # ppo_rm's reward is the reward model's score, not the verifier
+        if len(curve) >= 8 and not name.startswith("ppo_rm"):  # their reward is a reward model's, not the verifier
             steps, values = np.array(curve).T
             mean = np.convolve(values, np.ones(8) / 8, mode="valid")
             left.plot(steps[7:], mean, label=name, linewidth=1.5, color=colors[name])
@@ -575,8 +720,8 @@ def plot(rows: dict) -> None:
         left.legend(fontsize=7)
     for name, r in rows.items():
         if r.get("accuracy_curve"):
-            steps, accuracy, ci = zip(*r["accuracy_curve"])
-            low, high = zip(*ci)
+            steps, accuracy = [p["step"] for p in r["accuracy_curve"]], [p["accuracy"] for p in r["accuracy_curve"]]
+            low, high = zip(*(p["accuracy_ci"] for p in r["accuracy_curve"]))
             middle.plot(steps, accuracy, marker="o", label=name, color=colors[name])
             middle.fill_between(steps, low, high, alpha=0.2, color=colors[name])
     middle.set(xlabel="optimizer step", ylabel="held-out accuracy (Wilson 95% CI)", ylim=(0, 1),
