@@ -64,7 +64,8 @@ def test_precision_is_fp32_on_cpu_and_follows_the_gpu(monkeypatch):
 @pytest.mark.parametrize("script", [train_rlhf, reward_model])
 def test_bad_data_stops_before_any_model_is_loaded(script, tiny_model_dir, tmp_path, monkeypatch):
     data = write_jsonl(tmp_path / "d.jsonl", [ROW, ROW, '{"prompt": "q", "chosen": ', ROW])
-    monkeypatch.setattr(script, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    where = "rlhfkit.methods.offline" if script is train_rlhf else "reward_model"  # the module that loads the policy
+    monkeypatch.setattr(f"{where}.load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     out = tmp_path / "out"
     start = time.time()
     with pytest.raises(ValueError, match=r"d.jsonl:3: field '\(row\)': malformed JSON"):

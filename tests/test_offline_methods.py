@@ -289,7 +289,7 @@ def test_kto_class_weights_follow_the_paper_range(n_d, n_u, given, expected):
 
 
 def test_kto_batch_size_one_is_refused_with_the_reason(tiny_model_dir, easy_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_rlhf, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr("rlhfkit.methods.offline.load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     with pytest.raises(ValueError, match=r"per_device_train_batch_size >= 2 \(got 1\).*KL reference point"):
         train_rlhf.main(base_flags(tiny_model_dir, easy_data[0], tmp_path / "o", "--rlhf_type", "KTO",
                                    "--per_device_train_batch_size", "1"))

@@ -396,7 +396,7 @@ def test_bad_ptx_rows_stop_the_run_before_any_weights_load(toy, tmp_path, monkey
     from rlhfkit.data.reader import DataFormatError
 
     bad = write_jsonl(tmp_path / "sft.jsonl", [{"messages": [{"role": "user", "content": "t9"}]}])
-    monkeypatch.setattr(train_rlhf, "load_model", lambda *a, **k: pytest.fail("weights loaded before the check"))
+    monkeypatch.setattr("rlhfkit.ppo.run.load_model", lambda *a, **k: pytest.fail("weights loaded before the check"))
     with pytest.raises(DataFormatError, match=r"sft.jsonl:1: .*assistant"):
         build_trainer(toy, tmp_path / "o", "--ptx_data_path", bad)
 
