@@ -57,6 +57,19 @@ class Ctx:
         path.write_text(text)
         return str(path)
 
+    def function(self, text: str, name: str = "score") -> str:
+        """`--reward_function` of a file holding `text`."""
+        return self.reward_fn_file(text) + ":" + name
+
+    def gold_rows(self, **columns) -> str:
+        """8 prompt rows, each with the gold `columns` given."""
+        return self.jsonl([{"prompt": f"What is {i} plus 50?", **columns} for i in range(8)], "gold.jsonl")
+
+    def judge(self, function: str, data: str | None = None) -> list[str]:
+        """evaluate.py flags: the tiny model answers, `function` alone judges."""
+        return ["--models", f"base={self.model}", "--reward_model_path", "none", "--reward_function", function,
+                "--eval_data_path", data or self.good, "--output_dir", self.out]
+
     def dpo(self, *extra, data=None, method="DPO"):
         """train_rlhf.py flags for a run on the tiny model (PPO: a batch of 1, so that one rollout fits GOOD's rows
         and the setting under test is what fails).
@@ -361,6 +374,57 @@ CASES = [
     Case("eval-bad-data", E, lambda c: ["--models", f"base={c.model}", "--reward_model_path", c.model,
                                         "--eval_data_path", c.jsonl([ROW, "{x"]), "--output_dir", c.out],
          ["d.jsonl:2", "malformed JSON"]),
+    # --- reward functions and gold answers, before any weights load
+    Case("reward-file-syntax-error", E, lambda c: c.judge(c.function("def score(prompts:\n    return []\n")),
+         ["my_reward.py:1:", "(SyntaxError: the file does not import)"]),
+    Case("reward-file-imports-a-missing-package", T,
+         lambda c: c.dpo("--reward_model_path", "none", "--reward_function",
+                         c.function("import math\nimport no_such_pkg_xyz\n"), method="GRPO"),
+         ["my_reward.py:2 imports 'no_such_pkg_xyz', which is not installed"]),
+    Case("reward-file-raises-on-import", S, lambda c: c.sampling("--reward_function", c.function("SCALE = 1 / 0\n")),
+         ["my_reward.py:1: importing it raised ZeroDivisionError: division by zero"]),
+    Case("reward-function-needs-a-column-the-rows-lack", T,
+         lambda c: c.dpo("--reward_model_path", "none", "--reward_function",
+                         c.function("def score(prompts, completions, solution, **kw):\n    return [1.0] * len(solution)"
+                                    "\n"), method="RLOO"),
+         ["scores against the column 'solution', which 8 of the 8 prompt rows lack"]),
+    Case("exact-number-gold-is-a-list", T, lambda c: c.dpo("--reward_model_path", "none", "--reward_function",
+                                                          "rlhfkit.verifiers:exact_number",
+                                                          data=c.gold_rows(answer=[57]), method="PPO"),
+         ["rlhfkit.verifiers:exact_number: 8 of 8 prompt rows have gold values it cannot use; the first, row 1 "
+          "(prompt 'What is 0 plus 50?'): 'answer' is [57], not a number", "#### 57"]),
+    Case("exact-number-gold-is-text", E, lambda c: c.judge("rlhfkit.verifiers:exact_number",
+                                                           c.gold_rows(answer="fifty")),
+         ["'answer' is 'fifty', not a number"]),
+    Case("math-answer-gold-is-a-mapping", S, lambda c: c.sampling("--reward_model_path", "none", "--reward_function",
+                                                                  "rlhfkit.verifiers:math_answer", "--prompts_path",
+                                                                  c.gold_rows(answer={"x": 1})),
+         ["'answer' is {'x': 1}; give it as text or LaTeX"]),
+    Case("ifeval-misspelled-instruction-id", E,
+         lambda c: c.judge("rlhfkit.verifiers:ifeval", c.gold_rows(instruction_id_list=["punctuation:no_coma"],
+                                                                   kwargs=[{}])),
+         ["'instruction_id_list' has 'punctuation:no_coma', which is not an IFEval instruction"]),
+    Case("ifeval-fewer-kwargs-than-ids", S,
+         lambda c: c.sampling("--reward_model_path", "none", "--reward_function", "rlhfkit.verifiers:ifeval",
+                              "--prompts_path", c.gold_rows(instruction_id_list=["punctuation:no_comma",
+                                                                                 "change_case:english_lowercase"],
+                                                            kwargs=[{}])),
+         ["'kwargs' must be a list of one mapping per instruction id (2), got [{}]"]),
+    Case("ifeval-argument-the-checker-does-not-take", E,
+         lambda c: c.judge("rlhfkit.verifiers:ifeval", c.gold_rows(instruction_id_list=["keywords:existence"],
+                                                                   kwargs=[{"keyword": ["a"]}])),
+         ["'kwargs' for 'keywords:existence' has 'keyword', which its checker does not take (it takes: keywords)"]),
+    Case("sampling-zero-prompts", S, lambda c: c.sampling("--reward_model_path", "none", "--reward_function",
+                                                          "rlhfkit.verifiers:exact_number", "--max_prompts", "0"),
+         ["--max_prompts must be at least 1, got 0"]),
+    Case("sampling-zero-new-tokens", S, lambda c: c.sampling("--max_new_tokens", "0"),
+         ["--max_new_tokens must be at least 1, got 0"]),
+    Case("sampling-top-p-zero", S, lambda c: c.sampling("--top_p", "0"), ["--top_p must be in (0, 1]"]),
+    Case("eval-top-p-above-one", E, lambda c: c.judge("rlhfkit.verifiers:exact_number") + ["--top_p", "1.5"],
+         ["--top_p must be in (0, 1]"]),
+    Case("grpo-function-with-a-missing-reward-model", T,
+         lambda c: c.online("GRPO", "--reward_model_path", str(c.tmp / "no_rm")),
+         ["reward model not found", "no_rm", "or score with a --reward_function alone: --reward_model_path none"]),
     # --- python -m rlhfkit.report.rm_probe
     Case("probe-rm-missing", P, lambda c: [str(c.tmp / "missing_rm"), c.good], ["reward model not found",
                                                                                 "missing_rm"]),

@@ -98,8 +98,8 @@ def test_evaluate_reports_verifier_accuracy_with_interval_and_paired_test(toy, g
     assert "Accuracy under the verifier even" in (out / "report.html").read_text()
 
 
-def test_evaluate_without_the_gold_column_fails_in_the_reward_function(toy, gold, tmp_path):  # noqa: F811
-    with pytest.raises(TypeError, match="answer"):
+def test_evaluate_without_a_column_the_signature_requires_stops_before_answering(toy, gold, tmp_path):  # noqa: F811
+    with pytest.raises(ConfigError, match="even scores against the column 'answer', which 2 of the 2 prompt rows"):
         evaluate.main(["--models", f"base={toy['model']}", "--reward_model_path", "none", "--reward_function",
                        f"{gold['reward']}:even", "--eval_data_path", toy["prompts"], "--max_prompts", "2",
                        "--max_new_tokens", "2", "--output_dir", str(tmp_path / "eval")])
