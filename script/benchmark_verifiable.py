@@ -515,7 +515,7 @@ def row_failure(name: str, error: subprocess.CalledProcessError) -> str:
     log = os.path.join(OUT, name, "log.txt")
     lines = open(log, errors="replace").read().splitlines() if os.path.isfile(log) else []
     said = next((line for line in reversed(lines) if line.startswith("error: ")), lines[-1] if lines else "")
-    command = " ".join(os.path.basename(str(a)) for a in error.cmd[1:3])
+    command = os.path.basename(str(error.cmd[1])) if len(error.cmd) > 1 else str(error.cmd)
     return (f"row {name}: `python {command} ...` stopped with exit status {error.returncode}: "
             f"{said.removeprefix('error: ') or 'no output'} (its whole output: {log})")
 
