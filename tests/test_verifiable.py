@@ -149,6 +149,8 @@ def test_exact_number_reads_the_last_number_of_the_answer():
                    said("57 or 58")]
     assert exact_number(None, completions, answer=[57, 57, 1024, "-3", 57, 57]) == [1, 1, 1, 1, 0, 0]
     assert last_number("between 3.5 and 4") == 4.0 and last_number("") is None
+    gsm8k = "Natalia sold 48 clips in April and half as many in May: 48 + 24 = 72.\n#### 72"
+    assert exact_number(None, [said("72")], answer=[gsm8k]) == [1.0]  # GSM8K's own answer field is read
     with pytest.raises(ValueError, match="gold column 'answer'"):
         exact_number(None, completions)
 
