@@ -165,7 +165,7 @@ def load_judge(args, reward_function) -> dict:
     """
     judge = {}
     if args.reward_model_path:
-        model, tokenizer = load_reward_model(args.reward_model_path)
+        model, tokenizer = load_reward_model(args.reward_model_path, ensemble=args.reward_ensemble)
         judge["reward_model"] = reward_scorer(model, tokenizer, batch_size=args.batch_size,
                                               max_length=args.max_length or 10 ** 6)
         judge["rm_tokenizer"] = tokenizer

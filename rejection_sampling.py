@@ -16,24 +16,32 @@ of each prompt as a preference pair (Yuan et al. 2024, Self-Rewarding Language M
 Writes to `output_dir` (an existing non-empty folder is never overwritten):
     best_of_n.jsonl   {"messages": prompt + [best answer]}                        SFT data
     pairs.jsonl       {"prompt": [...], "chosen": [best], "rejected": [worst]}    train_rlhf.py / reward_model.py data
-    samples.jsonl     every sampled answer with its score                         for inspection
+    samples.jsonl     every sampled answer with its score and whether it ended    for inspection
     summary.json      settings, counts, score statistics, timings;   score_distribution.png   a histogram
-A prompt gives no pair when its best and worst answers are the same text (train_rlhf.py refuses identical pairs)
-or when their score gap is below `min_score_gap`. Empty answers are not kept (the data loaders refuse them).
+`--pairs best_worst` (default) gives one pair per prompt; `--pairs all` every (higher, lower) pair of different
+texts, at most `max_pairs_per_prompt` per prompt (largest score gaps first, ties in a seeded random order): from 8
+answers of which 2 are right, a verifier gives 12 pairs. A prompt gives no pair when its answers are the same text
+(train_rlhf.py refuses identical pairs) or their score gap is below `min_score_gap`. Answers that did not end (no
+end-of-turn token within `max_new_tokens`) are left out of the SFT rows and the pairs unless `--keep_unfinished`:
+a right answer cut mid-sentence taught DPO to keep talking (docs/results.md). Empty answers are not kept (the data
+loaders refuse them).
 """
 
 from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
 
 import json
 import os
+import random
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from itertools import permutations
 from types import SimpleNamespace
 from typing import Literal
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 from transformers import set_seed
 
 from common_args import DEMO_MODEL, check_reward_sources, check_sampling_ranges
@@ -64,6 +72,9 @@ class RejectionSamplingArgs:
     reward_function: str | None = field(
         default=None, metadata={"help": '"file.py:name" / "module:name" (TRL signature; the rows\' other columns as '
                                         'keyword arguments), added to the RM score'})
+    reward_ensemble: Literal["mean", "min", "mean_minus_std"] = field(
+        default="mean", metadata={"help": 'several --reward_model_path folders (rm_a,rm_b): their scores\' mean, '
+                                          'min or mean minus std'})
     prompts_path: str = field(
         default="data_example/data.jsonl", metadata={"help": "'prompt' / 'messages' / hh-rlhf rows; their answers are "
                                                              "ignored"})
@@ -85,6 +96,14 @@ class RejectionSamplingArgs:
     batch_size: int = field(default=8, metadata={"help": "prompts per generate call (each gives num_samples answers)"})
     min_score_gap: float = field(
         default=0.0, metadata={"help": "write a pair only if best - worst score >= this (1 with a 0/1 verifier)"})
+    pairs: Literal["best_worst", "all"] = field(
+        default="best_worst", metadata={"help": "best_worst: one pair per prompt; all: every (higher, lower) pair "
+                                                "of different texts, up to max_pairs_per_prompt"})
+    max_pairs_per_prompt: int = field(
+        default=16, metadata={"help": "--pairs all: at most this many pairs per prompt (largest score gaps first)"})
+    keep_unfinished: bool = field(
+        default=False, metadata={"help": "False: answers cut at max_new_tokens make no SFT row and no pair; True: "
+                                         "keep them"})
     drop_bad_rows: bool = field(
         default=False, metadata={"help": "False: stop on bad rows in prompts_path; True: skip them and count them"})
     prompt_turns: Literal["last", "all"] = field(
@@ -102,6 +121,8 @@ class RejectionSamplingArgs:
         if self.num_samples < 2:
             raise ConfigError(f"--num_samples must be >= 2 to pick a best and a worst answer, got {self.num_samples}")
         check_sampling_ranges(self, ("max_prompts", "max_new_tokens", "batch_size"))
+        if self.max_pairs_per_prompt < 1:
+            raise ConfigError(f"--max_pairs_per_prompt must be >= 1, got {self.max_pairs_per_prompt}")
 
 
 def sample_answers(model, tokenizer, prompts: list[list[dict]], args) -> tuple[list[list[dict]], int]:
@@ -114,25 +135,30 @@ def sample_answers(model, tokenizer, prompts: list[list[dict]], args) -> tuple[l
     n = args.num_samples
     results = generate_answers(model, tokenizer, prompts, max_new_tokens=args.max_new_tokens,
                                temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size,
-                               seed=args.seed, num_return_sequences=n)
+                               seed=args.seed, num_return_sequences=n, progress="sampling")
     return [results[i:i + n] for i in range(0, len(results), n)], sum(not r["ended"] for r in results)
 
 
-def score_all(args, rows: list[dict], flat: list[tuple[int, dict]], function=None) -> list[float]:
+def score_all(args, rows: list[dict], flat: list[tuple[int, dict]], function=None, chunk: int = 256) -> list[float]:
     """The score of each `(prompt index, result)` in `flat`: the reward model's and/or the reward `function`'s (which
-    gets the prompt rows' other columns, e.g. a gold `answer`), summed as in PPO.
+    gets the prompt rows' other columns, e.g. a gold `answer`), summed as in PPO; `chunk` answers at a time under a
+    progress bar.
     """
-    prompts, texts = [rows[i]["prompt"] for i, _ in flat], [r["answer"] for _, r in flat]
-    scores = [0.0] * len(flat)
+    score_fn = None
     if args.reward_model_path:
-        reward, reward_tokenizer = load_reward_model(args.reward_model_path)
+        reward, reward_tokenizer = load_reward_model(args.reward_model_path, ensemble=args.reward_ensemble)
         score_fn = reward_scorer(reward, reward_tokenizer, batch_size=max(args.batch_size, 8))
-        scores = [a + b for a, b in zip(scores, score_fn(prompts, texts))]
-        del reward
-    if function is not None:
-        values = call_reward_function(function, prompts, texts, [r["token_ids"] for _, r in flat],
-                                      [rows[i] for i, _ in flat])
-        scores = [a + b for a, b in zip(scores, values)]
+    scores = []
+    for start in tqdm(range(0, len(flat), chunk), desc="scoring", unit="chunk"):
+        part = flat[start:start + chunk]
+        prompts, texts = [rows[i]["prompt"] for i, _ in part], [r["answer"] for _, r in part]
+        values = [0.0] * len(part)
+        if score_fn is not None:
+            values = [a + b for a, b in zip(values, score_fn(prompts, texts))]
+        if function is not None:
+            values = [a + b for a, b in zip(values, call_reward_function(
+                function, prompts, texts, [r["token_ids"] for _, r in part], [rows[i] for i, _ in part]))]
+        scores += values
     return scores
 
 
@@ -144,6 +170,30 @@ def best_and_worst(answers: list[str], scores: list[float]) -> tuple[int, int]:
     others = [i for i in range(len(answers)) if answers[i] != answers[best]] or [best]
     worst = min(others, key=lambda i: (scores[i], i))
     return best, worst
+
+
+def pairs_of(texts: list[str], scores: list[float], args, rng: random.Random) -> tuple[list[tuple[int, int]], str]:
+    """One prompt's pairs as `(chosen index, rejected index)`, and why there are none ("identical" texts, a
+    "small_gap"; "" when there are pairs). `best_worst`: the best and worst answer (`best_and_worst`); `all`: every
+    pair of different texts whose scores differ by > 0 and >= `min_score_gap`, each text pair once, largest gaps
+    first (ties shuffled by `rng`), at most `max_pairs_per_prompt`.
+    """
+    if args.pairs == "best_worst":
+        b, w = best_and_worst(texts, scores)
+        if texts[b].strip() == texts[w].strip():
+            return [], "identical"
+        return ([(b, w)], "") if scores[b] - scores[w] >= args.min_score_gap else ([], "small_gap")
+    found = {}
+    for i, j in permutations(range(len(texts)), 2):
+        gap = scores[i] - scores[j]
+        if gap > 0 and gap >= args.min_score_gap and texts[i].strip() != texts[j].strip():
+            found.setdefault((texts[i].strip(), texts[j].strip()), (i, j))
+    if not found:
+        return [], "identical" if len({t.strip() for t in texts}) == 1 else "small_gap"
+    pairs = list(found.values())
+    rng.shuffle(pairs)
+    pairs.sort(key=lambda p: scores[p[0]] - scores[p[1]], reverse=True)  # stable: ties keep the shuffled order
+    return pairs[:args.max_pairs_per_prompt], ""
 
 
 def score_statistics(values: list[float]) -> dict:
@@ -206,32 +256,32 @@ def main(argv=None):
     flat_scores = score_all(args, rows, flat, function)
     scored = [[] for _ in prompts]
     for (i, result), score in zip(flat, flat_scores):
-        scored[i].append((result["answer"], score))
+        scored[i].append((result["answer"], score, result["ended"]))
     empty = len(prompts) * args.num_samples - len(flat)
     scoring_done = time.time()
 
-    # 4. Best-of-N as SFT data; best vs worst as preference pairs.
+    # 4. Best-of-N as SFT data; preference pairs (best vs worst, or all); unfinished answers left out of both.
     sft, pairs, samples, best_scores, worst_scores, gaps = [], [], [], [], [], []
-    identical = small_gap = no_answer = 0
+    skipped, no_answer, rng = {"identical": 0, "small_gap": 0}, 0, random.Random(args.seed)
     for prompt, group in zip(prompts, scored):
-        samples.append({"prompt": prompt, "answers": [{"text": a, "score": s} for a, s in group]})
+        samples.append({"prompt": prompt, "answers": [{"text": a, "score": s, "ended": e} for a, s, e in group]})
+        group = [g for g in group if args.keep_unfinished or g[2]]
         if not group:
             no_answer += 1
             continue
-        texts, scores = [a for a, _ in group], [s for _, s in group]
+        texts, scores = [a for a, _, _ in group], [s for _, s, _ in group]
         b, w = best_and_worst(texts, scores)
         best_scores.append(scores[b])
         sft.append({"messages": prompt + [{"role": "assistant", "content": texts[b]}]})
-        if texts[b].strip() == texts[w].strip():
-            identical += 1
-            continue
-        worst_scores.append(scores[w])
-        gaps.append(scores[b] - scores[w])
-        if scores[b] - scores[w] < args.min_score_gap:
-            small_gap += 1
-            continue
-        pairs.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": texts[b]}],
-                      "rejected": [{"role": "assistant", "content": texts[w]}]})
+        if texts[b].strip() != texts[w].strip():
+            worst_scores.append(scores[w])
+            gaps.append(scores[b] - scores[w])
+        chosen_rejected, why = pairs_of(texts, scores, args, rng)
+        if why:
+            skipped[why] += 1
+        pairs += [{"prompt": prompt, "chosen": [{"role": "assistant", "content": texts[c]}],
+                   "rejected": [{"role": "assistant", "content": texts[r]}]} for c, r in chosen_rejected]
+    unfinished_left_out = 0 if args.keep_unfinished else sum(not e for group in scored for _, _, e in group)
 
     os.makedirs(args.output_dir, exist_ok=True)
     write_jsonl(os.path.join(args.output_dir, "best_of_n.jsonl"), sft)
@@ -241,8 +291,9 @@ def main(argv=None):
         "settings": asdict(args),
         "counts": {"prompts": len(prompts), "answers_sampled": len(prompts) * args.num_samples,
                    "empty_answers_dropped": empty, "answers_cut_at_max_new_tokens": cut,
-                   "prompts_without_any_answer": no_answer, "sft_rows": len(sft), "pairs": len(pairs),
-                   "pairs_skipped_identical_texts": identical, "pairs_skipped_small_gap": small_gap},
+                   "unfinished_answers_left_out": unfinished_left_out, "prompts_without_any_answer": no_answer,
+                   "sft_rows": len(sft), "pairs": len(pairs), "prompts_without_pair_identical_texts":
+                   skipped["identical"], "prompts_without_pair_small_gap": skipped["small_gap"]},
         "scores": {"all_answers": score_statistics(list(flat_scores)), "best_per_prompt": score_statistics(best_scores),
                    "worst_per_prompt": score_statistics(worst_scores), "best_minus_worst": score_statistics(gaps)},
         "seconds": {"sampling": round(sampled - started, 1), "scoring": round(scoring_done - sampled, 1)},
@@ -255,15 +306,17 @@ def main(argv=None):
     s = summary["scores"]
     info_rank0(f"[rejection sampling] {len(prompts)} prompts x {args.num_samples} answers: sampling "
           f"{summary['seconds']['sampling']} s, scoring {summary['seconds']['scoring']} s; {empty} empty answers "
-          f"dropped, {cut} cut at max_new_tokens={args.max_new_tokens}")
-    if flat_scores:
+          f"dropped, {cut} cut at max_new_tokens={args.max_new_tokens}"
+          + ("" if args.keep_unfinished else " (left out of the SFT rows and pairs: --keep_unfinished true keeps them)"
+             + (f"; {no_answer} prompts had no finished answer" if no_answer else "")))
+    if best_scores:
         info_rank0(f"[rejection sampling] scores: all answers mean {s['all_answers']['mean']:.3f} "
               f"(std {s['all_answers']['std']:.3f}); best per prompt mean {s['best_per_prompt']['mean']:.3f}; "
               + (f"worst per prompt mean {s['worst_per_prompt']['mean']:.3f}; mean gap "
                  f"{s['best_minus_worst']['mean']:.3f}" if gaps else "no prompt had two different answers"))
-    info_rank0(f"[rejection sampling] wrote {len(sft)} SFT rows (best_of_n.jsonl) and {len(pairs)} pairs (pairs.jsonl; "
-          f"{identical} prompts skipped: best and worst answers identical, {small_gap} below min_score_gap) "
-          f"to {args.output_dir}")
+    info_rank0(f"[rejection sampling] wrote {len(sft)} SFT rows (best_of_n.jsonl) and {len(pairs)} pairs (pairs.jsonl, "
+               f"--pairs {args.pairs}; prompts without a pair: {skipped['identical']} with identical answers, "
+               f"{skipped['small_gap']} below min_score_gap) to {args.output_dir}")
     return summary
 
 

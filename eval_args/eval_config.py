@@ -5,6 +5,7 @@ Change a default here or override it on the command line:
 """
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from common_args import check_reward_sources, check_sampling_ranges
 from rlhfkit.errors import ConfigError
@@ -18,6 +19,9 @@ class EvalArgs:
         default="output/reward_model", metadata={"help": 'judge: reward_model.py output; "none": functions only'})
     reward_function: str | None = field(
         default=None, metadata={"help": 'judge: "file.py:name" / "module:name" (TRL signature), added to the RM score'})
+    reward_ensemble: Literal["mean", "min", "mean_minus_std"] = field(
+        default="mean", metadata={"help": 'several --reward_model_path folders (rm_a,rm_b): their scores\' mean, '
+                                          'min or mean minus std'})
     eval_data_path: str = field(
         default="data_example/data.jsonl", metadata={"help": "prompts: prompt-only, preference, chat or raw hh-rlhf "
                                                              "rows"})

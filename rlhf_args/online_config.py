@@ -22,6 +22,9 @@ class OnlineConfig(BaseConfig):
                                                                         'the score; the rows\' other columns, e.g. a '
                                                                         'gold answer, as keyword arguments '
                                                                         '(rlhfkit/verifiers.py)'})
+    reward_ensemble: Literal["mean", "min", "mean_minus_std"] = field(
+        default="mean", metadata={"help": 'several --reward_model_path folders (rm_a,rm_b): their scores\' mean, '
+                                          'min or mean minus std (Coste et al. 2024)'})
     max_prompt_length: int | None = field(
         default=512, metadata={"help": "prompts are left-truncated to this many tokens (toolkit; TRL: no limit)"})
     min_new_tokens: int = field(default=1, metadata={"help": "no EOS in the first N tokens: 1 forbids empty answers, "

@@ -8,6 +8,7 @@ ended (a stop token before the cap).
 from __future__ import annotations
 
 import torch
+from tqdm.auto import tqdm
 from transformers import GenerationConfig, set_seed
 
 
@@ -23,7 +24,7 @@ def stop_token_ids(model, tokenizer) -> list[int]:
 def generate_answers(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 256,
                      temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 8,
                      max_prompt_length: int | None = None, seed: int = 42,
-                     num_return_sequences: int = 1) -> list[dict]:
+                     num_return_sequences: int = 1, progress: str | None = None) -> list[dict]:
     """`num_return_sequences` answers per prompt (lists of chat messages, rendered with the tokenizer's chat template).
 
     Greedy when `temperature` is 0, else sampled at that temperature with nucleus `top_p` after `set_seed(seed)`.
@@ -31,7 +32,8 @@ def generate_answers(model, tokenizer, prompts: list[list[dict]], max_new_tokens
     left-padded, with an explicit `GenerationConfig` (nothing is inherited from the checkpoint's generation_config).
     Returns `len(prompts) x num_return_sequences` dicts, grouped by prompt in prompt order: `answer` (decoded, special
     tokens removed, whitespace stripped), `length` (answer tokens before the first stop token), `ended` (a stop token
-    came before `max_new_tokens`), `token_ids` (the answer's tokens, stop token excluded). Raises `ValueError` for a
+    came before `max_new_tokens`), `token_ids` (the answer's tokens, stop token excluded). `progress`: a progress
+    bar's label (None: no bar). Raises `ValueError` for a
     negative temperature, or several answers per prompt without sampling (greedy answers would all be equal).
     """
     if temperature < 0:
@@ -47,7 +49,7 @@ def generate_answers(model, tokenizer, prompts: list[list[dict]], max_new_tokens
     set_seed(seed)
     results = []
     try:
-        for start in range(0, len(prompts), batch_size):
+        for start in tqdm(range(0, len(prompts), batch_size), desc=progress, unit="batch", disable=progress is None):
             texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
                      for p in prompts[start:start + batch_size]]
             ids = [x[-max_prompt_length:] if max_prompt_length else x

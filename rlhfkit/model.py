@@ -29,6 +29,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from rlhfkit import DEMO_MODEL
 from rlhfkit.errors import ConfigError, PathNotFoundError, read_json
+from rlhfkit.reward_ensemble import Combine, RewardEnsemble, reward_model_paths
 
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # the safetensors format caps its JSON header at 100 MB
 
@@ -219,12 +220,14 @@ def resolve_model_paths(settings) -> None:
     Every field of `MODEL_PATH_FIELDS` whose value is an existing directory becomes an absolute path, so a LoRA
     adapter saved by the run records `base_model_name_or_path` as an absolute path (it then loads from any working
     directory) and `run_config.json` says where each model really was. Values that are not directories are left as
-    typed, so that the checks name them as the user wrote them. `rlhfkit.args.parse_args` calls this for every config.
+    typed, so that the checks name them as the user wrote them; in an ensemble (`"rm_a,rm_b"`) each member is
+    treated so. `rlhfkit.args.parse_args` calls this for every config.
     """
     for name in MODEL_PATH_FIELDS:
         value = getattr(settings, name, None)
-        if isinstance(value, str) and value and os.path.isdir(value):
-            setattr(settings, name, os.path.abspath(value))
+        if isinstance(value, str) and value:
+            paths = [os.path.abspath(p) if os.path.isdir(p) else p for p in reward_model_paths(value)]
+            setattr(settings, name, ",".join(paths))
 
 
 class Checkpoint(NamedTuple):
@@ -297,8 +300,23 @@ def resolve_checkpoint(path: str, base_model_path: str | None = None) -> Checkpo
 def check_reward_model_path(path: str, flag: str = "--reward_model_path") -> None:
     """Fail early, saying how to make one, if a reward (or value) model folder is missing, is a LoRA adapter whose
     base model folder is gone (`resolve_checkpoint`), has a cut file, or has a score head with more than one output.
-    Reads safetensors headers, no weights. Raises `PathNotFoundError` or `ConfigError`.
+    Reads safetensors headers, no weights. An ensemble (`"rm_a,rm_b"`, `rlhfkit.reward_ensemble`) has each member
+    checked, no member twice, and one vocabulary (their tokenizers are read). Raises `PathNotFoundError` or
+    `ConfigError`.
     """
+    paths = reward_model_paths(path)
+    if len(paths) > 1:
+        if flag == "--value_model_path":
+            raise ConfigError(f"--value_model_path {path}: the value model is one model; give one folder")
+        if len({os.path.realpath(p) for p in paths}) < len(paths):
+            raise ConfigError(f"{flag} {path}: a member is given twice; an ensemble needs different reward models")
+        for member in paths:
+            check_reward_model_path(member, flag)
+        vocabularies = [load_tokenizer(member).get_vocab() for member in paths]
+        if any(v != vocabularies[0] for v in vocabularies[1:]):
+            raise ConfigError(f"{flag} {path}: the members' tokenizers differ; an ensemble scores one tokenization "
+                              f"(train every member from the same base model)")
+        return
     if not (os.path.isfile(os.path.join(path, "config.json")) or is_adapter_dir(path)):
         if flag == "--value_model_path":
             raise PathNotFoundError(f"--value_model_path {path}: no model there (no config.json / adapter_config"
@@ -493,15 +511,20 @@ def load_frozen_model(path: str, config=None, *, task_type: str | None = None, t
 
 
 def load_reward_model(path: str, device: str | None = None, config=None, merge: bool = False,
-                      base_model_path: str | None = None):
+                      base_model_path: str | None = None, ensemble: Combine = "mean"):
     """A reward model saved by reward_model.py (full, or a LoRA adapter with its score head) and its tokenizer,
     frozen, for scoring: `(model, tokenizer)`, on `device` (default: CUDA if available, else CPU), the tokenizer's EOS
     as pad token if it has none. `config` gives the precision (`inference_dtype`); `merge` folds an adapter into the
     weights (a merged model's `config._name_or_path` is `path`: TRL names the reward `rewards/<dir name>`).
-    Raises `PathNotFoundError` as `resolve_checkpoint` does.
+    Several folders (`"rm_a,rm_b"`): a `RewardEnsemble` of them, scores combined by `ensemble` (mean, min,
+    mean_minus_std), with the first member's tokenizer. Raises `PathNotFoundError` as `resolve_checkpoint` does.
     """
-    tokenizer = load_tokenizer(path)
+    paths = reward_model_paths(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if len(paths) > 1:
+        members = [load_reward_model(member, device, config, merge, base_model_path)[0] for member in paths]
+        return RewardEnsemble(members, ensemble).eval().requires_grad_(False), load_tokenizer(paths[0])
+    tokenizer = load_tokenizer(path)
     model = load_frozen_model(path, config, task_type="SEQ_CLS", tokenizer=tokenizer, device=device, merge=merge,
                               base_model_path=base_model_path)
     return model, tokenizer

@@ -4,6 +4,7 @@
     python script/benchmark_verifiable.py run base grpo ppo_separate   # rows in turn; a finished row is skipped
     python script/benchmark_verifiable.py report               # the table (Markdown) and verifiable_rewards.png
     python script/benchmark_verifiable.py trl-grpo DIR 8       # only the peer, 8 steps (for side-by-side timing)
+    python script/benchmark_verifiable.py run rm_data bon_samples rm_all ppo_rm_all   # the overoptimization study
 
 Task "arithmetic": "What is A plus B? Reply with only the number." for two-digit A and B, gold `answer` A + B,
 scored by `rlhfkit.verifiers:exact_number`. The unordered pairs {A, B} are split with a fixed seed: 500 held-out
@@ -18,6 +19,17 @@ base on the held-out prompts (the verifier picks: pass@4, an oracle RL has to ap
 answer -> DPO, KTO, SimPO, ORPO, and -> SFT on the right answers; `rejection_sampling_48` / `dpo_48` sample 48 new
 tokens instead of 16, so that the answers end); and the classic pipeline (a reward model trained on those
 verifier-labelled pairs -> PPO with it, scored on held-out prompts by the verifier; proxy and gold side by side).
+
+The overoptimization study (Gao et al. 2023): `rm_data` samples 8 answers (24 new tokens) for 640 training prompts
+and keeps every right x wrong pair of answers that ended; `bon_samples` samples 16 answers (16 new tokens) for 250
+held-out prompts (the best-of-n candidates; their right x wrong pairs are the reward models' held-out pairs).
+`rm_100`, `rm_500`, `rm_all` train LoRA reward models on 100, 500 and all of those pairs, `rm_all_odin` with ODIN,
+`rm_all_seed1` / `rm_all_seed2` with other seeds (with `rm_all`: the ensemble, `rm_ensemble`); each scores the
+best-of-n candidates (`bon_scores`). `ppo_rm_all`, `ppo_rm_500`, `ppo_rm_ensemble` (mean) and `ppo_rm_ensemble_min`
+run PPO against them with a checkpoint every 16 steps; each checkpoint's gold accuracy, proxy reward and logged KL
+make the curve. `report` prints the reward-model table and draws overoptimization.png (gold and proxy against KL,
+best-of-n and PPO, one panel per reward model). `<row>_seed1` / `<row>_seed2` repeat grpo, ppo_separate, kto, dpo
+and ppo_rm_all with seeds 1 and 2 (report: mean and spread).
 
 Task "ifeval" (rows `ifeval_*`): training prompts are the first user turns of ../shared/data's hh-rlhf file, each
 with one or two IFEval instructions attached (the Tulu 3 RLVR recipe; descriptions and arguments drawn by lm-eval's
@@ -34,6 +46,7 @@ logged KL); a row whose row.json exists is not run again, and a row stopped half
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -151,6 +164,48 @@ OFFLINE = ["--per_device_train_batch_size", "8", "--max_length", "64"]
 # held-out accuracy against steps: a checkpoint every quarter of the run, all kept
 CHECKPOINTS = ["--save_strategy", "steps", "--save_steps", str(STEPS // 4), "--save_total_limit", "4"]
 
+# The overoptimization study (Gao et al. 2023): proxy reward models trained on verifier-labelled pairs of the base's
+# own answers (`rm_data`: 640 training prompts x 8 answers, every right x wrong pair of answers that ended), held-out
+# pairs and best-of-n candidates from 250 held-out prompts x 16 answers (`bon_samples`).
+RM_PAIRS = os.path.join(OUT, "rm_data", "out", "pairs.jsonl")
+BON = os.path.join(OUT, "bon_samples", "out")
+BON_PROMPTS, BON_N = 250, 16
+
+
+def sampling(prompts: str, max_prompts: int, n: int, new_tokens: int, *extra: str) -> list[str]:
+    """rejection_sampling.py of the base, scored by the verifier: every right x wrong pair (unfinished answers out)."""
+    return ["rejection_sampling.py", "--policy_name_or_path", MODEL, "--reward_model_path", "none", "--reward_function",
+            VERIFIER, "--prompts_path", prompts, "--max_prompts", str(max_prompts), "--num_samples", str(n),
+            "--temperature", "0.7", "--max_new_tokens", str(new_tokens), "--batch_size", "32", "--min_score_gap", "1",
+            "--pairs", "all", "--output_dir", "{row}/out", "--seed", str(SEED), *extra]
+
+
+def reward_model(pairs: int | None, seed: int = SEED, *extra: str) -> list[list[str]]:
+    """Take `pairs` of rm_data's pairs (None: all; seeded), train a LoRA reward model on them; held-out pairs: up to
+    600 of bon_samples' pairs (prompts no reward model saw).
+    """
+    subset = ["script/benchmark_verifiable.py", "subset", RM_PAIRS, str(pairs or 0), str(seed), "{row}/train.jsonl"]
+    held_out = ["script/benchmark_verifiable.py", "subset", os.path.join(BON, "pairs.jsonl"), "600", str(SEED),
+                "{row}/held_out.jsonl"]
+    epochs = "1" if pairs is None or pairs > 1000 else "2"
+    return [subset, held_out, ["reward_model.py", "--model_name_or_path", MODEL, "--train_mode", "lora",
+                               "--train_data_path", "{row}/train.jsonl", "--eval_data_path", "{row}/held_out.jsonl",
+                               "--output_dir", "{row}/model", "--num_train_epochs", epochs, "--learning_rate", "2e-4",
+                               "--max_length", "96", "--per_device_train_batch_size", "8", "--probe_prompts", "0",
+                               "--save_strategy", "no", "--report_to", "none", "--logging_steps", "5", "--seed",
+                               str(seed), *extra]]
+
+
+def ppo_with(reward_models: str, *extra: str) -> list[list[str]]:
+    """PPO (the ppo_separate row's settings) against reward model row(s) `a,b,...`, a checkpoint every 16 steps."""
+    paths = ",".join(f"{OUT}/{name}/model" for name in reward_models.split(","))
+    return [train_flags("PPO", "{row}/model", None, "--reward_model_path", paths, "--temperature", "0.7", *PPO,
+                        "--model_mode", "separate", *CHECKPOINTS, *extra)]
+
+
+RM_ROWS = ["rm_100", "rm_500", "rm_all", "rm_all_odin", "rm_all_seed1", "rm_all_seed2"]
+ENSEMBLE = "rm_all,rm_all_seed1,rm_all_seed2"
+
 # row -> list of commands (argv after `python`), the trained model's folder relative to the row (None: the base)
 ROWS: dict[str, tuple[list[list[str]], str | None]] = {
     "base": ([], None),
@@ -191,7 +246,43 @@ ROWS: dict[str, tuple[list[list[str]], str | None]] = {
                                  "--max_completion_length", "128")], "model"),
     "ppo_rm": ([train_flags("PPO", "{row}/model", None, "--reward_model_path", f"{OUT}/reward_model/model",
                             "--temperature", "0.7", *PPO, "--model_mode", "separate")], "model"),
+    "rm_data": ([sampling("{data}/train.jsonl", 640, 8, 24, "--max_pairs_per_prompt", "16")], None),
+    "bon_samples": ([sampling("{data}/test.jsonl", BON_PROMPTS, BON_N, 16, "--max_pairs_per_prompt", "4")], None),
+    "rm_100": (reward_model(100), None),
+    "rm_500": (reward_model(500), None),
+    "rm_all": (reward_model(None), None),
+    "rm_all_odin": (reward_model(None, SEED, "--length_debias", "odin"), None),
+    "rm_all_seed1": (reward_model(None, 1), None),
+    "rm_all_seed2": (reward_model(None, 2), None),
+    "rm_ensemble": ([["evaluate.py", "--reward_model_path", ",".join(f"{OUT}/{m}/model" for m in ENSEMBLE.split(",")),
+                      "--eval_data_path", f"{OUT}/rm_all/held_out.jsonl", "--max_length", "96", "--output_dir",
+                      "{row}/accuracy"]], None),
+    "ppo_rm_all": (ppo_with("rm_all"), "model"),
+    "ppo_rm_500": (ppo_with("rm_500"), "model"),
+    "ppo_rm_ensemble": (ppo_with(ENSEMBLE, "--reward_ensemble", "mean"), "model"),
+    "ppo_rm_ensemble_min": (ppo_with(ENSEMBLE, "--reward_ensemble", "min"), "model"),
 }
+
+SEEDED = ("grpo", "ppo_separate", "kto", "dpo", "ppo_rm_all")  # rows repeated with seeds 1 and 2: `<row>_seed<k>`
+
+
+def with_seed(commands: list[list[str]], seed: int) -> list[list[str]]:
+    """The row's commands with `--seed` set to `seed` and no intermediate checkpoints (the seeds compare the end)."""
+    out = []
+    for argv in commands:
+        argv = list(argv)
+        if "--seed" in argv:
+            argv[argv.index("--seed") + 1] = str(seed)
+        at = next((i for i in range(len(argv)) if argv[i:i + len(CHECKPOINTS)] == CHECKPOINTS), None)
+        if at is not None:  # the earlier --save_strategy no holds
+            del argv[at:at + len(CHECKPOINTS)]
+        out.append(argv)
+    return out
+
+
+for _name in SEEDED:
+    for _seed in (1, 2):
+        ROWS[f"{_name}_seed{_seed}"] = (with_seed(ROWS[_name][0], _seed), ROWS[_name][1])
 
 
 def run_row(name: str) -> None:
@@ -211,53 +302,86 @@ def run_row(name: str) -> None:
             subprocess.run([sys.executable, *argv], cwd=ROOT, check=True, stdout=log, stderr=subprocess.STDOUT)
     train_seconds = time.time() - started
     result = {"row": name, "train_seconds": round(train_seconds, 1), **training_numbers(row)}
+    proxy, ensemble = flag_value(commands, "--reward_model_path"), flag_value(commands, "--reward_ensemble") or "mean"
+    proxy = None if proxy in (None, "none") else proxy
     if name == "best_of_4":
         result.update(best_of_n(row))
-    elif not name.startswith("rejection_sampling") and name != "reward_model":
-        proxy = f"{OUT}/reward_model/model" if name == "ppo_rm" else None
-        result.update(evaluate(row, os.path.join(row, model) if model else MODEL, proxy))
-        if model:
-            result["accuracy_curve"] = accuracy_curve(row, os.path.join(row, model), result)
-    else:
+    elif name in RM_ROWS:
         result.update(offline_numbers(name, row))
+        result["bon_scores"] = score_bon_samples(os.path.join(row, "model"))
+    elif name == "rm_ensemble":  # held-out pair accuracy of the mean; best-of-n from the members' saved scores
+        with open(os.path.join(row, "accuracy", "summary.json")) as f:
+            result["rm_accuracy"] = json.load(f)["reward_model_accuracy"]
+        result["bon_scores"] = ensemble_scores("mean")
+    elif name.startswith("rejection_sampling") or name in ("reward_model", "rm_data", "bon_samples"):
+        result.update(offline_numbers(name, row))
+    else:
+        result.update(evaluate(row, os.path.join(row, model) if model else MODEL, proxy, ensemble=ensemble))
+        if model:
+            result["accuracy_curve"] = accuracy_curve(row, os.path.join(row, model), result, proxy, ensemble)
     with open(os.path.join(row, "row.json"), "w") as f:
         json.dump(result, f, indent=2)
     lists = ("correct_list", "followed_list", "reward_curve", "accuracy_curve")
     print(f"[{name}] " + json.dumps({k: v for k, v in result.items() if k not in lists}), flush=True)
 
 
-def accuracy_curve(row: str, model: str, final: dict) -> list[tuple[int, float, list[float]]]:
-    """Held-out accuracy (95% CI) at step 0 (the base's row.json), at each checkpoint-N under `model` and at the end."""
+def flag_value(commands: list[list[str]], flag: str) -> str | None:
+    """The value after `flag` in the last command that has it (None if none has)."""
+    values = [argv[argv.index(flag) + 1] for argv in commands if flag in argv]
+    return values[-1] if values else None
+
+
+def logged_kl(row: str, step: int) -> float | None:
+    """PPO's KL from the base (nats per answer, `objective/kl`) logged last at or before `step`."""
+    path = os.path.join(row, "model", "trainer_state.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        values = [e["objective/kl"] for e in json.load(f)["log_history"] if "objective/kl" in e and e["step"] <= step]
+    return values[-1] if values else None
+
+
+def accuracy_curve(row: str, model: str, final: dict, proxy: str | None = None, ensemble: str = "mean") -> list[dict]:
+    """Held-out accuracy (95% CI) at step 0 (the base), at each checkpoint-N under `model` and at the end; with a
+    `proxy` reward model also its mean score of the same greedy answers and the KL logged at that step.
+    """
     task = task_of(os.path.basename(row))
     base_path = os.path.join(OUT, "ifeval_base" if task is TASKS["ifeval"] else "base", "row.json")
     curve = []
-    if os.path.isfile(base_path):
+    if proxy:
+        base = evaluate(row, MODEL, proxy, out="eval_step_0", ensemble=ensemble)
+        curve.append({"step": 0, **point_of(base), "kl": 0.0})
+    elif os.path.isfile(base_path):
         with open(base_path) as f:
-            base = json.load(f)
-        curve.append((0, base["accuracy"], base["accuracy_ci"]))
+            curve.append({"step": 0, **point_of(json.load(f))})
     names = [n for n in os.listdir(model) if n.startswith("checkpoint-")]
     for name in sorted(names, key=lambda n: int(n.split("-")[1])):
         step = int(name.split("-")[1])
         if step < STEPS:
-            point = evaluate(row, os.path.join(model, name), out=f"eval_step_{step}")
-            curve.append((step, point["accuracy"], point["accuracy_ci"]))
-    return curve + [(STEPS, final["accuracy"], final["accuracy_ci"])] if len(curve) > 1 else []
+            point = evaluate(row, os.path.join(model, name), proxy, out=f"eval_step_{step}", ensemble=ensemble)
+            curve.append({"step": step, **point_of(point), "kl": logged_kl(row, step)})
+    final_point = {"step": STEPS, **point_of(final), "kl": logged_kl(row, STEPS)}
+    return curve + [final_point] if len(curve) > 1 else []
 
 
-def evaluate(row: str, model: str, proxy: str | None = None, out: str = "eval") -> dict:
+def point_of(result: dict) -> dict:
+    return {"accuracy": result["accuracy"], "accuracy_ci": result["accuracy_ci"],
+            "proxy_reward": result.get("proxy_reward")}
+
+
+def evaluate(row: str, model: str, proxy: str | None = None, out: str = "eval", ensemble: str = "mean") -> dict:
     """evaluate.py on the task's held-out prompts (greedy, the verifier as the judge); the per-prompt right/wrong
     list is kept for the paired test against the base. IFEval: also the instruction-level strict accuracy. With a
-    `proxy` reward model, the base answers too and both are scored by it as well (proxy and gold side by side).
+    `proxy` reward model (or ensemble, combined by `ensemble`), also its mean score of the answers.
     """
     task, out = task_of(os.path.basename(row)), os.path.join(row, out)
     test, function = os.path.join(DATA, task["test"]), task["verifier"].split(":")[1]
-    models = [f"base={MODEL}", f"model={model}"] if proxy else [f"model={model}"]
     started = time.time()
     with open(os.path.join(row, "log.txt"), "a") as log:
-        subprocess.run([sys.executable, "evaluate.py", "--models", *models, "--reward_model_path", proxy or "none",
-                        "--reward_function", task["verifier"], "--eval_data_path", test, "--max_new_tokens",
-                        str(task["new_tokens"]), "--batch_size", "32", "--output_dir", out], cwd=ROOT, check=True,
-                       stdout=log, stderr=subprocess.STDOUT)
+        subprocess.run([sys.executable, "evaluate.py", "--models", f"model={model}", "--reward_model_path",
+                        proxy or "none", "--reward_ensemble", ensemble, "--reward_function", task["verifier"],
+                        "--eval_data_path", test, "--max_new_tokens", str(task["new_tokens"]), "--batch_size", "32",
+                        "--output_dir", out], cwd=ROOT, check=True, stdout=log, stderr=subprocess.STDOUT)
     with open(os.path.join(out, "summary.json")) as f:
         summary = json.load(f)
     with open(os.path.join(out, "generations.jsonl")) as f:
@@ -267,8 +391,7 @@ def evaluate(row: str, model: str, proxy: str | None = None, out: str = "eval") 
               "correct_list": [s == 1 for s in scores], "mean_length": metrics["mean_length"],
               "eos_rate": metrics["eos_rate"]}
     if proxy:
-        result["proxy_reward"] = {name: m["mean_score_by_judge"]["reward_model"]
-                                  for name, m in summary["models"].items()}
+        result["proxy_reward"] = metrics["mean_score_by_judge"]["reward_model"]
     if task is TASKS["ifeval"]:
         counts = [len(json.loads(line)["instruction_id_list"]) for line in open(test)]
         result["followed_list"] = [s * n for s, n in zip(scores, counts)]  # instructions followed, per prompt
@@ -338,6 +461,75 @@ def training_numbers(row: str) -> dict:
                              if "objective/scores" in e or "reward" in e]}
 
 
+def subset(source: str, count: int, seed: int, target: str) -> None:
+    """Write `count` lines of `source` drawn without replacement with `seed` (0 or more than there are: all) to
+    `target`, in their order in `source`.
+    """
+    lines = open(source).readlines()
+    keep = sorted(random.Random(seed).sample(range(len(lines)), count)) if 0 < count < len(lines) else range(len(lines))
+    with open(target, "w") as f:
+        f.writelines(lines[i] for i in keep)
+    print(f"wrote {len(keep)} of the {len(lines)} rows of {source} to {target}")
+
+
+def score_bon_samples(rm_dir: str) -> list[list[float]]:
+    """The reward model's score of each of bon_samples' answers: one list of BON_N scores per held-out prompt."""
+    from rlhfkit.model import load_reward_model
+    from rlhfkit.reward import reward_scorer
+
+    samples = [json.loads(line) for line in open(os.path.join(BON, "samples.jsonl"))]
+    model, tokenizer = load_reward_model(rm_dir, "cpu")
+    score = reward_scorer(model, tokenizer, batch_size=64)
+    flat = score([s["prompt"] for s in samples for _ in s["answers"]],
+                 [a["text"] for s in samples for a in s["answers"]])
+    out, start = [], 0
+    for s in samples:
+        out.append(flat[start:start + len(s["answers"])])
+        start += len(s["answers"])
+    return out
+
+
+def ensemble_scores(combine: str) -> list[list[float]]:
+    """bon_samples' scores of the ENSEMBLE members (their rows' `bon_scores`) combined by `combine`."""
+    import torch
+
+    from rlhfkit.reward_ensemble import combine_scores
+
+    members = []
+    for name in ENSEMBLE.split(","):
+        with open(os.path.join(OUT, name, "row.json")) as f:
+            members.append(json.load(f)["bon_scores"])
+    return [combine_scores(torch.tensor(list(zip(*prompt))), combine).tolist() for prompt in zip(*members)]
+
+
+def bon_gold() -> list[list[bool]]:
+    """bon_samples' verifier verdicts: per held-out prompt, whether each sampled answer is right."""
+    return [[a["score"] == 1 for a in json.loads(line)["answers"]] for line in open(os.path.join(BON, "samples.jsonl"))]
+
+
+def best_of_n_curve(scores: list[list[float]], gold: list[list[bool]] | None = None,
+                    ns: tuple[int, ...] = (1, 2, 4, 8, 16)) -> list[dict]:
+    """Best-of-n with a reward model picking: `scores[i][j]` is its score of prompt i's answer j, `gold[i][j]` whether
+    that answer is right (default: bon_samples'). For each n, the gold accuracy (Wilson 95%) and the proxy score of
+    the picked answer (the first of equal scores), over the disjoint groups of n answers of each prompt (answers
+    0..n-1, n..2n-1, ...), and the analytical KL of best-of-n from the sampling policy, log n - (n - 1) / n nats
+    (Stiennon et al. 2020).
+    """
+    gold = bon_gold() if gold is None else gold
+    curve = []
+    for n in ns:
+        right, proxy = [], []
+        for prompt_gold, prompt_scores in zip(gold, scores):
+            for start in range(0, len(prompt_gold) - n + 1, n):
+                pick = max(range(start, start + n), key=lambda i: (prompt_scores[i], -i))
+                right.append(prompt_gold[pick])
+                proxy.append(prompt_scores[pick])
+        interval = accuracy_interval(right)
+        curve.append({"n": n, "kl": math.log(n) - (n - 1) / n, "accuracy": interval["accuracy"],
+                      "accuracy_ci": interval["accuracy_ci"], "proxy_reward": sum(proxy) / len(proxy)})
+    return curve
+
+
 def right_answers() -> None:
     """`right_answers.jsonl` beside the rejection-sampling output: each prompt's first answer the verifier scored 1
     (rejection-sampling fine-tuning keeps right answers only; best_of_n.jsonl also has a best among wrong ones).
@@ -402,19 +594,104 @@ def report() -> None:
               f"{fmt(r.get('seconds_per_step'), '.2f')} | {fmt(r.get('mean_length'), '.1f')} | "
               f"{fmt(r.get('kl'), '.3f')} |")
     for name, r in rows.items():
-        if "proxy_reward" in r:
-            print(f"\n{name}: proxy reward (the reward model's mean score on the held-out answers) base "
-                  f"{r['proxy_reward']['base']:+.3f} -> {r['proxy_reward']['model']:+.3f}; gold accuracy "
-                  f"{rows.get('base', {}).get('accuracy', float('nan')):.3f} -> {r['accuracy']:.3f}")
+        if r.get("accuracy_curve") and r["accuracy_curve"][0].get("proxy_reward") is not None:
+            print(f"\n{name}: step, gold accuracy [95% CI], proxy reward (the reward model's mean score of the "
+                  f"greedy held-out answers), KL logged at that step: " + "; ".join(
+                      f"{p['step']}: {p['accuracy']:.3f} [{p['accuracy_ci'][0]:.3f}, {p['accuracy_ci'][1]:.3f}], "
+                      f"{p['proxy_reward']:+.3f}, {fmt(p.get('kl'), '.2f')}" for p in r["accuracy_curve"]))
         base_row = rows.get("ifeval_base") if name.startswith("ifeval_") and name != "ifeval_base" else None
         level = instruction_level_test(r, base_row) if base_row else None
         if level:
             print(f"\n{name}: instruction-level strict {level['base']:.3f} (base) -> {level['model']:.3f} "
                   f"({level['difference']:+.3f}), Wilcoxon signed-rank p = {level['p_value']:.2g} on the "
                   f"{level['prompts']} prompts' instructions followed")
-        if "rm_accuracy" in r:
-            print(f"\n{name}: held-out pair accuracy of the reward model {r['rm_accuracy'].get('accuracy')}")
+    reward_model_table(rows)
+    seeds_table(rows)
     plot(rows)
+    plot_overoptimization(rows)
+
+
+def reward_model_table(rows: dict) -> None:
+    """The study's reward models: training pairs, held-out pair accuracy (Wilson 95%) beside both length rules, the
+    accuracy on length-matched pairs, and best-of-n's gold accuracy on the held-out prompts (greedy: the base row).
+    """
+    names = [n for n in [*RM_ROWS, "rm_ensemble"] if n in rows and "rm_accuracy" in rows[n]]
+    if not names:
+        return
+    print("\n| reward model | training pairs | held-out pair accuracy [95% CI] | shorter wins | longer wins | "
+          "length-matched (pairs) | best-of-1 | best-of-4 | best-of-16 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in names:
+        a, path = rows[name]["rm_accuracy"], os.path.join(OUT, name, "train.jsonl")
+        pairs = sum(1 for _ in open(path)) if os.path.isfile(path) else "3 x " + str(
+            sum(1 for _ in open(os.path.join(OUT, "rm_all", "train.jsonl"))))
+        low, high = wilson(a["accuracy"], a["n"])
+        bon = {p["n"]: p["accuracy"] for p in best_of_n_curve(rows[name]["bon_scores"])}
+        matched = "n/a" if a.get("accuracy_length_matched") is None else f"{a['accuracy_length_matched']:.3f}"
+        print(f"| {name} | {pairs} | {a['accuracy']:.3f} [{low:.3f}, {high:.3f}] ({a['n']}) | "
+              f"{a['shorter_wins_accuracy']:.3f} | {a['longer_wins_accuracy']:.3f} | {matched} "
+              f"({a['n_length_matched']}) | {bon[1]:.3f} | {bon[4]:.3f} | {bon[16]:.3f} |")
+
+
+def seeds_table(rows: dict) -> None:
+    """Rows run with seeds 0, 1 and 2: each seed's held-out accuracy, their mean, standard deviation and range."""
+    lines = []
+    for name in SEEDED:
+        runs = [rows[n]["accuracy"] for n in (name, f"{name}_seed1", f"{name}_seed2") if "accuracy" in rows.get(n, {})]
+        if len(runs) > 1:
+            mean = sum(runs) / len(runs)
+            std = math.sqrt(sum((x - mean) ** 2 for x in runs) / (len(runs) - 1))
+            lines.append(f"| {name} | {', '.join(f'{x:.3f}' for x in runs)} | {mean:.3f} | {std:.3f} | "
+                         f"{min(runs):.3f}-{max(runs):.3f} |")
+    if lines:
+        print("\n| row | held-out accuracy, seeds 0 1 2 | mean | standard deviation | range |\n|---|---|---|---|---|")
+        print("\n".join(lines))
+
+
+def wilson(p: float, n: int) -> tuple[float, float]:
+    """Wilson 95% interval of a share `p` of `n` (ties counted half make p fractional; the interval is the same)."""
+    z = 1.959964
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half / (1 + z * z / n), centre + half / (1 + z * z / n)
+
+
+PPO_OF = {"rm_all": "ppo_rm_all", "rm_500": "ppo_rm_500", "rm_ensemble": "ppo_rm_ensemble"}
+
+
+def plot_overoptimization(rows: dict) -> None:
+    """overoptimization.png (Gao et al. 2023, figure 1): one panel per reward model, gold accuracy (left axis) and
+    proxy reward (right axis) against KL from the base, for best-of-n (n = 1..16, analytical KL) and for PPO with that
+    reward model (its checkpoints, logged KL); the greedy base's gold accuracy dashed.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = [n for n in [*RM_ROWS, "rm_ensemble"] if "bon_scores" in rows.get(n, {})]
+    if not names:
+        return
+    fig = Figure(figsize=(4.2 * len(names), 3.8))
+    FigureCanvasAgg(fig)
+    for ax, name in zip(fig.subplots(1, len(names), squeeze=False)[0], names):
+        proxy_ax = ax.twinx()
+        bon = best_of_n_curve(rows[name]["bon_scores"])
+        ax.plot([p["kl"] for p in bon], [p["accuracy"] for p in bon], "o-", color="tab:blue", label="best-of-n gold")
+        proxy_ax.plot([p["kl"] for p in bon], [p["proxy_reward"] for p in bon], "o--", color="tab:orange",
+                      label="best-of-n proxy")
+        ppo = [p for p in rows.get(PPO_OF.get(name), {}).get("accuracy_curve", []) if p.get("kl") is not None]
+        if ppo:
+            ax.plot([p["kl"] for p in ppo], [p["accuracy"] for p in ppo], "s-", color="tab:green", label="PPO gold")
+            proxy_ax.plot([p["kl"] for p in ppo], [p["proxy_reward"] for p in ppo], "s--", color="tab:red",
+                          label="PPO proxy")
+        if "base" in rows:
+            ax.axhline(rows["base"]["accuracy"], color="grey", linestyle=":", linewidth=1)
+        ax.set(title=name, xlabel="KL from the base (nats per answer)", ylabel="gold accuracy (held-out)",
+               ylim=(0, 1))
+        proxy_ax.set_ylabel("proxy reward (reward model)")
+        handles = ax.get_legend_handles_labels()[0] + proxy_ax.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(os.path.join(OUT, "overoptimization.png"), dpi=100)
+    print(f"wrote {os.path.join(OUT, 'overoptimization.png')}")
 
 
 def plot(rows: dict) -> None:
@@ -433,7 +710,7 @@ def plot(rows: dict) -> None:
     colors = {name: matplotlib.colormaps["tab20"](i % 20) for i, name in enumerate(rows)}
     for name, r in rows.items():
         curve = [(s, v) for s, v in r.get("reward_curve", []) if v is not None]
-        if len(curve) >= 8 and name != "ppo_rm":  # ppo_rm's reward is the reward model's score, not the verifier
+        if len(curve) >= 8 and not name.startswith("ppo_rm"):  # their reward is a reward model's, not the verifier
             steps, values = np.array(curve).T
             mean = np.convolve(values, np.ones(8) / 8, mode="valid")
             left.plot(steps[7:], mean, label=name, linewidth=1.5, color=colors[name])
@@ -443,8 +720,8 @@ def plot(rows: dict) -> None:
         left.legend(fontsize=7)
     for name, r in rows.items():
         if r.get("accuracy_curve"):
-            steps, accuracy, ci = zip(*r["accuracy_curve"])
-            low, high = zip(*ci)
+            steps, accuracy = [p["step"] for p in r["accuracy_curve"]], [p["accuracy"] for p in r["accuracy_curve"]]
+            low, high = zip(*(p["accuracy_ci"] for p in r["accuracy_curve"]))
             middle.plot(steps, accuracy, marker="o", label=name, color=colors[name])
             middle.fill_between(steps, low, high, alpha=0.2, color=colors[name])
     middle.set(xlabel="optimizer step", ylabel="held-out accuracy (Wilson 95% CI)", ylim=(0, 1),
@@ -470,9 +747,10 @@ def main(argv: list[str] | None = None) -> None:
     (`run_cli`), the row's log.txt named.
     """
     parser = ToolParser(prog="script/benchmark_verifiable.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["data", "ifeval-data", "run", "report", "trl-grpo", "right-answers"])
+    parser.add_argument("command", choices=["data", "ifeval-data", "run", "report", "trl-grpo", "right-answers",
+                                            "subset"])
     parser.add_argument("rows", nargs="*", help=f"with run: rows among {', '.join(ROWS)} (default: all); with "
-                                                f"trl-grpo: OUTPUT_DIR [STEPS]")
+                                                f"trl-grpo: OUTPUT_DIR [STEPS]; with subset: SOURCE COUNT SEED TARGET")
     args = parser.parse_args(argv)
     if args.command == "data":
         make_data()
@@ -501,6 +779,10 @@ def main(argv: list[str] | None = None) -> None:
         trl_grpo(args.rows[0], *map(int, args.rows[1:]))
     elif args.command == "right-answers":
         right_answers()
+    elif args.command == "subset":
+        if len(args.rows) != 4 or not (args.rows[1].isdigit() and args.rows[2].isdigit()):
+            parser.error(f"subset takes SOURCE COUNT SEED TARGET, got {' '.join(args.rows) or 'nothing'}")
+        subset(args.rows[0], int(args.rows[1]), int(args.rows[2]), args.rows[3])  # SOURCE COUNT SEED TARGET
     else:
         if not any(os.path.isfile(os.path.join(OUT, name, "row.json")) for name in ROWS):
             raise ConfigError(f"no row has finished under {OUT} yet: run some first, e.g. "

@@ -124,3 +124,20 @@ def test_distinct_n():
     assert distinct_n("the cat sat on the mat") == 1.0
     assert distinct_n("go go go go go") == pytest.approx(1 / 4)
     assert distinct_n("one") is None and distinct_n("a b c a b c", n=3) == pytest.approx(3 / 4)
+
+
+def test_length_rules_and_length_matched_accuracy_by_hand():
+    # 5 pairs: lengths (chosen, rejected); the scorer is right on pairs 0, 1, 3 and wrong on 2, 4 (a tie counts half).
+    chosen_len, rejected_len = [10, 10, 10, 20, 5], [12, 30, 10, 4, 9]
+    chosen, rejected = [1.0, 1.0, 0.0, 2.0, 0.5], [0.0, 0.0, 0.0, 1.0, 0.9]
+    result = length_split_accuracy(chosen, rejected, chosen_len, rejected_len)
+    assert result["accuracy"] == pytest.approx((1 + 1 + 0.5 + 1 + 0) / 5)
+    # shorter chosen in pairs 0, 1, 4; longer in 3; equal in 2 (half to each rule)
+    assert result["shorter_wins_accuracy"] == pytest.approx(3.5 / 5)
+    assert result["longer_wins_accuracy"] == pytest.approx(1.5 / 5)
+    # within 3 tokens: pair 0 (2 apart), pair 2 (0 apart); pair 4 is 4 apart
+    assert result["n_length_matched"] == 2 and result["accuracy_length_matched"] == pytest.approx(0.75)
+    wider = length_split_accuracy(chosen, rejected, chosen_len, rejected_len, matched_within=4)
+    assert wider["n_length_matched"] == 3 and wider["accuracy_length_matched"] == pytest.approx(1.5 / 3)
+    none = length_split_accuracy([1.0], [0.0], [1], [20])
+    assert none["n_length_matched"] == 0 and none["accuracy_length_matched"] is None

@@ -145,6 +145,8 @@ def test_accuracy_mode_reports_the_length_split(eval_setup, tmp_path, capsys):
     assert accuracy["n_cut"] == 4  # every pair is over 20 tokens: scored cut, still counted
     printed = capsys.readouterr().out
     assert 'rule "the shorter answer wins"' in printed and "reading:" in printed and "scored cut" in printed
+    assert 'rule "the longer answer wins"' in printed and "length-matched pairs (+-3 tokens)" in printed
+    assert accuracy["longer_wins_accuracy"] == 1.0 and accuracy["n_length_matched"] == 0
     assert sorted(os.listdir(tmp_path / "acc")) == ["report.html", "summary.json"]  # no answers: no empty files
     assert "wrote summary.json and report.html to" in printed and "arena.png" not in printed
 

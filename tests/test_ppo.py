@@ -52,7 +52,7 @@ def make_toy_model(path, seed=0):
     return model, tokenizer
 
 
-def make_lora_reward_model(base_dir, path):
+def make_lora_reward_model(base_dir, path, seed=1):
     """A random LoRA reward model on the toy base, saved as reward_model.py saves one (adapter + score head)."""
     from peft import get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -60,7 +60,7 @@ def make_lora_reward_model(base_dir, path):
     from common_args import ModelArgs
     from rlhfkit.model import lora_config
 
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     base = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1)
     model = get_peft_model(base, lora_config(ModelArgs(lora_r=4, lora_alpha=8), "SEQ_CLS"))
     with torch.no_grad():
@@ -74,7 +74,11 @@ def make_lora_reward_model(base_dir, path):
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("toy")
+    return make_toy(tmp_path_factory.mktemp("toy"))
+
+
+def make_toy(folder):
+    """The toy model, 64 prompts and the reward file under `folder`; returns their paths."""
     make_toy_model(str(folder / "model"))
     rng = random.Random(0)
     prompts = [{"prompt": " ".join(f"t{rng.randint(8, 63)}" for _ in range(rng.randint(2, 5)))} for _ in range(64)]

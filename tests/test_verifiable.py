@@ -4,6 +4,7 @@ the verifiers of rlhfkit/verifiers.py, and the accuracy maths (Wilson interval, 
 
 import importlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -300,3 +301,34 @@ def test_benchmark_instruction_level_test_by_hand():
     assert result["difference"] == pytest.approx(0.35) and result["prompts"] == 10
     assert result["p_value"] == pytest.approx(2 * 10 / 512)
     assert benchmark_verifiable.instruction_level_test({"instruction_level": 0.85}, base) is None
+
+
+def test_benchmark_best_of_n_by_hand():
+    """2 prompts x 4 answers. Best-of-1 is each answer once; best-of-2 picks within (0,1) and (2,3); best-of-4 the top
+    of all four (the first of equal scores); KL of best-of-n = log n - (n - 1) / n.
+    """
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "script"))
+    import benchmark_verifiable
+
+    gold = [[False, True, False, False], [True, False, False, True]]
+    scores = [[0.1, 0.9, 0.5, 0.2], [0.3, 0.7, 0.7, 0.0]]
+    curve = {p["n"]: p for p in benchmark_verifiable.best_of_n_curve(scores, gold, ns=(1, 2, 4))}
+    assert curve[1]["accuracy"] == pytest.approx(3 / 8) and curve[1]["kl"] == 0.0
+    assert curve[1]["proxy_reward"] == pytest.approx(sum(scores[0] + scores[1]) / 8)
+    # n=2: prompt 0 picks answer 1 (right) and 2 (wrong); prompt 1 picks answer 1 (wrong) and 2 (wrong, tie -> first)
+    assert curve[2]["accuracy"] == pytest.approx(1 / 4) and curve[2]["proxy_reward"] == pytest.approx(2.8 / 4)
+    assert curve[2]["kl"] == pytest.approx(math.log(2) - 0.5)
+    # n=4: prompt 0 answer 1 (right), prompt 1 answer 1 (0.7 ties with answer 2: the first; wrong)
+    assert curve[4]["accuracy"] == pytest.approx(0.5) and curve[4]["kl"] == pytest.approx(math.log(4) - 0.75)
+
+
+def test_benchmark_seed_rows_change_only_the_seed_and_drop_checkpoints():
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "script"))
+    import benchmark_verifiable as bench
+
+    original, seeded = bench.ROWS["ppo_rm_all"][0][0], bench.ROWS["ppo_rm_all_seed2"][0][0]
+    seed_at = original.index("--seed") + 1
+    assert original[seed_at] == "0" and seeded[seed_at] == "2" and "--save_steps" not in seeded
+    assert original[-len(bench.CHECKPOINTS):] == bench.CHECKPOINTS
+    assert seeded[:seed_at] + ["0"] + seeded[seed_at + 1:] == original[:-len(bench.CHECKPOINTS)]
+    assert bench.ROWS["kto_seed1"][1] == "model" and bench.ROWS["kto_seed1"][0][0][-2:] == ["--max_length", "64"]

@@ -32,6 +32,7 @@ from rlhfkit.model import (
     resolve_checkpoint,
 )
 from rlhfkit.reward import check_gold_columns, load_reward_function, missing_eos_reward
+from rlhfkit.reward_ensemble import RewardEnsemble, reward_model_paths
 
 
 def ppo_prompt_data(args, config, tokenizer, too_long: str) -> tuple[list[dict], list[dict]]:
@@ -55,7 +56,8 @@ def online_inputs(args, config, tokenizer, rows: list[dict]) -> dict:
         check_reward_model_path(config.reward_model_path)
         from rlhfkit.report.probe_table import print_saved_probe  # here: a run with a reward function loads none
 
-        print_saved_probe(config.reward_model_path)
+        for member in reward_model_paths(config.reward_model_path):
+            print_saved_probe(member)
     value_path = getattr(config, "value_model_path", None)
     if value_path:
         check_reward_model_path(value_path, "--value_model_path")
@@ -99,13 +101,15 @@ def ppo_models(args, config, tokenizer, reward_function=None, ptx_rows=None) -> 
             rm_tokenizer = load_tokenizer(rm_path)
         else:
             if config.model_mode in ("adapters", "shared"):
-                info_rank0(f"[PPO] reward model {rm_path} is not a LoRA adapter on {args.model_name_or_path}: "
+                info_rank0(f"[PPO] reward model {rm_path} is not one LoRA adapter on {args.model_name_or_path}: "
                            f"loaded as a separate model")
-            extra["reward_model"], rm_tokenizer = load_reward_model(rm_path, "cpu", config, merge=True)
+            extra["reward_model"], rm_tokenizer = load_reward_model(rm_path, "cpu", config, merge=True,
+                                                                    ensemble=config.reward_ensemble)
         extra["reward_processing_class"] = rm_tokenizer
     if config.model_mode == "separate" and config.uses_critic:
-        value_path = config.value_model_path or rm_path
-        if value_path == rm_path and (rm_tokenizer is None or not same_vocabulary(rm_tokenizer, tokenizer)):
+        first_rm = rm_path and reward_model_paths(rm_path)[0]  # an ensemble's value model starts from its first
+        value_path = config.value_model_path or first_rm
+        if value_path == first_rm and (rm_tokenizer is None or not same_vocabulary(rm_tokenizer, tokenizer)):
             if rm_path:
                 info_rank0("[PPO] the reward model's tokenizer differs from the policy's: the value model starts "
                            "from the policy checkpoint with a fresh head instead")
@@ -127,7 +131,10 @@ def rloo_models(args, config, tokenizer, reward_function=None, ptx_rows=None) ->
     """
     funcs, tokenizers = [], []
     if config.reward_model_path:
-        model, rm_tokenizer = load_reward_model(config.reward_model_path, "cpu", config, merge=True)
+        model, rm_tokenizer = load_reward_model(config.reward_model_path, "cpu", config, merge=True,
+                                                ensemble=config.reward_ensemble)
+        if isinstance(model, RewardEnsemble):  # TRL places only PreTrainedModel rewards on the device
+            model = model.to(config.device)
         funcs.append(model)
         tokenizers.append(rm_tokenizer)
     if reward_function:

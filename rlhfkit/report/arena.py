@@ -168,7 +168,8 @@ def paired_accuracy_test(model_correct: Sequence[bool], baseline_correct: Sequen
 
 
 def length_split_accuracy(chosen_scores: Sequence[float], rejected_scores: Sequence[float],
-                          chosen_lengths: Sequence[float], rejected_lengths: Sequence[float]) -> dict:
+                          chosen_lengths: Sequence[float], rejected_lengths: Sequence[float],
+                          matched_within: int = 3) -> dict:
     """A scorer's accuracy on preference pairs, overall and split by which answer is longer; and the length rule.
 
     Inputs have shape (n,), one entry per pair: the scorer's score of the chosen and of the rejected answer, and the
@@ -180,7 +181,10 @@ def length_split_accuracy(chosen_scores: Sequence[float], rejected_scores: Seque
         n_equal_length: pairs of equal length (in neither split);
         length_balanced_accuracy: mean of the two split accuracies (what a judge blind to length would get where
             length points either way; 0.5 for any pure length rule);
-        shorter_wins_accuracy: accuracy of the rule "the shorter answer wins" on all n pairs (equal lengths: 0.5);
+        shorter_wins_accuracy / longer_wins_accuracy: accuracy of the rule "the shorter (longer) answer wins" on all n
+            pairs (equal lengths: 0.5);
+        n_length_matched / accuracy_length_matched: the pairs whose answers differ by at most `matched_within`
+            tokens, and the accuracy on them (what length cannot fake);
         picks_shorter: share of pairs of different lengths where the scorer ranks the shorter answer higher.
         length_correlation: Pearson correlation of the score with the answer length over all 2n answers (None when
             the scores or the lengths are constant): how much of what the scorer says is length.
@@ -196,6 +200,7 @@ def length_split_accuracy(chosen_scores: Sequence[float], rejected_scores: Seque
     acc_longer, acc_shorter = mean_or_none(right[longer]), mean_or_none(right[shorter])
     rule = np.where(shorter, 1.0, np.where(longer, 0.0, 0.5))
     differ = longer | shorter
+    matched = np.abs(chosen_len - rejected_len) <= matched_within
     picks_shorter = np.where(shorter, right, 1 - right)[differ]
     return {"n": int(len(right)), "accuracy": float(right.mean()),
             "n_chosen_longer": int(longer.sum()), "accuracy_chosen_longer": acc_longer,
@@ -203,7 +208,9 @@ def length_split_accuracy(chosen_scores: Sequence[float], rejected_scores: Seque
             "n_equal_length": int((~differ).sum()),
             "length_balanced_accuracy": None if acc_longer is None or acc_shorter is None
             else (acc_longer + acc_shorter) / 2,
-            "shorter_wins_accuracy": float(rule.mean()), "picks_shorter": mean_or_none(picks_shorter),
+            "shorter_wins_accuracy": float(rule.mean()), "longer_wins_accuracy": float(1 - rule.mean()),
+            "n_length_matched": int(matched.sum()), "accuracy_length_matched": mean_or_none(right[matched]),
+            "matched_within": matched_within, "picks_shorter": mean_or_none(picks_shorter),
             "length_correlation": pearson(np.concatenate([chosen_scores, rejected_scores]),
                                           np.concatenate([chosen_len, rejected_len]))}
 

@@ -3,7 +3,8 @@
 A reward model's accuracy says little on its own: on hh-rlhf harmless the rule "the shorter answer wins" scores
 0.657, above every reward model trained with this toolkit. So next to the accuracy this reports the accuracy on
 the pairs whose chosen answer is longer and on those whose chosen answer is shorter, their mean (length-balanced
-accuracy: 0.5 for any rule that looks at length only), the length rule's accuracy on the same pairs, the Pearson
+accuracy: 0.5 for any rule that looks at length only), both length rules' accuracy on the same pairs, the accuracy
+on length-matched pairs (answers within 3 tokens of each other), the Pearson
 correlation of the score with answer length, and a one-line reading. Pairs longer than `max_length` tokens are
 scored cut at the end (the reward model then reads a cut answer) and counted, not dropped. The maths is
 `rlhfkit.report.arena.length_split_accuracy`.
@@ -56,6 +57,9 @@ def accuracy_rows(result: dict) -> list[list]:
             ["length-balanced accuracy (mean of the two)", result["length_balanced_accuracy"],
              result["n_chosen_longer"] + result["n_chosen_shorter"]],
             ['rule "the shorter answer wins" (same pairs)', result["shorter_wins_accuracy"], result["n"]],
+            ['rule "the longer answer wins" (same pairs)', result.get("longer_wins_accuracy"), result["n"]],
+            [f"accuracy on length-matched pairs (+-{result.get('matched_within', 3)} tokens)",
+             result.get("accuracy_length_matched"), result.get("n_length_matched", 0)],
             ["model picks the shorter answer (share)", result["picks_shorter"],
              result["n_chosen_longer"] + result["n_chosen_shorter"]],
             ["correlation of the score with answer length", result.get("length_correlation"), 2 * result["n"]]]
