@@ -62,7 +62,7 @@ def check_reward_sources(settings, needs: str) -> None:
     default = next(f.default for f in dataclasses.fields(settings) if f.name == "reward_model_path")
     if settings.reward_function and settings.reward_model_path == default and not os.path.exists(default):
         info_rank0(f"[reward] no reward model at the default --reward_model_path {default}: the reward is "
-                   f"--reward_function {settings.reward_function} alone (--reward_model_path none says so)")
+                   f"--reward_function {settings.reward_function} alone (pass --reward_model_path none to say so)")
         settings.reward_model_path = None
     if not settings.reward_model_path and not settings.reward_function:
         raise ConfigError(f"{needs} --reward_model_path (reward_model.py's output) and/or --reward_function "

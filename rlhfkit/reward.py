@@ -2,8 +2,10 @@
 
 A reward model (reward_model.py's output, loaded by `rlhfkit.model.load_reward_model`) reads each answer rendered with
 its own tokenizer and chat template, exactly as it was trained. A reward function has TRL's signature
-`f(prompts, completions, completion_ids, **columns) -> list[float]` (`script/example_reward.py`). Used by PPO, RLOO,
-GRPO, rejection sampling, evaluate.py and the reward-model probe.
+`f(prompts, completions, completion_ids, **columns) -> list[float]` (`script/example_reward.py`); it is imported and
+checked against the prompt rows before any weights load (`load_reward_function`, `check_gold_columns`), and what it
+returns is checked at every call (`checked_reward_function`). Used by PPO, RLOO, GRPO, rejection sampling,
+evaluate.py and the reward-model probe.
 """
 
 from __future__ import annotations

@@ -10,8 +10,10 @@ arguments (one list per column, one entry per answer) and returns one float per 
                   answer follows, strict (Zhou et al. 2023, arXiv:2311.07911), with the checkers shipped in
                   `lm-eval` (`pip install 'lm-eval[ifeval]==0.4.13'`); 1.0 when all are followed (prompt-level accuracy)
 
-Each names the columns it needs in `gold_columns`; every script checks them on every prompt row before any weights
-load (`rlhfkit.reward.check_gold_columns`, which reads the same attribute on your own functions). A missing column at
+Each names the columns it needs in `gold_columns` and checks their values in `check_gold(rows)` (a number for
+`exact_number`, known instruction ids and one `kwargs` mapping per id for `ifeval`); every script runs both on every
+prompt row before any weights load (`rlhfkit.reward.check_gold_columns`, which reads the same attributes on your own
+functions). A missing column at
 scoring time raises `ValueError` naming it: a verifier never scores without its gold answer. evaluate.py reports a
 function whose scores all lie in [0, 1] as an accuracy (share of answers scored 1.0).
 """
