@@ -187,10 +187,9 @@ def reward_model(pairs: int | None, seed: int = SEED, *extra: str) -> list[list[
     subset = ["script/benchmark_verifiable.py", "subset", RM_PAIRS, str(pairs or 0), str(seed), "{row}/train.jsonl"]
     held_out = ["script/benchmark_verifiable.py", "subset", os.path.join(BON, "pairs.jsonl"), "600", str(SEED),
                 "{row}/held_out.jsonl"]
-    epochs = "1" if pairs is None or pairs > 1000 else "2"
     return [subset, held_out, ["reward_model.py", "--model_name_or_path", MODEL, "--train_mode", "lora",
                                "--train_data_path", "{row}/train.jsonl", "--eval_data_path", "{row}/held_out.jsonl",
-                               "--output_dir", "{row}/model", "--num_train_epochs", epochs, "--learning_rate", "2e-4",
+                               "--output_dir", "{row}/model", "--num_train_epochs", "1", "--learning_rate", "2e-4",
                                "--max_length", "96", "--per_device_train_batch_size", "8", "--probe_prompts", "0",
                                "--save_strategy", "no", "--report_to", "none", "--logging_steps", "5", "--seed",
                                str(seed), *extra]]
@@ -432,7 +431,7 @@ def best_of_n(row: str, n: int = 4) -> dict:
 
 def offline_numbers(name: str, row: str) -> dict:
     """Rejection sampling: pairs and SFT rows written; reward model: its held-out pair accuracy (the proxy)."""
-    if name.startswith("rejection_sampling"):
+    if name.startswith("rejection_sampling") or name in ("rm_data", "bon_samples"):
         with open(os.path.join(row, "out", "summary.json")) as f:
             return {"counts": json.load(f)["counts"]}
     path = os.path.join(row, "model", "rm_accuracy.json")
