@@ -4,8 +4,11 @@ Edit the defaults below, or override any field on the command line: `python trai
 `--trust_remote_code` (default False) and `--max_length` live in the training config (TRL's), not here.
 """
 
+from rlhfkit.log import info_rank0
+
 import dataclasses
 import functools
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -50,14 +53,32 @@ def check_choices(settings) -> None:
 def check_reward_sources(settings, needs: str) -> None:
     """`--reward_model_path` / `--reward_function` given as "none" (or "") become None; raise `ConfigError`
     "`needs` --reward_model_path ... and/or --reward_function ..." if neither is left (PPO, RLOO, GRPO, evaluate.py,
-    rejection_sampling.py).
+    rejection_sampling.py). With a `--reward_function` and `--reward_model_path` left at its default, where no folder
+    is, the function is the only reward: the path becomes None and one note says so.
     """
     for name in ("reward_model_path", "reward_function"):
         if getattr(settings, name) in ("", "none", "None"):
             setattr(settings, name, None)
+    default = next(f.default for f in dataclasses.fields(settings) if f.name == "reward_model_path")
+    if settings.reward_function and settings.reward_model_path == default and not os.path.exists(default):
+        info_rank0(f"[reward] no reward model at the default --reward_model_path {default}: the reward is "
+                   f"--reward_function {settings.reward_function} alone (pass --reward_model_path none to say so)")
+        settings.reward_model_path = None
     if not settings.reward_model_path and not settings.reward_function:
         raise ConfigError(f"{needs} --reward_model_path (reward_model.py's output) and/or --reward_function "
                           f"file.py:name")
+
+
+def check_sampling_ranges(settings, counts: tuple[str, ...]) -> None:
+    """Refuse sampling settings out of range, while the flags are parsed (evaluate.py, rejection_sampling.py): each
+    field in `counts` None or at least 1, `top_p` in (0, 1]. Raises `ConfigError` naming the flag.
+    """
+    for name in counts:
+        value = getattr(settings, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name} must be at least 1, got {value}")
+    if not 0 < settings.top_p <= 1:
+        raise ConfigError(f"--top_p must be in (0, 1] (1: off), got {settings.top_p}")
 
 
 @dataclass

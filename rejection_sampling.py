@@ -44,7 +44,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 from transformers import set_seed
 
-from common_args import DEMO_MODEL, check_reward_sources
+from common_args import DEMO_MODEL, check_reward_sources, check_sampling_ranges
 from rlhfkit.args import parse_args
 from rlhfkit.data.prompts import load_prompt_file
 from rlhfkit.errors import ConfigError, run_cli
@@ -120,6 +120,7 @@ class RejectionSamplingArgs:
             raise ConfigError(f"--temperature must be > 0 (best-of-N samples its answers), got {self.temperature}")
         if self.num_samples < 2:
             raise ConfigError(f"--num_samples must be >= 2 to pick a best and a worst answer, got {self.num_samples}")
+        check_sampling_ranges(self, ("max_prompts", "max_new_tokens", "batch_size"))
         if self.max_pairs_per_prompt < 1:
             raise ConfigError(f"--max_pairs_per_prompt must be >= 1, got {self.max_pairs_per_prompt}")
 

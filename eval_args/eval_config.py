@@ -7,7 +7,7 @@ Change a default here or override it on the command line:
 from dataclasses import dataclass, field
 from typing import Literal
 
-from common_args import check_reward_sources
+from common_args import check_reward_sources, check_sampling_ranges
 from rlhfkit.errors import ConfigError
 
 
@@ -52,7 +52,4 @@ class EvalArgs:
         check_reward_sources(self, "evaluate.py needs a judge:")
         if self.temperature < 0:
             raise ConfigError(f"--temperature must be >= 0 (0: greedy), got {self.temperature}")
-        for name in ("max_new_tokens", "batch_size", "max_prompts", "max_prompt_length", "max_length"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"--{name} must be at least 1, got {value}")
+        check_sampling_ranges(self, ("max_new_tokens", "batch_size", "max_prompts", "max_prompt_length", "max_length"))

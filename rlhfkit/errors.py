@@ -62,6 +62,12 @@ def read_json(path: str):
         raise ConfigError(f"{path} is not readable JSON (cut short?): {error}") from None
 
 
+def shorten(value, limit: int = 60) -> str:
+    """`repr(value)` for a message, cut to `limit` characters (ending in "...")."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class ToolParser(argparse.ArgumentParser):
     """`argparse.ArgumentParser` for the `python -m rlhfkit.<tool>` commands: no prefix matching, and usage errors
     become `ConfigError` (one `error:` line, exit status 2) like every other bad input.

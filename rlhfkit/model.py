@@ -321,8 +321,10 @@ def check_reward_model_path(path: str, flag: str = "--reward_model_path") -> Non
         if flag == "--value_model_path":
             raise PathNotFoundError(f"--value_model_path {path}: no model there (no config.json / adapter_config"
                                     f".json); leave it unset to start the value model from the reward model")
+        alone = "; or score with a --reward_function alone: --reward_model_path none" \
+            if flag == "--reward_model_path" else ""
         raise PathNotFoundError(f"reward model not found: {path}; train one first with `python reward_model.py "
-                                f"--output_dir {path}` (the folder needs config.json or adapter_config.json)")
+                                f"--output_dir {path}` (the folder needs config.json or adapter_config.json){alone}")
     checkpoint = resolve_checkpoint(path)
     heads = {k: v for k, v in safetensors_weight_shapes(checkpoint.adapter or checkpoint.base).items()
              if k.endswith("score.weight")}

@@ -2,20 +2,26 @@
 
 A reward model (reward_model.py's output, loaded by `rlhfkit.model.load_reward_model`) reads each answer rendered with
 its own tokenizer and chat template, exactly as it was trained. A reward function has TRL's signature
-`f(prompts, completions, completion_ids, **columns) -> list[float]` (`script/example_reward.py`). Used by PPO, RLOO,
-GRPO, rejection sampling, evaluate.py and the reward-model probe.
+`f(prompts, completions, completion_ids, **columns) -> list[float]` (`script/example_reward.py`); it is imported and
+checked against the prompt rows before any weights load (`load_reward_function`, `check_gold_columns`), and what it
+returns is checked at every call (`checked_reward_function`). Used by PPO, RLOO, GRPO, rejection sampling,
+evaluate.py and the reward-model probe.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
+import inspect
+import math
 import os
+import traceback
 from collections.abc import Callable, Sequence
 
 import torch
 
-from rlhfkit.errors import ConfigError, PathNotFoundError
+from rlhfkit.errors import ConfigError, PathNotFoundError, UserError, shorten
 from rlhfkit.model import set_pad_token
 
 ScoreFn = Callable[[list, list], Sequence[float]]  # (prompts as message lists or text, answer strings) -> scores
@@ -64,43 +70,162 @@ def reward_scorer(model, tokenizer, batch_size: int = 8, max_length: int = 1024)
 
 
 def load_reward_function(spec: str) -> Callable:
-    """Import a reward function from `"path/to/file.py:name"` or `"package.module:name"`.
+    """Import a reward function from `"path/to/file.py:name"` or `"package.module:name"`, before any weights load.
 
-    Raises `ConfigError` (no ":name", no such module or function, not callable) or `PathNotFoundError` (no such
-    file). Errors inside the user's file propagate with their traceback.
+    Returns it wrapped by `checked_reward_function` (same `__name__` and attributes). Raises `ConfigError` (no
+    ":name", no such module or function, not callable, or the file does not import: its syntax error, a module it
+    imports that is not installed, or any other error while importing, each named with the file and line) or
+    `PathNotFoundError` (no such file).
     """
     if ":" not in spec:
         raise ConfigError(f"--reward_function {spec!r}: expected FILE.py:NAME or MODULE:NAME")
     where, name = spec.rsplit(":", 1)
-    if where.endswith(".py"):
-        if not os.path.isfile(where):
-            raise PathNotFoundError(f"--reward_function: no such file {where}")
-        module_spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(where))[0], where)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-    else:
-        try:
+    try:
+        if where.endswith(".py"):
+            if not os.path.isfile(where):
+                raise PathNotFoundError(f"--reward_function: no such file {where}")
+            module_spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(where))[0], where)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
             module = importlib.import_module(where)
-        except ModuleNotFoundError as error:
+    except ModuleNotFoundError as error:
+        if error.name and (where + ".").startswith(error.name + "."):  # the module named in the spec is not there
             raise ConfigError(f"--reward_function {spec!r}: no module {error.name!r} (for a file, give its path "
-                              f"ending in .py)") from error
+                              f"ending in .py)") from None
+        raise ConfigError(f"--reward_function {where}{import_line(error, where)} imports {error.name!r}, which is "
+                          f"not installed (pip install it, or remove the import)") from None
+    except SyntaxError as error:
+        raise ConfigError(f"--reward_function {error.filename or where}:{error.lineno}: {error.msg} (SyntaxError: the "
+                          f"file does not import)") from None
+    except Exception as error:  # noqa: BLE001 - the user's module ran and failed: its error, not a bug of ours
+        if isinstance(error, UserError):
+            raise
+        raise ConfigError(f"--reward_function {where}{import_line(error, where)}: importing it raised "
+                          f"{type(error).__name__}: {error}") from None
     if not hasattr(module, name):
         raise ConfigError(f"--reward_function: {where} has no function {name!r}")
     function = getattr(module, name)
     if not callable(function):
         raise ConfigError(f"--reward_function: {where}:{name} is not callable")
-    return function
+    return checked_reward_function(function)
+
+
+def import_line(error: BaseException, where: str) -> str:
+    """`":LINE"` of the deepest frame of `error`'s traceback in the user's file or module `where` ("" if none)."""
+    target = os.path.abspath(where) if where.endswith(".py") else None
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+             if (target and os.path.abspath(frame.filename) == target)
+             or (not target and frame.filename.endswith(where.replace(".", os.sep) + ".py"))]
+    return f":{lines[-1]}" if lines else ""
+
+
+def accepted_keywords(function: Callable) -> set[str] | None:
+    """The keyword arguments `function` takes, or None when it takes `**kwargs` (or has no readable signature)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def required_columns(function: Callable) -> list[str]:
+    """The data columns `function` cannot run without: its `gold_columns` and the parameters of its signature that
+    have no default, besides TRL's `prompts`, `completions`, `completion_ids` and `trainer_state`.
+    """
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        parameters = []
+    needed = [p.name for p in parameters if p.default is p.empty and p.name not in PASSED_BY_TRAINERS
+              and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return list(dict.fromkeys([*getattr(function, "gold_columns", ()), *needed]))
+
+
+PASSED_BY_TRAINERS = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric",
+                      "environments")
 
 
 def check_gold_columns(function: Callable, rows: list[dict], spec: str) -> None:
-    """Raise `ConfigError` if some prompt rows lack a column that `function` lists in its `gold_columns` (the verifiers
-    do), so that a run stops before any weights load instead of at its first score. `spec`: the `--reward_function`.
+    """Check a reward function against the prompt rows before any weights load, so that a run stops here instead of
+    at its first score: every row has each column the function requires (`required_columns`: its `gold_columns`, as
+    the verifiers list them, and its signature's parameters without a default), and, for a function with a
+    `check_gold(rows)` attribute (the verifiers), every gold value is of a kind it can score. `spec`: the
+    `--reward_function`. Raises `ConfigError` naming the column and the fix.
     """
-    for name in getattr(function, "gold_columns", ()):
+    for name in required_columns(function):
         lacking = sum(row.get(name) is None for row in rows)
         if lacking:
             raise ConfigError(f"--reward_function {spec} scores against the column '{name}', which {lacking} of the "
                               f"{len(rows)} prompt rows lack; give every row its '{name}' or use another reward")
+    check = getattr(function, "check_gold", None)
+    if check is not None:
+        try:
+            check(rows)
+        except ValueError as error:
+            raise ConfigError(f"--reward_function {spec}: {error}") from None
+
+
+def checked_reward_function(function: Callable) -> Callable:
+    """`function` behind a wrapper with its `__name__` and attributes (TRL logs `rewards/<name>/mean`), which passes
+    it only the keyword arguments it takes (all of them if it takes `**kwargs`) and checks what it returns at every
+    call (`check_scores`): TRL's trainers call the wrapper, and so does `call_reward_function`.
+    """
+    if getattr(function, "is_checked", False):
+        return function
+    accepted = accepted_keywords(function)
+
+    @functools.wraps(function)
+    def reward(prompts, completions, completion_ids=None, **kwargs):
+        given = dict(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs)
+        if accepted is not None:
+            given = {k: v for k, v in given.items() if k in accepted}
+        return check_scores(function(**given), function, prompts)
+
+    reward.is_checked = True
+    return reward
+
+
+def check_scores(out, function: Callable, prompts: list) -> list[float | None]:
+    """`out` as a list of floats (None kept: the function has no opinion on that answer, as TRL allows), checked:
+    one value per prompt, each a finite real number or None, not all None. Raises `ConfigError` naming the function,
+    what it returned and, for a bad value, the prompt.
+    """
+    name, n = getattr(function, "__name__", repr(function)), len(prompts)
+    if out is None or isinstance(out, (str, bytes, dict)) or not hasattr(out, "__len__"):
+        raise ConfigError(f"reward function {name} returned {shorten(out)} for {n} answers; it must return a list "
+                          f"of one float per answer")
+    out = list(out.tolist() if hasattr(out, "tolist") else out)
+    if len(out) != n:
+        raise ConfigError(f"reward function {name} returned {len(out)} values for {n} answers; it must return one "
+                          f"float per answer")
+    scores = []
+    for i, value in enumerate(out):
+        number = None if value is None or isinstance(value, (str, bytes, bool)) else as_float(value)
+        if value is not None and (number is None or not math.isfinite(number)):
+            raise ConfigError(f"reward function {name} returned {shorten(value)} for answer {i + 1} of {n} (prompt "
+                              f"{shorten(prompt_text(prompts[i]))}); each score must be a finite number (None: no "
+                              f"opinion on that answer)")
+        scores.append(number)
+    if n and all(s is None for s in scores):
+        raise ConfigError(f"reward function {name} returned None for all {n} answers (first prompt "
+                          f"{shorten(prompt_text(prompts[0]))}); it must score some of them")
+    return scores
+
+
+def as_float(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def prompt_text(prompt) -> str:
+    """The last turn's text of a prompt (a message list or a string)."""
+    return prompt[-1].get("content", "") if isinstance(prompt, list) and prompt and isinstance(prompt[-1], dict) \
+        else str(prompt)
 
 
 def call_reward_function(function: Callable, prompts: list, answers: list[str], completion_ids: list[list[int]],
@@ -108,17 +233,16 @@ def call_reward_function(function: Callable, prompts: list, answers: list[str], 
     """Call a reward function with TRL's signature on (prompt, answer) pairs; returns floats (None -> NaN).
 
     `rows[i]` is prompt i's data row: its columns other than `prompt` (e.g. a gold `answer`) are passed as keyword
-    arguments, one list per column, as TRL's trainers do; `extra` (e.g. `trainer_state`) is passed as is. Raises
-    `ValueError` if the function returns the wrong number of values.
+    arguments, one list per column, as TRL's trainers do; `extra` (e.g. `trainer_state`) is passed as is. What it
+    returns is checked (`check_scores`): `ConfigError` naming the function and the prompt for a wrong count, a
+    value that is not a number, NaN or inf.
     """
     columns = {k: [row.get(k) for row in rows] for k in rows[0] if k != "prompt"} if rows else {}
     completions = [[{"role": "assistant", "content": a}] if isinstance(p, list) else a
                    for p, a in zip(prompts, answers)]
-    out = list(function(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns, **extra))
-    if len(out) != len(answers):
-        raise ValueError(f"reward function {getattr(function, '__name__', function)} returned {len(out)} values for "
-                         f"{len(answers)} answers")
-    return [float("nan") if x is None else float(x) for x in out]
+    out = checked_reward_function(function)(prompts=prompts, completions=completions, completion_ids=completion_ids,
+                                            **columns, **extra)
+    return [float("nan") if x is None else x for x in out]
 
 
 def missing_eos_reward(eos_token_id: int, penalty: float) -> Callable:

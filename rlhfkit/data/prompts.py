@@ -18,6 +18,16 @@ SHAPE_FIELDS = frozenset({  # the fields some shape reads; every other column of
     "prompt", "chosen", "rejected", "completion", "label", "messages", "conversations", "system", "instruction",
     "input", "output", "history", "response_0", "response_1", "better_response_id", "safer_response_id",
     "responses", "scores"})
+PART_OF_SHAPE_WITH = {  # fields that belong to the row's shape only beside another; alone they are data columns
+    "label": "completion", "scores": "responses", "better_response_id": "response_0",
+    "safer_response_id": "response_0", "input": "instruction", "output": "instruction", "history": "instruction"}
+
+
+def is_shape_field(name: str, row: dict) -> bool:
+    """True if the field `name` of `row` is read by the row's shape (so it is no data for reward functions): a gold
+    `label` beside a `prompt` reaches them, a KTO row's `label` beside its `completion` does not.
+    """
+    return name in SHAPE_FIELDS and PART_OF_SHAPE_WITH.get(name, name) in row
 
 
 OWN_SHAPES = ("prompt", "plain-string prompt")  # rows with a `prompt` field; other shapes come from shapes.py
@@ -27,8 +37,9 @@ def prompt_rows(row: dict, prompt_turns: str = "last") -> tuple[str, list[dict]]
     """Convert one row to `(shape, [{"prompt": [messages], **columns}])`: the `prompt` field (answers beside it are
     ignored), or a chat / raw hh-rlhf row by `shapes.convert_row`; `prompt_turns` "all": one prompt per user turn.
 
-    The columns are the row's fields outside `SHAPE_FIELDS` (e.g. a gold `answer`, IFEval's `instruction_id_list` and
-    `kwargs`); they reach reward functions as keyword arguments (TRL's convention). Raises `RowError`.
+    The columns are the row's fields its shape does not read (`is_shape_field`; e.g. a gold `answer` or `label`,
+    IFEval's `instruction_id_list` and `kwargs`); they reach reward functions as keyword arguments (TRL's
+    convention). Raises `RowError`.
     """
     if "prompt" in row:
         shape = "plain-string prompt" if isinstance(row["prompt"], str) else "prompt"
@@ -37,7 +48,7 @@ def prompt_rows(row: dict, prompt_turns: str = "last") -> tuple[str, list[dict]]
         from rlhfkit.data.shapes import ShapeOptions, convert_row  # here: other shapes load their converters
 
         shape, prompts = convert_row(row, "prompt", ShapeOptions(prompt_turns=prompt_turns))
-    columns = {k: v for k, v in row.items() if k not in SHAPE_FIELDS}
+    columns = {k: v for k, v in row.items() if not is_shape_field(k, row)}
     return shape, [{"prompt": prompt, **columns} for prompt in prompts]
 
 

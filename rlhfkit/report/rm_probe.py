@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42, help="picks the sample and the off-topic answers (42: the "
                         "training default, so this repeats reward_model.py's own probe)")
     args = parser.parse_args(argv)
-    check_reward_model_path(args.rm_dir)
+    check_reward_model_path(args.rm_dir, "rm_dir")
     if args.max_prompts < 1:
         raise ConfigError(f"--max_prompts must be >= 1, got {args.max_prompts}")
     check_can_write(args.output_dir or args.rm_dir)
