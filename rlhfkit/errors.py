@@ -111,15 +111,22 @@ def report_user_error(error: BaseException, stream=None) -> None:
     print(f"error: {error}", file=stream, flush=True)
 
 
+RANK_GRACE_SECONDS = 10  # how long ranks other than 0 wait after a `UserError` before they exit (`run_cli`)
+
+
 def run_cli(main: Callable, argv: list[str] | None = None) -> None:
     """Call `main(argv)` behind the error boundary and exit.
 
     Exits with status 0 on success, 2 after printing a `UserError` as one `error:` line. Other exceptions
     propagate unchanged (with their traceback), and so does `SystemExit` (argparse's own usage errors, `--help`).
+    Under a launcher the other ranks wait `RANK_GRACE_SECONDS` before exiting: the launcher stops every process as
+    soon as one fails, so a rank that exits first would stop rank 0 before it prints the (same) error.
     """
     try:
         main(argv)
     except UserError as error:
         report_user_error(error)
+        if not is_main_process():
+            time.sleep(RANK_GRACE_SECONDS)
         sys.exit(EXIT_USER_ERROR)
     sys.exit(0)
