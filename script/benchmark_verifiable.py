@@ -320,7 +320,7 @@ def run_row(name: str) -> None:
             result["accuracy_curve"] = accuracy_curve(row, os.path.join(row, model), result, proxy, ensemble)
     with open(os.path.join(row, "row.json"), "w") as f:
         json.dump(result, f, indent=2)
-    lists = ("correct_list", "followed_list", "reward_curve", "accuracy_curve")
+    lists = ("correct_list", "followed_list", "reward_curve", "accuracy_curve", "bon_scores")
     print(f"[{name}] " + json.dumps({k: v for k, v in result.items() if k not in lists}), flush=True)
 
 
