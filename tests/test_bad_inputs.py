@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 import transformers
-from conftest import ROOT, easy_pairs, write_jsonl
+from conftest import ROOT, easy_pairs, needs_lm_eval, write_jsonl
 
 import evaluate
 import rejection_sampling
@@ -493,6 +493,8 @@ def test_the_catalogue_is_large_and_has_unique_ids():
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_gives_one_error_line(case, tiny_model_dir, tmp_path, monkeypatch, capsys, no_weights):
+    if case.id.startswith("ifeval-"):
+        needs_lm_eval()
     for key, value in case.env.items():
         monkeypatch.setenv(key, value)
     ctx = Ctx(tmp_path, tiny_model_dir)

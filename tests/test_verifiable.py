@@ -2,7 +2,6 @@
 the verifiers of rlhfkit/verifiers.py, and the accuracy maths (Wilson interval, exact McNemar).
 """
 
-import importlib
 import json
 import math
 import os
@@ -10,7 +9,7 @@ import shutil
 import sys
 
 import pytest
-from conftest import write_jsonl
+from conftest import needs_lm_eval, write_jsonl
 from test_ppo import toy, toy_flags  # noqa: F401  (the toy model and its flags)
 
 import evaluate
@@ -162,13 +161,6 @@ def test_math_answer_accepts_equivalent_forms():
     assert scores == [1.0, 1.0, 0.0]
     with pytest.raises(ValueError, match="gold column 'answer'"):
         math_answer(None, [said("1")], answer=[None])
-
-
-def needs_lm_eval():
-    if importlib.util.find_spec("lm_eval") is None or importlib.util.find_spec("langdetect") is None:
-        if os.environ.get("RLHF_CI"):
-            pytest.fail("lm-eval is not installed in CI (.ci/run installs it)")
-        pytest.skip("lm-eval not installed: pip install 'lm-eval[ifeval]==0.4.13'")
 
 
 def test_ifeval_scores_the_share_of_instructions_followed():
