@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 Combine = Literal["mean", "min", "mean_minus_std"]
-COMBINES = ("mean", "min", "mean_minus_std")
+COMBINES = get_args(Combine)
 
 
 def reward_model_paths(spec: str) -> list[str]:

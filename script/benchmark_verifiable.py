@@ -617,6 +617,8 @@ def reward_model_table(rows: dict) -> None:
     names = [n for n in [*RM_ROWS, "rm_ensemble"] if n in rows and "rm_accuracy" in rows[n]]
     if not names:
         return
+    from statsmodels.stats.proportion import proportion_confint  # statsmodels is slow to import
+
     print("\n| reward model | training pairs | held-out pair accuracy [95% CI] | shorter wins | longer wins | "
           "length-matched (pairs) | best-of-1 | best-of-4 | best-of-16 |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -624,7 +626,7 @@ def reward_model_table(rows: dict) -> None:
         a, path = rows[name]["rm_accuracy"], os.path.join(OUT, name, "train.jsonl")
         pairs = sum(1 for _ in open(path)) if os.path.isfile(path) else "3 x " + str(
             sum(1 for _ in open(os.path.join(OUT, "rm_all", "train.jsonl"))))
-        low, high = wilson(a["accuracy"], a["n"])
+        low, high = proportion_confint(a["accuracy"] * a["n"], a["n"], alpha=0.05, method="wilson")  # ties: halves
         bon = {p["n"]: p["accuracy"] for p in best_of_n_curve(rows[name]["bon_scores"])}
         matched = "n/a" if a.get("accuracy_length_matched") is None else f"{a['accuracy_length_matched']:.3f}"
         print(f"| {name} | {pairs} | {a['accuracy']:.3f} [{low:.3f}, {high:.3f}] ({a['n']}) | "
@@ -645,13 +647,6 @@ def seeds_table(rows: dict) -> None:
     if lines:
         print("\n| row | held-out accuracy, seeds 0 1 2 | mean | standard deviation | range |\n|---|---|---|---|---|")
         print("\n".join(lines))
-
-
-def wilson(p: float, n: int) -> tuple[float, float]:
-    """Wilson 95% interval of a share `p` of `n` (ties counted half make p fractional; the interval is the same)."""
-    z = 1.959964
-    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return centre - half / (1 + z * z / n), centre + half / (1 + z * z / n)
 
 
 PPO_OF = {"rm_all": "ppo_rm_all", "rm_500": "ppo_rm_500", "rm_ensemble": "ppo_rm_ensemble"}
