@@ -33,21 +33,18 @@ from rlhf_args.gkd_config import GKDConfig, GKDModelArgs
 from rlhfkit.args import parse_args
 from rlhfkit.data.distillation import distillation_data
 from rlhfkit.errors import ConfigError, run_cli
-from rlhfkit.model import (
+from rlhfkit.model import load_model, load_teacher, load_tokenizer, lora_config, match_trainable_dtype
+from rlhfkit.model_folders import (
     check_lora_targets,
     check_model_path,
     check_train_mode,
     deepspeed_zero_stage,
     is_adapter_dir,
-    load_model,
-    load_teacher,
-    load_tokenizer,
-    lora_config,
-    match_trainable_dtype,
 )
 from rlhfkit.outputs import NonFiniteLossGuard, prepare_output_dir, save_outputs
+from rlhfkit.report import health_offline
+from rlhfkit.report.health_base import run_health
 from rlhfkit.report.preflight import preflight
-from rlhfkit.report.run_health import run_health
 
 TOKENIZER_ADVICE = ("GKD compares the teacher's and the student's next-token distributions token by token, so both "
                     "models must share one tokenizer: pick a teacher and a student of the same model family")
@@ -214,7 +211,7 @@ def main(argv=None):
                    f"training_curves.png)")
 
         # 6. Run health: what looks wrong in the log, in plain English (also output_dir/report.html).
-        run_health(config.output_dir)
+        run_health(config.output_dir, health_offline.HEALTH)
     trainer.accelerator.end_training()  # every rank closes its process group before it exits
     return trainer
 

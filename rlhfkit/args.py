@@ -12,7 +12,7 @@ import sys
 from trl import TrlParser
 
 from rlhfkit.errors import ConfigError, UserError
-from rlhfkit.model import resolve_model_paths
+from rlhfkit.model_folders import resolve_model_paths
 
 
 class ToolkitArgumentParser(TrlParser):
@@ -100,8 +100,8 @@ def parse_args(dataclass_types: tuple, argv: list[str] | None = None, owners=Non
 
     Returns one instance per type, in order. Raises `ConfigError` naming the flag if a flag is unknown or its value
     is refused (by argparse, or by a config's `__post_init__`, whose `ValueError`s all concern the flags given).
-    Model folders that exist become absolute paths (`rlhfkit.model.resolve_model_paths`). `owners(field) -> [method
-    names]`, if given, names the methods that take an unknown flag (a flag of another method).
+    Model folders that exist become absolute paths (`rlhfkit.model_folders.resolve_model_paths`).
+    `owners(field) -> [method names]`, if given, names the methods that take an unknown flag (a flag of another method).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = ToolkitArgumentParser(dataclass_types)

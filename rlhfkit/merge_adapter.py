@@ -25,7 +25,8 @@ import torch
 from transformers import AutoTokenizer
 
 from rlhfkit.errors import ConfigError, OutputExistsError, PathNotFoundError, ToolParser, run_cli
-from rlhfkit.model import is_adapter_dir, load_checkpoint, resolve_checkpoint
+from rlhfkit.model import load_checkpoint
+from rlhfkit.model_folders import is_adapter_dir, resolve_checkpoint
 from rlhfkit.outputs import check_can_write
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -94,9 +95,9 @@ def merge_adapter(adapter_dir: str, output_dir: str, dtype: str = "fp32", base_m
     `TOLERANCE["fp32"]`); for `dtype` "bf16" / "fp16" the cast weights are checked again, with that dtype's
     tolerance. Each check prints a `[merge] check: ...` line. Memory: one fp32 copy of the model.
 
-    Raises `PathNotFoundError` (not an adapter folder, or its base is missing: see `rlhfkit.model.resolve_checkpoint`),
-    `OutputExistsError` (`output_dir` is a non-empty folder), `ConfigError` (unknown dtype, or the check failed:
-    nothing is written then).
+    Raises `PathNotFoundError` (not an adapter folder, or its base is missing: see
+    `rlhfkit.model_folders.resolve_checkpoint`), `OutputExistsError` (`output_dir` is a non-empty folder),
+    `ConfigError` (unknown dtype, or the check failed: nothing is written then).
     """
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")

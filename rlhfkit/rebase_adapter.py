@@ -19,7 +19,7 @@ import os
 import shutil
 
 from rlhfkit.errors import PathNotFoundError, ToolParser, read_json, run_cli
-from rlhfkit.model import ADAPTER_CONFIG, is_adapter_dir
+from rlhfkit.model_folders import ADAPTER_CONFIG, is_adapter_dir
 
 BACKUP_SUFFIX = ".bak"
 

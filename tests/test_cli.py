@@ -86,7 +86,7 @@ def test_non_empty_output_dir_is_never_overwritten(tiny_model_dir, tmp_path):
 def test_qlora_with_zero3_is_refused_naming_zero2(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
-    from rlhfkit.model import check_train_mode
+    from rlhfkit.model_folders import check_train_mode
 
     args, config = parse_args((CommonArgs, DPOConfig), ["--train_mode", "qlora", "--output_dir", "x"])
     with pytest.raises(ValueError, match="deepspeed_zero2.yaml"):
@@ -115,7 +115,7 @@ def test_adapter_folder_as_model_is_refused_and_merge_makes_a_model(tiny_model_d
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rlhfkit.merge_adapter import merge_adapter
-    from rlhfkit.model import check_model_path
+    from rlhfkit.model_folders import check_model_path
 
     adapter = tmp_path / "adapter"
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),

@@ -12,7 +12,6 @@ import torch
 from conftest import base_flags, demo_tokenizer, write_jsonl
 
 import reward_model
-from rlhfkit.model import load_reward_model
 from rlhfkit.report import rm_probe
 from rlhfkit.report.probe_table import format_probe_table, print_saved_probe
 from rlhfkit.report.rm_probe import (
@@ -22,7 +21,7 @@ from rlhfkit.report.rm_probe import (
     run_probe,
     save_probe_report,
 )
-from rlhfkit.reward import reward_scorer
+from rlhfkit.reward import load_reward_model, reward_scorer
 
 ANSWER = "Paris is the capital of France and its largest city by far."  # 12 words
 

@@ -18,7 +18,7 @@ from rlhfkit.data.chats import uses_number_labels
 from rlhfkit.data.loader import load_file, load_splits, summarise
 from rlhfkit.data.shapes import ShapeOptions, convert_row, options_from, shape_notes
 from rlhfkit.errors import ConfigError
-from rlhfkit.model import require_chat_template
+from rlhfkit.model_folders import require_chat_template
 
 # ----------------------------------------------------------------------------------------------------------
 # Checks that need the tokenizer (still no model): the chat template, and rows or prompts that are too long

@@ -12,7 +12,7 @@ import json
 
 from rlhfkit.data.loader import load_file, load_splits, summarise
 from rlhfkit.data.messages import as_prompt, prompt_turns_of
-from rlhfkit.model import require_chat_template
+from rlhfkit.model_folders import require_chat_template
 
 SHAPE_FIELDS = frozenset({  # the fields some shape reads; every other column of a row is data for reward functions
     "prompt", "chosen", "rejected", "completion", "label", "messages", "conversations", "system", "instruction",

@@ -28,10 +28,9 @@ import re
 
 from rlhfkit.data.offline import count_too_long, load_preference_file
 from rlhfkit.errors import ConfigError, ToolParser, run_cli
-from rlhfkit.model import check_reward_model_path, load_reward_model
 from rlhfkit.outputs import check_can_write
 from rlhfkit.report.probe_table import PROBE_FILE, WARN_ABOVE, format_probe_table
-from rlhfkit.reward import ScoreFn, reward_scorer
+from rlhfkit.reward import ScoreFn, check_reward_model_path, load_reward_model, reward_scorer
 
 VARIANTS = ("empty", "filler", "truncated", "repeated", "off_topic")
 FILLER = "Ok."
