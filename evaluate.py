@@ -28,7 +28,9 @@ summary table, the plot and the answers side by side per prompt).
 
 from __future__ import annotations
 
-from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
+from rlhfkit.log import info_rank0, quiet_libraries
+
+quiet_libraries()  # before PEFT, TRL and DeepSpeed load: they print known-harmless messages while loading
 
 import json
 import os

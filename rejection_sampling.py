@@ -27,7 +27,9 @@ a right answer cut mid-sentence taught DPO to keep talking (docs/results.md). Em
 loaders refuse them).
 """
 
-from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
+from rlhfkit.log import info_rank0, quiet_libraries
+
+quiet_libraries()  # before PEFT, TRL and DeepSpeed load: they print known-harmless messages while loading
 
 import json
 import os

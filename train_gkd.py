@@ -18,7 +18,9 @@ teacher (counted from the safetensors headers) gets a warning. The student is tr
 (`--train_mode`); the teacher is frozen and can be loaded in 4-bit or 8-bit (`--teacher_quantization`).
 """
 
-from rlhfkit.log import info_rank0, show_dataset_progress  # first: filters known-harmless library messages
+from rlhfkit.log import info_rank0, quiet_libraries, show_dataset_progress
+
+quiet_libraries()  # before PEFT, TRL and DeepSpeed load: they print known-harmless messages while loading
 
 import glob
 import math

@@ -13,7 +13,9 @@ With LoRA / QLoRA the reference model is the policy with its adapter switched of
 with full fine-tuning TRL loads a frozen reference from the same checkpoint.
 """
 
-from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
+from rlhfkit.log import info_rank0, quiet_libraries
+
+quiet_libraries()  # before PEFT, TRL and DeepSpeed load: they print known-harmless messages while loading
 
 import dataclasses
 import sys

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from rlhfkit.log import set_log_level
-
 import argparse
 import dataclasses
 import math
@@ -12,6 +10,7 @@ import sys
 from trl import TrlParser
 
 from rlhfkit.errors import ConfigError, UserError
+from rlhfkit.log import set_log_level
 from rlhfkit.model_folders import resolve_model_paths
 
 

@@ -16,8 +16,6 @@ reading the files' own structure, never the weights:
 
 from __future__ import annotations
 
-from rlhfkit.log import info_rank0
-
 import json
 import os
 import re
@@ -25,6 +23,7 @@ import zipfile
 from typing import NamedTuple
 
 from rlhfkit.errors import ConfigError, PathNotFoundError
+from rlhfkit.log import info_rank0
 from rlhfkit.model_folders import file_problem
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")

@@ -14,8 +14,6 @@ once complete: safetensors weights, config, tokenizer and chat template.
 
 from __future__ import annotations
 
-from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
-
 import argparse
 import os
 import shutil
@@ -25,6 +23,7 @@ import torch
 from transformers import AutoTokenizer
 
 from rlhfkit.errors import ConfigError, OutputExistsError, PathNotFoundError, ToolParser, run_cli
+from rlhfkit.log import info_rank0, quiet_libraries
 from rlhfkit.model import load_checkpoint
 from rlhfkit.model_folders import is_adapter_dir, resolve_checkpoint
 from rlhfkit.outputs import check_can_write
@@ -146,6 +145,7 @@ def merge_adapter(adapter_dir: str, output_dir: str, dtype: str = "fp32", base_m
 
 def main(argv: list[str] | None = None) -> str:
     """`python -m rlhfkit.merge_adapter ADAPTER OUT [--dtype fp32|bf16|fp16] [--base_model_path DIR]`."""
+    quiet_libraries()
     parser = ToolParser(prog="python -m rlhfkit.merge_adapter", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("adapter_dir", help="a LoRA adapter folder (policy, reward model, or PPO's value/)")

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-from rlhfkit.log import score_head_from_elsewhere
-
 import dataclasses
 import os
 from contextlib import nullcontext
@@ -22,6 +20,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
 
 from rlhfkit.errors import ConfigError
+from rlhfkit.log import score_head_from_elsewhere
 from rlhfkit.model_folders import VALUE_HEAD_FILE, Checkpoint, is_adapter_dir, resolve_checkpoint
 
 

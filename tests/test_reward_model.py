@@ -102,11 +102,11 @@ def test_the_new_score_head_is_not_reported_as_a_loading_problem(tiny_model_dir)
     """transformers reports `score.weight | MISSING` whenever a causal LM loads as a sequence classifier; the toolkit
     drops that one report where the head is new by design, and keeps every other report.
     """
-    from rlhfkit.log import _OnlyMissingScoreHead, score_head_from_elsewhere
-
     import logging
 
     from transformers import AutoModelForSequenceClassification
+
+    from rlhfkit.log import _OnlyMissingScoreHead, score_head_from_elsewhere
 
     records = []
 

@@ -12,8 +12,6 @@ policy checkpoint with a fresh head when there is no reward model or its tokeniz
 
 from __future__ import annotations
 
-from rlhfkit.log import info_rank0
-
 import dataclasses
 import os
 from types import SimpleNamespace
@@ -22,6 +20,7 @@ import torch
 
 from rlhfkit.data.prompts import prompt_data
 from rlhfkit.errors import ConfigError
+from rlhfkit.log import info_rank0
 from rlhfkit.model import load_frozen_model, load_tokenizer, load_value_model
 from rlhfkit.model_folders import is_adapter_dir, resolve_checkpoint, reward_model_paths
 from rlhfkit.reward import (

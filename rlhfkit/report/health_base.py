@@ -19,8 +19,6 @@ A rule is a small function `(history, run, thresholds) -> Finding | None` over t
 
 from __future__ import annotations
 
-from rlhfkit.log import info_rank0
-
 import math
 import os
 from collections.abc import Callable
@@ -28,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from rlhfkit.errors import PathNotFoundError, read_json
+from rlhfkit.log import info_rank0
 from rlhfkit.outputs import non_finite_values
 from rlhfkit.report.html_report import escape, image, write_page
 
