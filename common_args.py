@@ -4,8 +4,6 @@ Edit the defaults below, or override any field on the command line: `python trai
 `--trust_remote_code` (default False) and `--max_length` live in the training config (TRL's), not here.
 """
 
-from rlhfkit.log import info_rank0
-
 import dataclasses
 import functools
 import os
@@ -16,6 +14,7 @@ from typing import Literal
 
 from rlhfkit import DEMO_MODEL
 from rlhfkit.errors import ConfigError
+from rlhfkit.log import info_rank0
 
 DEMO_DATA = "data_example/data.jsonl"
 PreferenceKey = Literal["better_response_id", "safer_response_id"]  # PKU-SafeRLHF's two preference labels

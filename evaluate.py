@@ -28,7 +28,9 @@ summary table, the plot and the answers side by side per prompt).
 
 from __future__ import annotations
 
-from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
+from rlhfkit.log import info_rank0, quiet_libraries
+
+quiet_libraries()  # before PEFT, TRL and DeepSpeed load: they print known-harmless messages while loading
 
 import json
 import os
@@ -43,12 +45,20 @@ from rlhfkit.data.prompts import load_prompt_file
 from rlhfkit.data.shapes import detect_preference_format
 from rlhfkit.errors import ConfigError, run_cli
 from rlhfkit.generation import generate_answers
-from rlhfkit.model import check_policy_path, check_reward_model_path, load_policy, load_reward_model
+from rlhfkit.model import load_policy
+from rlhfkit.model_folders import check_policy_path
 from rlhfkit.outputs import prepare_output_dir
 from rlhfkit.report.arena import accuracy_interval, compare_to_baseline, distinct_n, paired_accuracy_test
 from rlhfkit.report.html_report import escape, image, table, write_page
 from rlhfkit.report.rm_accuracy import accuracy_rows, format_accuracy, preference_accuracy
-from rlhfkit.reward import call_reward_function, check_gold_columns, load_reward_function, reward_scorer
+from rlhfkit.reward import (
+    call_reward_function,
+    check_gold_columns,
+    check_reward_model_path,
+    load_reward_function,
+    load_reward_model,
+    reward_scorer,
+)
 
 
 def main(argv=None) -> dict:

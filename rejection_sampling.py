@@ -27,7 +27,9 @@ a right answer cut mid-sentence taught DPO to keep talking (docs/results.md). Em
 loaders refuse them).
 """
 
-from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
+from rlhfkit.log import info_rank0, quiet_libraries
+
+quiet_libraries()  # before PEFT, TRL and DeepSpeed load: they print known-harmless messages while loading
 
 import json
 import os
@@ -49,17 +51,18 @@ from rlhfkit.args import parse_args
 from rlhfkit.data.prompts import load_prompt_file
 from rlhfkit.errors import ConfigError, run_cli
 from rlhfkit.generation import generate_answers
-from rlhfkit.model import (
-    check_model_path,
-    check_reward_model_path,
-    load_policy,
-    load_reward_model,
-    load_tokenizer,
-    resolve_checkpoint,
-)
+from rlhfkit.model import load_policy, load_tokenizer
+from rlhfkit.model_folders import check_model_path, resolve_checkpoint
 from rlhfkit.outputs import prepare_output_dir
 from rlhfkit.report.preflight import preflight
-from rlhfkit.reward import call_reward_function, check_gold_columns, load_reward_function, reward_scorer
+from rlhfkit.reward import (
+    call_reward_function,
+    check_gold_columns,
+    check_reward_model_path,
+    load_reward_function,
+    load_reward_model,
+    reward_scorer,
+)
 
 
 @dataclass

@@ -21,7 +21,9 @@ version of chosen) (`--degenerate_negatives_ratio`, training rows only), and the
 often each degenerate answer still beats the chosen one (printed, and saved as rm_probe.json / rm_probe.png).
 """
 
-from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
+from rlhfkit.log import info_rank0, quiet_libraries
+
+quiet_libraries()  # before PEFT, TRL and DeepSpeed load: they print known-harmless messages while loading
 
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification
@@ -30,25 +32,24 @@ from trl import RewardTrainer
 from reward_args.model_config import RewardModelArgs
 from reward_args.training_config import RewardConfig
 from rlhfkit.args import parse_args
+from rlhfkit.data.degenerate import augment_with_degenerate_negatives, parse_variant_weights
 from rlhfkit.data.offline import preference_data
 from rlhfkit.errors import ConfigError, run_cli
 from rlhfkit.methods.odin import ODINRewardTrainer, keep_quality_head
-from rlhfkit.model import (
+from rlhfkit.model import load_model, load_tokenizer, lora_config, match_trainable_dtype
+from rlhfkit.model_folders import (
     check_lora_targets,
     check_model_path,
     check_train_mode,
     deepspeed_zero_stage,
-    load_model,
-    load_tokenizer,
-    lora_config,
-    match_trainable_dtype,
     safetensors_weight_shapes,
 )
 from rlhfkit.outputs import NonFiniteLossGuard, prepare_output_dir, save_outputs
+from rlhfkit.report import health_rm
+from rlhfkit.report.health_base import run_health
 from rlhfkit.report.preflight import preflight
 from rlhfkit.report.rm_accuracy import accuracy_after_training
-from rlhfkit.report.rm_probe import augment_with_degenerate_negatives, parse_variant_weights, probe_after_training
-from rlhfkit.report.run_health import run_health
+from rlhfkit.report.rm_probe import probe_after_training
 
 
 def main(argv=None):
@@ -118,7 +119,7 @@ def main(argv=None):
 
     # 7. Run health: what looks wrong in the log, the accuracy and the probe, in plain English (also report.html).
     if trainer.is_world_process_zero():
-        run_health(config.output_dir)
+        run_health(config.output_dir, health_rm.HEALTH)
     trainer.accelerator.end_training()  # every rank closes its process group before it exits
     return trainer
 

@@ -18,7 +18,9 @@ teacher (counted from the safetensors headers) gets a warning. The student is tr
 (`--train_mode`); the teacher is frozen and can be loaded in 4-bit or 8-bit (`--teacher_quantization`).
 """
 
-from rlhfkit.log import info_rank0, show_dataset_progress  # first: filters known-harmless library messages
+from rlhfkit.log import info_rank0, quiet_libraries, show_dataset_progress
+
+quiet_libraries()  # before PEFT, TRL and DeepSpeed load: they print known-harmless messages while loading
 
 import glob
 import math
@@ -33,21 +35,18 @@ from rlhf_args.gkd_config import GKDConfig, GKDModelArgs
 from rlhfkit.args import parse_args
 from rlhfkit.data.distillation import distillation_data
 from rlhfkit.errors import ConfigError, run_cli
-from rlhfkit.model import (
+from rlhfkit.model import load_model, load_teacher, load_tokenizer, lora_config, match_trainable_dtype
+from rlhfkit.model_folders import (
     check_lora_targets,
     check_model_path,
     check_train_mode,
     deepspeed_zero_stage,
     is_adapter_dir,
-    load_model,
-    load_teacher,
-    load_tokenizer,
-    lora_config,
-    match_trainable_dtype,
 )
 from rlhfkit.outputs import NonFiniteLossGuard, prepare_output_dir, save_outputs
+from rlhfkit.report import health_offline
+from rlhfkit.report.health_base import run_health
 from rlhfkit.report.preflight import preflight
-from rlhfkit.report.run_health import run_health
 
 TOKENIZER_ADVICE = ("GKD compares the teacher's and the student's next-token distributions token by token, so both "
                     "models must share one tokenizer: pick a teacher and a student of the same model family")
@@ -214,7 +213,7 @@ def main(argv=None):
                    f"training_curves.png)")
 
         # 6. Run health: what looks wrong in the log, in plain English (also output_dir/report.html).
-        run_health(config.output_dir)
+        run_health(config.output_dir, health_offline.HEALTH)
     trainer.accelerator.end_training()  # every rank closes its process group before it exits
     return trainer
 

@@ -13,7 +13,9 @@ With LoRA / QLoRA the reference model is the policy with its adapter switched of
 with full fine-tuning TRL loads a frozen reference from the same checkpoint.
 """
 
-from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
+from rlhfkit.log import info_rank0, quiet_libraries
+
+quiet_libraries()  # before PEFT, TRL and DeepSpeed load: they print known-harmless messages while loading
 
 import dataclasses
 import sys
@@ -22,10 +24,11 @@ from dataclasses import dataclass
 from common_args import CommonArgs
 from rlhfkit.args import parse_args, take_config_flag
 from rlhfkit.errors import ConfigError, ToolParser, run_cli
-from rlhfkit.model import check_lora_targets, check_model_path, check_train_mode, load_tokenizer, match_trainable_dtype
+from rlhfkit.model import load_tokenizer, match_trainable_dtype
+from rlhfkit.model_folders import check_lora_targets, check_model_path, check_train_mode
 from rlhfkit.outputs import prepare_output_dir, save_outputs
 from rlhfkit.report.compare import compare_on_held_out_prompt
-from rlhfkit.report.run_health import run_health
+from rlhfkit.report.health_base import Health, run_health
 
 METHODS = ("DPO", "CPO", "SimPO", "CPOSimPO", "ORPO", "KTO", "SFT", "PPO", "RLOO", "GRPO")
 
@@ -104,6 +107,7 @@ class Run:
     config: object
     resume: str | None  # the checkpoint to resume from, or None
     eval_rows: list[dict]  # the held-out rows (empty: no evaluation)
+    health: Health  # the run-health rules and report sections of the method's family
 
 
 def build_trainer(argv: list[str]) -> Run | None:
@@ -122,24 +126,28 @@ def build_trainer(argv: list[str]) -> Run | None:
         check_lora_targets(args.model_name_or_path, args.lora_target_modules)
     tokenizer = load_tokenizer(args.model_name_or_path, config.trust_remote_code)
 
-    # 1-3. Data -> models -> trainer: the method's run, imported in its branch (a DPO run loads no PPO code).
+    # 1-3. Data -> models -> trainer: the method's run and its run-health rules, imported in its branch (a DPO run
+    # loads no PPO code).
     if rlhf_type == "PPO":
         from rlhfkit.ppo.run import ppo_trainer
+        from rlhfkit.report.health_online import HEALTH
 
         built = ppo_trainer(args, config, tokenizer)
     elif rlhf_type in ("RLOO", "GRPO"):
         from rlhfkit.methods.trl_online import rloo_grpo_trainer
+        from rlhfkit.report.health_online import HEALTH
 
         built = rloo_grpo_trainer(rlhf_type, args, config, tokenizer)
     else:
         from rlhfkit.methods.offline import offline_trainer
+        from rlhfkit.report.health_offline import HEALTH
 
         built = offline_trainer(rlhf_type, args, config, tokenizer)
     if built is None:  # --check: the preflight report is all
         return None
     trainer, eval_rows = built
     match_trainable_dtype(trainer.model, config)  # QLoRA: TRL casts trainable weights to bf16
-    return Run(trainer, args, config, resume, eval_rows)
+    return Run(trainer, args, config, resume, eval_rows, HEALTH)
 
 
 def main(argv=None):
@@ -165,7 +173,7 @@ def main(argv=None):
 
     # 6. Run health: what looks wrong in the log, in plain English (also output_dir/report.html).
     if trainer.is_world_process_zero():
-        run_health(config.output_dir)
+        run_health(config.output_dir, run.health)
 
     # 7. Did it change anything? One held-out prompt, answered by the starting model and by the saved one.
     if run.eval_rows and trainer.is_world_process_zero() and trainer.args.world_size == 1:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from rlhfkit.log import set_log_level
-
 import argparse
 import dataclasses
 import math
@@ -12,7 +10,8 @@ import sys
 from trl import TrlParser
 
 from rlhfkit.errors import ConfigError, UserError
-from rlhfkit.model import resolve_model_paths
+from rlhfkit.log import set_log_level
+from rlhfkit.model_folders import resolve_model_paths
 
 
 class ToolkitArgumentParser(TrlParser):
@@ -100,8 +99,8 @@ def parse_args(dataclass_types: tuple, argv: list[str] | None = None, owners=Non
 
     Returns one instance per type, in order. Raises `ConfigError` naming the flag if a flag is unknown or its value
     is refused (by argparse, or by a config's `__post_init__`, whose `ValueError`s all concern the flags given).
-    Model folders that exist become absolute paths (`rlhfkit.model.resolve_model_paths`). `owners(field) -> [method
-    names]`, if given, names the methods that take an unknown flag (a flag of another method).
+    Model folders that exist become absolute paths (`rlhfkit.model_folders.resolve_model_paths`).
+    `owners(field) -> [method names]`, if given, names the methods that take an unknown flag (a flag of another method).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = ToolkitArgumentParser(dataclass_types)

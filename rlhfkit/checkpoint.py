@@ -7,7 +7,7 @@ last. A kill -9 in between leaves a torn folder. `scan_checkpoints` tells the co
 reading the files' own structure, never the weights:
 
 - `trainer_state.json` is there; every `*.json` parses and every `*.safetensors` file is complete
-  (`rlhfkit.model.file_problem`: its header parses and the file is as long as the header says);
+  (`rlhfkit.model_folders.file_problem`: its header parses and the file is as long as the header says);
 - a weights file is there (`model.safetensors`, `adapter_model.safetensors`, a sharded index or a `.bin`);
 - every `*.pt` / `*.pth` / `*.bin` (optimizer, scheduler, scaler, RNG states, training args) is a complete zip
   archive: `torch.save` writes zip files whose central directory comes last, so a cut file has none;
@@ -16,8 +16,6 @@ reading the files' own structure, never the weights:
 
 from __future__ import annotations
 
-from rlhfkit.log import info_rank0
-
 import json
 import os
 import re
@@ -25,7 +23,8 @@ import zipfile
 from typing import NamedTuple
 
 from rlhfkit.errors import ConfigError, PathNotFoundError
-from rlhfkit.model import file_problem
+from rlhfkit.log import info_rank0
+from rlhfkit.model_folders import file_problem
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 TRAINER_STATE = "trainer_state.json"

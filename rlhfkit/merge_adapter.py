@@ -14,8 +14,6 @@ once complete: safetensors weights, config, tokenizer and chat template.
 
 from __future__ import annotations
 
-from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
-
 import argparse
 import os
 import shutil
@@ -25,7 +23,9 @@ import torch
 from transformers import AutoTokenizer
 
 from rlhfkit.errors import ConfigError, OutputExistsError, PathNotFoundError, ToolParser, run_cli
-from rlhfkit.model import is_adapter_dir, load_checkpoint, resolve_checkpoint
+from rlhfkit.log import info_rank0, quiet_libraries
+from rlhfkit.model import load_checkpoint
+from rlhfkit.model_folders import is_adapter_dir, resolve_checkpoint
 from rlhfkit.outputs import check_can_write
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -94,9 +94,9 @@ def merge_adapter(adapter_dir: str, output_dir: str, dtype: str = "fp32", base_m
     `TOLERANCE["fp32"]`); for `dtype` "bf16" / "fp16" the cast weights are checked again, with that dtype's
     tolerance. Each check prints a `[merge] check: ...` line. Memory: one fp32 copy of the model.
 
-    Raises `PathNotFoundError` (not an adapter folder, or its base is missing: see `rlhfkit.model.resolve_checkpoint`),
-    `OutputExistsError` (`output_dir` is a non-empty folder), `ConfigError` (unknown dtype, or the check failed:
-    nothing is written then).
+    Raises `PathNotFoundError` (not an adapter folder, or its base is missing: see
+    `rlhfkit.model_folders.resolve_checkpoint`), `OutputExistsError` (`output_dir` is a non-empty folder),
+    `ConfigError` (unknown dtype, or the check failed: nothing is written then).
     """
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -145,6 +145,7 @@ def merge_adapter(adapter_dir: str, output_dir: str, dtype: str = "fp32", base_m
 
 def main(argv: list[str] | None = None) -> str:
     """`python -m rlhfkit.merge_adapter ADAPTER OUT [--dtype fp32|bf16|fp16] [--base_model_path DIR]`."""
+    quiet_libraries()
     parser = ToolParser(prog="python -m rlhfkit.merge_adapter", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("adapter_dir", help="a LoRA adapter folder (policy, reward model, or PPO's value/)")

@@ -11,15 +11,14 @@ training time is never lost. Nothing else in the folders changes.
 
 from __future__ import annotations
 
-from rlhfkit.log import info_rank0  # first: filters known-harmless library messages
-
 import argparse
 import json
 import os
 import shutil
 
 from rlhfkit.errors import PathNotFoundError, ToolParser, read_json, run_cli
-from rlhfkit.model import ADAPTER_CONFIG, is_adapter_dir
+from rlhfkit.log import info_rank0, quiet_libraries
+from rlhfkit.model_folders import ADAPTER_CONFIG, is_adapter_dir
 
 BACKUP_SUFFIX = ".bak"
 
@@ -64,6 +63,7 @@ def rebase_adapter(adapter_dir: str, new_base: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> list[str]:
     """`python -m rlhfkit.rebase_adapter ADAPTER_DIR NEW_BASE`."""
+    quiet_libraries()
     parser = ToolParser(prog="python -m rlhfkit.rebase_adapter", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("adapter_dir", help="the LoRA adapter folder (e.g. a training run's output_dir)")

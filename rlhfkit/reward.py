@@ -1,7 +1,8 @@
 """Rewards: score (prompt, answer) pairs with a reward model, or with a Python reward function.
 
-A reward model (reward_model.py's output, loaded by `rlhfkit.model.load_reward_model`) reads each answer rendered with
-its own tokenizer and chat template, exactly as it was trained. A reward function has TRL's signature
+A reward model (reward_model.py's output; one folder or an ensemble `"rm_a,rm_b"`, checked by `check_reward_model_path`
+and loaded by `load_reward_model` before anything else) reads each answer rendered with its own tokenizer and chat
+template, exactly as it was trained. A reward function has TRL's signature
 `f(prompts, completions, completion_ids, **columns) -> list[float]` (`script/example_reward.py`); it is imported and
 checked against the prompt rows before any weights load (`load_reward_function`, `check_gold_columns`), and what it
 returns is checked at every call (`checked_reward_function`). Used by PPO, RLOO, GRPO, rejection sampling,
@@ -22,9 +23,68 @@ from collections.abc import Callable, Sequence
 import torch
 
 from rlhfkit.errors import ConfigError, PathNotFoundError, UserError, shorten
-from rlhfkit.model import set_pad_token
+from rlhfkit.model import load_frozen_model, load_tokenizer, set_pad_token
+from rlhfkit.model_folders import is_adapter_dir, resolve_checkpoint, reward_model_paths, safetensors_weight_shapes
+from rlhfkit.reward_ensemble import Combine, RewardEnsemble
 
 ScoreFn = Callable[[list, list], Sequence[float]]  # (prompts as message lists or text, answer strings) -> scores
+
+
+def check_reward_model_path(path: str, flag: str = "--reward_model_path") -> None:
+    """Fail early, saying how to make one, if a reward (or value) model folder is missing, is a LoRA adapter whose
+    base model folder is gone (`resolve_checkpoint`), has a cut file, or has a score head with more than one output.
+    Reads safetensors headers, no weights. An ensemble (`"rm_a,rm_b"`, `rlhfkit.reward_ensemble`) has each member
+    checked, no member twice, and one vocabulary (their tokenizers are read). Raises `PathNotFoundError` or
+    `ConfigError`.
+    """
+    paths = reward_model_paths(path)
+    if len(paths) > 1:
+        if flag == "--value_model_path":
+            raise ConfigError(f"--value_model_path {path}: the value model is one model; give one folder")
+        if len({os.path.realpath(p) for p in paths}) < len(paths):
+            raise ConfigError(f"{flag} {path}: a member is given twice; an ensemble needs different reward models")
+        for member in paths:
+            check_reward_model_path(member, flag)
+        vocabularies = [load_tokenizer(member).get_vocab() for member in paths]
+        if any(v != vocabularies[0] for v in vocabularies[1:]):
+            raise ConfigError(f"{flag} {path}: the members' tokenizers differ; an ensemble scores one tokenization "
+                              f"(train every member from the same base model)")
+        return
+    if not (os.path.isfile(os.path.join(path, "config.json")) or is_adapter_dir(path)):
+        if flag == "--value_model_path":
+            raise PathNotFoundError(f"--value_model_path {path}: no model there (no config.json / adapter_config"
+                                    f".json); leave it unset to start the value model from the reward model")
+        alone = "; or score with a --reward_function alone: --reward_model_path none" \
+            if flag == "--reward_model_path" else ""
+        raise PathNotFoundError(f"reward model not found: {path}; train one first with `python reward_model.py "
+                                f"--output_dir {path}` (the folder needs config.json or adapter_config.json){alone}")
+    checkpoint = resolve_checkpoint(path)
+    heads = {k: v for k, v in safetensors_weight_shapes(checkpoint.adapter or checkpoint.base).items()
+             if k.endswith("score.weight")}
+    outputs = next((shape[0] for shape in heads.values()), 1)
+    if outputs != 1:
+        raise ConfigError(f"{flag} {path}: its score head has {outputs} outputs, a reward model has one (a "
+                          f"checkpoint-N/ of an ODIN run still holds the length head: use the run's final folder)")
+
+
+def load_reward_model(path: str, device: str | None = None, config=None, merge: bool = False,
+                      base_model_path: str | None = None, ensemble: Combine = "mean"):
+    """A reward model saved by reward_model.py (full, or a LoRA adapter with its score head) and its tokenizer,
+    frozen, for scoring: `(model, tokenizer)`, on `device` (default: CUDA if available, else CPU), the tokenizer's EOS
+    as pad token if it has none. `config` gives the precision (`inference_dtype`); `merge` folds an adapter into the
+    weights (a merged model's `config._name_or_path` is `path`: TRL names the reward `rewards/<dir name>`).
+    Several folders (`"rm_a,rm_b"`): a `RewardEnsemble` of them, scores combined by `ensemble` (mean, min,
+    mean_minus_std), with the first member's tokenizer. Raises `PathNotFoundError` as `resolve_checkpoint` does.
+    """
+    paths = reward_model_paths(path)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if len(paths) > 1:
+        members = [load_reward_model(member, device, config, merge, base_model_path)[0] for member in paths]
+        return RewardEnsemble(members, ensemble).eval().requires_grad_(False), load_tokenizer(paths[0])
+    tokenizer = load_tokenizer(path)
+    model = load_frozen_model(path, config, task_type="SEQ_CLS", tokenizer=tokenizer, device=device, merge=merge,
+                              base_model_path=base_model_path)
+    return model, tokenizer
 
 
 def reward_scorer(model, tokenizer, batch_size: int = 8, max_length: int = 1024) -> ScoreFn:

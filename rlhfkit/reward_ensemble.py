@@ -10,7 +10,6 @@ times one reward model's weights and forward passes.
 from __future__ import annotations
 
 import copy
-import os
 from typing import Literal, get_args
 
 import torch
@@ -18,15 +17,6 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 Combine = Literal["mean", "min", "mean_minus_std"]
 COMBINES = get_args(Combine)
-
-
-def reward_model_paths(spec: str) -> list[str]:
-    """`"rm_a,rm_b"` -> `["rm_a", "rm_b"]` (blanks around names dropped); a folder whose own name holds a comma is one
-    path.
-    """
-    if os.path.isdir(spec) or "," not in spec:
-        return [spec]
-    return [part.strip() for part in spec.split(",") if part.strip()]
 
 
 def combine_scores(scores: torch.Tensor, combine: Combine) -> torch.Tensor:

@@ -473,8 +473,7 @@ def subset(source: str, count: int, seed: int, target: str) -> None:
 
 def score_bon_samples(rm_dir: str) -> list[list[float]]:
     """The reward model's score of each of bon_samples' answers: one list of BON_N scores per held-out prompt."""
-    from rlhfkit.model import load_reward_model
-    from rlhfkit.reward import reward_scorer
+    from rlhfkit.reward import load_reward_model, reward_scorer
 
     samples = [json.loads(line) for line in open(os.path.join(BON, "samples.jsonl"))]
     model, tokenizer = load_reward_model(rm_dir, "cpu")

@@ -18,7 +18,7 @@ from conftest import ROOT, base_flags
 import reward_model
 import train_rlhf
 from rlhfkit.errors import ConfigError, PathNotFoundError, run_cli
-from rlhfkit.model import check_lora_targets, resolve_checkpoint
+from rlhfkit.model_folders import check_lora_targets, resolve_checkpoint
 from rlhfkit.rebase_adapter import rebase_adapter
 
 FAST = ("--max_steps", "2", "--eval_split_size", "0", "--per_device_train_batch_size", "2", "--learning_rate", "2e-2",

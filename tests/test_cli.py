@@ -5,7 +5,7 @@ import time
 
 import pytest
 import torch
-from conftest import base_flags, write_jsonl
+from conftest import ROOT, base_flags, write_jsonl
 
 import reward_model
 import train_rlhf
@@ -86,7 +86,7 @@ def test_non_empty_output_dir_is_never_overwritten(tiny_model_dir, tmp_path):
 def test_qlora_with_zero3_is_refused_naming_zero2(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
-    from rlhfkit.model import check_train_mode
+    from rlhfkit.model_folders import check_train_mode
 
     args, config = parse_args((CommonArgs, DPOConfig), ["--train_mode", "qlora", "--output_dir", "x"])
     with pytest.raises(ValueError, match="deepspeed_zero2.yaml"):
@@ -115,7 +115,7 @@ def test_adapter_folder_as_model_is_refused_and_merge_makes_a_model(tiny_model_d
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rlhfkit.merge_adapter import merge_adapter
-    from rlhfkit.model import check_model_path
+    from rlhfkit.model_folders import check_model_path
 
     adapter = tmp_path / "adapter"
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
@@ -131,3 +131,25 @@ def test_adapter_folder_as_model_is_refused_and_merge_makes_a_model(tiny_model_d
         expected = model.eval()(ids).logits
         got = AutoModelForCausalLM.from_pretrained(merged).eval()(ids).logits
     assert torch.allclose(expected, got, atol=1e-4)
+
+
+def test_importing_the_log_module_changes_nothing():
+    """rlhfkit.log filters the libraries' known-harmless messages only when `quiet_libraries()` is called (every entry
+    script calls it before its other imports); importing the module installs no filter and loads no library.
+    """
+    import subprocess
+    import sys
+
+    code = ("import logging, os, sys, warnings\n"
+            "before = list(warnings.filters)\n"
+            "import rlhfkit.log\n"
+            "assert warnings.filters == before, 'a warnings filter'\n"
+            "assert 'TRL_EXPERIMENTAL_SILENCE' not in os.environ, 'an environment variable'\n"
+            "assert not logging.getLogger('DeepSpeed').filters, 'a logging filter'\n"
+            "assert not {'datasets', 'transformers', 'torch'} & set(sys.modules), 'a library loaded'\n"
+            "rlhfkit.log.quiet_libraries()\n"
+            "assert os.environ['TRL_EXPERIMENTAL_SILENCE'] == '1' and logging.getLogger('DeepSpeed').filters\n"
+            "assert any(f[1] and 'is_gradient_checkpointing' in f[1].pattern for f in warnings.filters)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRL_EXPERIMENTAL_SILENCE"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -299,28 +299,41 @@ def test_prompt_turns_all_gives_one_prompt_per_user_turn(tmp_path):
     assert len(train) == 3
 
 
-def test_prompt_rows_are_read_without_the_shape_table_which_loads_for_other_shapes(tmp_path):
-    """A file of `prompt` rows (PPO, RLOO, GRPO, sampling) loads no converter of other shapes; a ShareGPT file does."""
+def test_prompt_rows_keep_their_data_columns_and_chat_rows_convert(tmp_path):
+    """A file of `prompt` rows (PPO, RLOO, GRPO, sampling) keeps its data columns (a gold `answer`) and drops the fields
+    a shape reads (`chosen`); a ShareGPT file converts through the shape table.
+    """
     own = write_jsonl(tmp_path / "own.jsonl", [{"prompt": "Hi?", "answer": "1"},
                                                {"prompt": [user("a"), bot("b"), user("c")], "chosen": "x"}])
     chat = write_jsonl(tmp_path / "chat.jsonl", [{"conversations": [{"from": "human", "value": "Hi"},
                                                                     {"from": "gpt", "value": "Hello"}]}])
     code = ("import json, sys; from rlhfkit.data.prompts import load_prompt_file; said = []; "
             "rows = load_prompt_file(sys.argv[1], log=said.append, prompt_turns='all'); "
-            "print(json.dumps([said[0], rows, sorted(m for m in sys.modules if m.startswith('rlhfkit.data.'))]))")
+            "print(json.dumps([said[0], rows]))")
     runs = [json.loads(subprocess.run([sys.executable, "-c", code, path], cwd=ROOT, capture_output=True, text=True,
                                       timeout=120, check=True).stdout) for path in (own, chat)]
-    (said, rows, modules), (chat_said, chat_rows, chat_modules) = runs
+    (said, rows), (chat_said, chat_rows) = runs
     assert said.endswith("3 prompts (1 plain-string prompt, 1 prompt rows); plain-string prompts became one user "
                          "turn; every user turn became a prompt, with the turns before it as context "
                          "(prompt_turns='all')"), said
     assert rows == [{"prompt": [user("Hi?")], "answer": "1"}, {"prompt": [user("a")], "answer": None},
                     {"prompt": [user("a"), bot("b"), user("c")], "answer": None}], rows
-    assert not {"rlhfkit.data.shapes", "rlhfkit.data.pairs", "rlhfkit.data.chats"} & set(modules), modules
     assert chat_said.endswith("1 prompts (1 ShareGPT rows); ShareGPT conversations: human -> user, gpt -> assistant; "
                               "every user turn became a prompt, with the turns before it as context "
                               "(prompt_turns='all')"), chat_said
-    assert chat_rows == [{"prompt": [user("Hi")]}] and "rlhfkit.data.shapes" in chat_modules
+    assert chat_rows == [{"prompt": [user("Hi")]}]
+
+
+def test_the_shape_table_says_which_fields_are_data_columns():
+    """`shape_fields` comes from the `Shape` rows: a KTO `label` beside its `completion` is read by that shape, a gold
+    `label` beside a `prompt` is a data column; PKU's preference keys count only beside `response_0`.
+    """
+    from rlhfkit.data.shapes import shape_fields
+
+    assert shape_fields({"prompt": "p", "label": 1, "answer": "2"}) == {"prompt"}
+    assert shape_fields({"prompt": "p", "completion": "c", "label": True}) == {"prompt", "completion", "label"}
+    assert shape_fields({"prompt": "p", "better_response_id": 0}) == {"prompt"}
+    assert shape_fields({"conversations": [], "system": "s", "id": 3}) == {"conversations", "system"}
 
 
 def test_sft_and_distillation_read_the_new_shapes(tmp_path):

@@ -201,9 +201,8 @@ def test_checkpoint_generation_config_does_not_leak_into_sampling(toy, tmp_path)
 
 
 def test_adapters_layout_one_base_both_adapters_and_value_head_get_gradients(toy, tmp_path):
-    from rlhfkit.model import load_reward_model
     from rlhfkit.ppo.adapters import AdapterRewardModel
-    from rlhfkit.reward import reward_scorer
+    from rlhfkit.reward import load_reward_model, reward_scorer
 
     rm = make_lora_reward_model(toy["model"], str(tmp_path / "rm"))
     trainer = build_trainer(toy, tmp_path / "o", *LAYOUTS["adapters"], "--reward_model_path", rm,
@@ -288,10 +287,9 @@ def count_layer_calls(model):
 
 
 def test_shared_layout_one_backbone_pass_and_both_losses_move_the_adapter(toy, tmp_path):
-    from rlhfkit.model import load_reward_model
     from rlhfkit.ppo.adapters import AdapterRewardModel
     from rlhfkit.ppo.core import ppo_policy_loss, ppo_value_loss
-    from rlhfkit.reward import reward_scorer
+    from rlhfkit.reward import load_reward_model, reward_scorer
 
     rm = make_lora_reward_model(toy["model"], str(tmp_path / "rm"))
     trainer = build_trainer(toy, tmp_path / "o", *LAYOUTS["shared"], "--reward_model_path", rm, "--kl_coef", "0.1")
@@ -602,8 +600,7 @@ def test_reward_model_with_another_tokenizer_scores_the_decoded_text(toy, tiny_r
     """Toy policy (64-word vocabulary) + a reward model with the 49k-token demo tokenizer: answers are decoded and
     re-tokenised for the reward model, and the value model starts from the policy checkpoint instead.
     """
-    from rlhfkit.model import load_reward_model
-    from rlhfkit.reward import reward_scorer
+    from rlhfkit.reward import load_reward_model, reward_scorer
 
     trainer = build_trainer(toy, tmp_path / "o", *LAYOUTS["separate-lora"], "--reward_model_path", tiny_rm,
                             "--reward_function", "none", "--per_device_train_batch_size", "4")

@@ -15,8 +15,7 @@ import rejection_sampling
 import train_rlhf
 from rlhfkit.data.distillation import load_distillation_file
 from rlhfkit.data.offline import load_preference_file
-from rlhfkit.model import load_reward_model
-from rlhfkit.reward import reward_scorer
+from rlhfkit.reward import load_reward_model, reward_scorer
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import evaluate
 import rejection_sampling
 import train_rlhf
 from rlhfkit.errors import ConfigError, PathNotFoundError
-from rlhfkit.model import check_reward_model_path, load_reward_model
-from rlhfkit.reward import reward_scorer
-from rlhfkit.reward_ensemble import RewardEnsemble, combine_scores, reward_model_paths
+from rlhfkit.model_folders import reward_model_paths
+from rlhfkit.reward import check_reward_model_path, load_reward_model, reward_scorer
+from rlhfkit.reward_ensemble import RewardEnsemble, combine_scores
 
 
 def test_combine_scores_by_hand():

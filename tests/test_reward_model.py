@@ -102,11 +102,11 @@ def test_the_new_score_head_is_not_reported_as_a_loading_problem(tiny_model_dir)
     """transformers reports `score.weight | MISSING` whenever a causal LM loads as a sequence classifier; the toolkit
     drops that one report where the head is new by design, and keeps every other report.
     """
-    from rlhfkit.log import _OnlyMissingScoreHead, score_head_from_elsewhere
-
     import logging
 
     from transformers import AutoModelForSequenceClassification
+
+    from rlhfkit.log import _OnlyMissingScoreHead, score_head_from_elsewhere
 
     records = []
 
@@ -171,9 +171,8 @@ def test_odin_quality_head_tracks_length_less_and_loads_as_a_plain_reward_model(
     from safetensors.torch import load_file
 
     from rlhfkit.data.offline import load_preference_file
-    from rlhfkit.model import load_reward_model
     from rlhfkit.report.rm_accuracy import preference_accuracy
-    from rlhfkit.reward import reward_scorer
+    from rlhfkit.reward import load_reward_model, reward_scorer
 
     pairs = confounded_pairs(80)
     train = write_jsonl(tmp_path / "train.jsonl", pairs[:64])

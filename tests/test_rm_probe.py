@@ -1,6 +1,6 @@
-"""rlhfkit.report.rm_probe: the degenerate answers, the augmentation, the probe's numbers for hand-built scorers, the
-saved report, the CLI, and (on the tiny model) that reward_model.py with degenerate negatives ranks the chosen answer
-far above empty and truncated ones where plain training does not.
+"""rlhfkit.data.degenerate and rlhfkit.report.rm_probe: the degenerate answers, the augmentation, the probe's numbers
+for hand-built scorers, the saved report, the CLI, and (on the tiny model) that reward_model.py with degenerate
+negatives ranks the chosen answer far above empty and truncated ones where plain training does not.
 """
 
 import json
@@ -12,17 +12,16 @@ import torch
 from conftest import base_flags, demo_tokenizer, write_jsonl
 
 import reward_model
-from rlhfkit.model import load_reward_model
-from rlhfkit.report import rm_probe
-from rlhfkit.report.probe_table import format_probe_table, print_saved_probe
-from rlhfkit.report.rm_probe import (
+from rlhfkit.data.degenerate import (
     VARIANTS,
     augment_with_degenerate_negatives,
     degenerate_answer,
-    run_probe,
-    save_probe_report,
+    parse_variant_weights,
 )
-from rlhfkit.reward import reward_scorer
+from rlhfkit.report import rm_probe
+from rlhfkit.report.probe_table import format_probe_table, print_saved_probe
+from rlhfkit.report.rm_probe import run_probe, save_probe_report
+from rlhfkit.reward import load_reward_model, reward_scorer
 
 ANSWER = "Paris is the capital of France and its largest city by far."  # 12 words
 
@@ -206,7 +205,7 @@ def test_augment_even_variant_split_ratio_zero_and_errors():
 
 def test_variant_weights_set_the_shares_and_a_variant_that_runs_out_leaves_its_share(capsys):
     rows = [make_row(i) for i in range(40)]
-    weights = rm_probe.parse_variant_weights("empty:1, filler:0,truncated:2,off_topic:5")
+    weights = parse_variant_weights("empty:1, filler:0,truncated:2,off_topic:5")
     assert weights == {"empty": 1.0, "truncated": 2.0, "off_topic": 5.0}  # weight 0 = left out
     out = augment_with_degenerate_negatives(rows, 0.4, seed=0, variants=weights)  # 16 extra pairs: 2 / 4 / 10
     assert "added 16 (chosen, degenerate) pairs to 40 training pairs (ratio 0.4): empty 2, truncated 4, off_topic 10" \
@@ -226,7 +225,7 @@ def test_variant_weights_set_the_shares_and_a_variant_that_runs_out_leaves_its_s
 @pytest.mark.parametrize("spec", ["empty:1,offtopic:2", "empty", "empty:-1", "empty:x", "empty:0,filler:0", ""])
 def test_variant_weights_errors_name_the_field(spec):
     with pytest.raises(ValueError, match="degenerate_variant_weights"):
-        rm_probe.parse_variant_weights(spec)
+        parse_variant_weights(spec)
 
 
 def test_reward_model_py_refuses_bad_variant_weights_before_loading_the_model(tiny_model_dir, tmp_path, monkeypatch):

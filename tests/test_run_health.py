@@ -8,7 +8,7 @@ import math
 import pytest
 
 from rlhfkit.errors import PathNotFoundError
-from rlhfkit.report import health_offline, health_online, run_health
+from rlhfkit.report import health_offline, health_online, health_rm, run_health
 from rlhfkit.report.health_base import HealthThresholds, RunInfo, rule_nonfinite_loss
 from rlhfkit.report.run_health import check_history, rules_for
 from rlhfkit.report.samples import is_sampled_rollout, read_samples, write_samples
@@ -70,10 +70,12 @@ def test_each_rule_fires_on_its_trigger(rule, method, history):
 
 
 def test_a_run_gets_the_rules_of_its_method():
-    assert rules_for("DPO") == rules_for("reward model") == [rule_nonfinite_loss, *health_offline.RULES]
+    assert rules_for("DPO") == rules_for("GKD") == [rule_nonfinite_loss, *health_offline.RULES]
+    assert rules_for("reward model") == [rule_nonfinite_loss, *health_rm.RULES]
     assert rules_for("GRPO") == [rule_nonfinite_loss, *health_online.RULES]
-    assert rules_for(None) == [rule_nonfinite_loss, *health_offline.RULES, *health_online.RULES]  # no run_config.json
-    assert not set(health_offline.RULES) & set(health_online.RULES)
+    everything = [rule_nonfinite_loss, *health_offline.RULES, *health_rm.RULES, *health_online.RULES]
+    assert rules_for(None) == everything  # no run_config.json
+    assert len(set(everything)) == len(everything)
 
 
 def test_thresholds_are_config_fields():
@@ -120,14 +122,18 @@ def write_run(folder, history, method="DPO", beta=0.1):
 def test_cli_prints_findings_and_writes_a_self_contained_report(tmp_path, capsys):
     out = write_run(tmp_path / "run", log(12, rewards__chosen=lambda i: -0.1 * i, rewards__rejected=lambda i: -0.2 * i,
                                           rewards__margins=lambda i: 0.1 * i, loss=0.5))
-    write_samples(out, 12, 1, [[{"role": "user", "content": "Hi <there>"}]], ["Hello & welcome"], [1.5], [0.25])
     findings = run_health.main([out])
     printed = capsys.readouterr().out
     assert [f.rule for f in findings] == ["DPO likelihood displacement"]
     assert "[run health] WARNING: [DPO likelihood displacement]" in printed and "-10.0 nats" in printed
     page = (tmp_path / "run" / "report.html").read_text()
-    assert "DPO likelihood displacement" in page and "Hello &amp; welcome" in page and "Hi &lt;there&gt;" in page
+    assert "DPO likelihood displacement" in page and "<h2>Latest samples" not in page
     assert "http" not in page and "<script" not in page
+    online = write_run(tmp_path / "ppo", HEALTHY["PPO"], method="PPO")  # online runs write samples.jsonl
+    write_samples(online, 12, 1, [[{"role": "user", "content": "Hi <there>"}]], ["Hello & welcome"], [1.5], [0.25])
+    assert run_health.main([online]) == []
+    page = (tmp_path / "ppo" / "report.html").read_text()
+    assert "Hello &amp; welcome" in page and "Hi &lt;there&gt;" in page and "http" not in page
     healthy = write_run(tmp_path / "ok", HEALTHY["DPO"])
     assert run_health.main([healthy, "--min_points", "4"]) == []
     assert "no problems found" in capsys.readouterr().out

@@ -6,13 +6,12 @@ is loaded, as the offline methods' loaders in `offline.py` do.
 
 from __future__ import annotations
 
-from rlhfkit.log import info_rank0
-
 from rlhfkit.data.loader import LoadedFile, load_file, load_splits
 from rlhfkit.data.messages import RowError
 from rlhfkit.data.offline import check_chat_template
 from rlhfkit.data.shapes import convert_row, shape_notes
 from rlhfkit.errors import ConfigError
+from rlhfkit.log import info_rank0
 
 ANSWER_PLACEHOLDER = [{"role": "assistant", "content": ""}]  # stands in for the answer of a prompt-only GKD row
 

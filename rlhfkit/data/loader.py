@@ -6,8 +6,6 @@ turn): they stay together as a *group*, so that ratios and the train/eval split 
 
 from __future__ import annotations
 
-from rlhfkit.log import info_rank0
-
 import os
 import random
 from collections import Counter
@@ -26,6 +24,7 @@ from rlhfkit.data.reader import (
     read_jsonl_bytes,
 )
 from rlhfkit.errors import ConfigError, PathNotFoundError
+from rlhfkit.log import info_rank0
 
 NOT_READ = (".tsv", ".xlsx", ".xls")  # table formats no reader parses
 TABLES = (".csv", ".parquet", ".arrow")  # read by rlhfkit/data/tables.py

@@ -9,8 +9,6 @@ loader `load_preference_file` serves evaluation and the reward-model probe.
 
 from __future__ import annotations
 
-from rlhfkit.log import info_rank0
-
 import random
 from dataclasses import replace
 
@@ -18,7 +16,8 @@ from rlhfkit.data.chats import uses_number_labels
 from rlhfkit.data.loader import load_file, load_splits, summarise
 from rlhfkit.data.shapes import ShapeOptions, convert_row, options_from, shape_notes
 from rlhfkit.errors import ConfigError
-from rlhfkit.model import require_chat_template
+from rlhfkit.log import info_rank0
+from rlhfkit.model_folders import require_chat_template
 
 # ----------------------------------------------------------------------------------------------------------
 # Checks that need the tokenizer (still no model): the chat template, and rows or prompts that are too long

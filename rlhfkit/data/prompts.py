@@ -1,34 +1,18 @@
 """Prompts for the online methods (PPO, RLOO, GRPO) and for sampling (rejection sampling, evaluation): any row with a
 prompt becomes `{"prompt": [messages], **columns}`, its other columns (a gold `answer`, IFEval's instructions) kept for
 the reward functions. A row with a `prompt` field is read here; chat rows and raw hh-rlhf transcripts are converted by
-the table of shapes (rlhfkit/data/shapes.py), imported for them only.
+the table of shapes (rlhfkit/data/shapes.py), which also says which fields of a row are data columns.
 """
 
 from __future__ import annotations
-
-from rlhfkit.log import info_rank0
 
 import json
 
 from rlhfkit.data.loader import load_file, load_splits, summarise
 from rlhfkit.data.messages import as_prompt, prompt_turns_of
-from rlhfkit.model import require_chat_template
-
-SHAPE_FIELDS = frozenset({  # the fields some shape reads; every other column of a row is data for reward functions
-    "prompt", "chosen", "rejected", "completion", "label", "messages", "conversations", "system", "instruction",
-    "input", "output", "history", "response_0", "response_1", "better_response_id", "safer_response_id",
-    "responses", "scores"})
-PART_OF_SHAPE_WITH = {  # fields that belong to the row's shape only beside another; alone they are data columns
-    "label": "completion", "scores": "responses", "better_response_id": "response_0",
-    "safer_response_id": "response_0", "input": "instruction", "output": "instruction", "history": "instruction"}
-
-
-def is_shape_field(name: str, row: dict) -> bool:
-    """True if the field `name` of `row` is read by the row's shape (so it is no data for reward functions): a gold
-    `label` beside a `prompt` reaches them, a KTO row's `label` beside its `completion` does not.
-    """
-    return name in SHAPE_FIELDS and PART_OF_SHAPE_WITH.get(name, name) in row
-
+from rlhfkit.data.shapes import ShapeOptions, convert_row, shape_fields, shape_notes
+from rlhfkit.log import info_rank0
+from rlhfkit.model_folders import require_chat_template
 
 OWN_SHAPES = ("prompt", "plain-string prompt")  # rows with a `prompt` field; other shapes come from shapes.py
 
@@ -37,7 +21,7 @@ def prompt_rows(row: dict, prompt_turns: str = "last") -> tuple[str, list[dict]]
     """Convert one row to `(shape, [{"prompt": [messages], **columns}])`: the `prompt` field (answers beside it are
     ignored), or a chat / raw hh-rlhf row by `shapes.convert_row`; `prompt_turns` "all": one prompt per user turn.
 
-    The columns are the row's fields its shape does not read (`is_shape_field`; e.g. a gold `answer` or `label`,
+    The columns are the row's fields its shape does not read (`shapes.shape_fields`; e.g. a gold `answer` or `label`,
     IFEval's `instruction_id_list` and `kwargs`); they reach reward functions as keyword arguments (TRL's
     convention). Raises `RowError`.
     """
@@ -45,10 +29,9 @@ def prompt_rows(row: dict, prompt_turns: str = "last") -> tuple[str, list[dict]]
         shape = "plain-string prompt" if isinstance(row["prompt"], str) else "prompt"
         prompts = prompt_turns_of(as_prompt(row["prompt"]), prompt_turns)
     else:
-        from rlhfkit.data.shapes import ShapeOptions, convert_row  # here: other shapes load their converters
-
         shape, prompts = convert_row(row, "prompt", ShapeOptions(prompt_turns=prompt_turns))
-    columns = {k: v for k, v in row.items() if not is_shape_field(k, row)}
+    read = shape_fields(row)
+    columns = {k: v for k, v in row.items() if k not in read}
     return shape, [{"prompt": prompt, **columns} for prompt in prompts]
 
 
@@ -64,8 +47,6 @@ def prompt_notes(shapes, prompt_turns: str) -> list[str]:
     """The notes on a prompt file whose input rows had `shapes` (names): its own shapes', the table's, the turns'."""
     notes = ["plain-string prompts became one user turn"] if "plain-string prompt" in shapes else []
     if set(shapes) - set(OWN_SHAPES):
-        from rlhfkit.data.shapes import shape_notes  # here: the table was loaded for these rows
-
         notes += shape_notes(shapes)
     if prompt_turns == "all" and set(shapes) & {"prompt", "messages", "ShareGPT", "alpaca"}:
         notes.append("every user turn became a prompt, with the turns before it as context (prompt_turns='all')")

@@ -57,6 +57,8 @@ class Shape:
 
     name: str
     detect: Callable[[dict], bool]
+    fields: tuple[str, ...]  # the fields of a row it reads; a row's other fields are data columns (a gold `answer`)
+    fields_beside: tuple[str, ...] = ()  # fields it reads only beside its first field; alone they are data columns
     preference: Converter | None = None  # -> pairs; a preference shape also serves sft, unpaired and prompt
     unpaired: Converter | None = None
     sft: Converter | None = None
@@ -89,7 +91,8 @@ def explicit_sft(row: dict, options: ShapeOptions) -> tuple[str, list]:
     return name, [{"prompt": as_prompt(row["prompt"]), "completion": as_answer(row["chosen"], "chosen")}]
 
 
-def chat_shape(name: str, conversation: Callable[[dict], list[dict]], field: str, note: str = "",
+def chat_shape(name: str, conversation: Callable[[dict], list[dict]], field: str, fields: tuple[str, ...],
+               fields_beside: tuple[str, ...] = (), note: str = "",
                detect: Callable[[dict], bool] | None = None) -> Shape:
     """A shape whose rows are one conversation (`conversation(row) -> messages`), for SFT, prompts and GKD."""
     def sft(row, options):
@@ -106,7 +109,7 @@ def chat_shape(name: str, conversation: Callable[[dict], list[dict]], field: str
             return shape, [{"prompt": chats.conversation_prompts(messages, field)[0], "answer": None}]
         return shape, [chats.distillation_row(messages, field, given)]
 
-    return Shape(name, detect or (lambda row: field in row), sft=sft, prompt=prompt,
+    return Shape(name, detect or (lambda row: field in row), fields, fields_beside, sft=sft, prompt=prompt,
                  distillation=distillation, note=note)
 
 
@@ -116,37 +119,49 @@ def alpaca_sft(row: dict, options: ShapeOptions) -> tuple[str, list]:
     return "alpaca", chats.sft_rows(chats.alpaca_conversation(row), "messages", options.assistant_turns)
 
 
+PAIR_FIELDS = ("prompt", "chosen", "rejected")
 SHAPES = (
-    Shape("PKU-SafeRLHF", pairs.is_pku, preference=pku,
+    Shape("PKU-SafeRLHF", pairs.is_pku, ("response_0", "response_1", "prompt"),
+          ("better_response_id", "safer_response_id"), preference=pku,
           note="PKU-SafeRLHF rows: response_{id} -> chosen, the other -> rejected "
                "(--preference_key picks better_response_id or safer_response_id)"),
-    Shape("ranked responses", pairs.is_ranked,
+    Shape("ranked responses", pairs.is_ranked, ("responses", "prompt"), ("scores",),
           preference=lambda row, o: ("ranked responses", pairs.from_ranked(row, o.pairs)),
           note="ranked responses -> pairs (--pairs best_worst: best vs worst; all: every pair with different scores)"),
-    Shape("hh-rlhf", pairs.is_hh, preference=named("hh-rlhf", pairs.from_hh),
+    Shape("hh-rlhf", pairs.is_hh, PAIR_FIELDS, preference=named("hh-rlhf", pairs.from_hh),
           note="raw hh-rlhf transcripts were split: shared turns -> prompt, last assistant turn -> answer"),
-    Shape("implicit prompt", pairs.is_implicit, preference=named("implicit prompt", pairs.from_implicit),
+    Shape("implicit prompt", pairs.is_implicit, PAIR_FIELDS, preference=named("implicit prompt", pairs.from_implicit),
           note="whole chosen/rejected conversations were split: shared turns -> prompt, last assistant turn -> answer"),
     Shape("plain strings", lambda row: isinstance(row.get("prompt"), str) and isinstance(row.get("chosen"), str),
-          preference=named("plain strings", pairs.from_explicit), sft=explicit_sft,
+          PAIR_FIELDS, preference=named("plain strings", pairs.from_explicit), sft=explicit_sft,
           note="plain-string prompts became one user turn"),
-    Shape("conversational", lambda row: "chosen" in row or "rejected" in row,
+    Shape("conversational", lambda row: "chosen" in row or "rejected" in row, PAIR_FIELDS,
           preference=named("conversational", pairs.from_explicit), sft=explicit_sft),
-    Shape("unpaired", lambda row: "completion" in row or "label" in row,
+    Shape("unpaired", lambda row: "completion" in row or "label" in row, ("completion", "prompt"), ("label",),
           unpaired=lambda row, o: ("unpaired (0/1 labels)" if o.number_labels else "unpaired",
                                    chats.from_unpaired(row, o.number_labels))),
-    chat_shape("messages", lambda row: check_messages(row["messages"], "messages"), "messages"),
-    chat_shape("ShareGPT", chats.sharegpt_conversation, "conversations",
+    chat_shape("messages", lambda row: check_messages(row["messages"], "messages"), "messages", ("messages", "prompt")),
+    chat_shape("ShareGPT", chats.sharegpt_conversation, "conversations", ("conversations", "system"),
                note="ShareGPT conversations: human -> user, gpt -> assistant"),
-    replace(chat_shape("alpaca", chats.alpaca_conversation, "messages",
+    replace(chat_shape("alpaca", chats.alpaca_conversation, "messages", ("instruction", "system"),
+                       ("input", "output", "history"),
                        note="alpaca rows: instruction (+ input) -> user turn, output -> answer",
                        detect=lambda row: "instruction" in row), sft=alpaca_sft),
-    Shape("prompt/completion", lambda row: "completion" in row,
+    Shape("prompt/completion", lambda row: "completion" in row, ("completion", "prompt"),
           sft=named("prompt/completion", chats.from_prompt_completion)),
-    Shape("prompt-only", lambda row: "prompt" in row,
+    Shape("prompt-only", lambda row: "prompt" in row, ("prompt",),
           distillation=lambda row, o: ("prompt-only", [{"prompt": as_prompt(row["prompt"]), "answer": None}])),
 )
 SHAPE = {shape.name: shape for shape in SHAPES}
+
+
+def shape_fields(row: dict) -> set[str]:
+    """The fields of `row` that some shape reads (`Shape.fields`, and `fields_beside` where the row has that shape's
+    first field: a KTO row's `label` beside its `completion`, not a gold `label` beside a `prompt`). Every other field
+    is a data column: the online methods pass it to the reward functions.
+    """
+    return {f for shape in SHAPES for f in shape.fields + (shape.fields_beside if shape.fields[0] in row else ())
+            if f in row}
 
 PREFERENCE = ("PKU-SafeRLHF", "ranked responses", "hh-rlhf", "implicit prompt", "plain strings", "conversational")
 ORDER = {

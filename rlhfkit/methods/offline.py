@@ -4,14 +4,13 @@ carry their answers (pairs, labelled answers, demonstrations); data -> policy ->
 
 from __future__ import annotations
 
-from rlhfkit.log import show_dataset_progress
-
 from transformers import AutoModelForCausalLM
 from trl import KTOTrainer, SFTTrainer
 from trl.experimental.cpo import CPOTrainer
 from trl.experimental.orpo import ORPOTrainer
 
 from rlhfkit.data.offline import kto_data, preference_data, sft_data
+from rlhfkit.log import show_dataset_progress
 from rlhfkit.methods.dpo import DPOTrainer
 from rlhfkit.methods.trainer_inputs import trainer_inputs
 from rlhfkit.model import load_model

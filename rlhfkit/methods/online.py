@@ -12,8 +12,6 @@ policy checkpoint with a fresh head when there is no reward model or its tokeniz
 
 from __future__ import annotations
 
-from rlhfkit.log import info_rank0
-
 import dataclasses
 import os
 from types import SimpleNamespace
@@ -22,17 +20,17 @@ import torch
 
 from rlhfkit.data.prompts import prompt_data
 from rlhfkit.errors import ConfigError
-from rlhfkit.model import (
+from rlhfkit.log import info_rank0
+from rlhfkit.model import load_frozen_model, load_tokenizer, load_value_model
+from rlhfkit.model_folders import is_adapter_dir, resolve_checkpoint, reward_model_paths
+from rlhfkit.reward import (
+    check_gold_columns,
     check_reward_model_path,
-    is_adapter_dir,
-    load_frozen_model,
+    load_reward_function,
     load_reward_model,
-    load_tokenizer,
-    load_value_model,
-    resolve_checkpoint,
+    missing_eos_reward,
 )
-from rlhfkit.reward import check_gold_columns, load_reward_function, missing_eos_reward
-from rlhfkit.reward_ensemble import RewardEnsemble, reward_model_paths
+from rlhfkit.reward_ensemble import RewardEnsemble
 
 
 def ppo_prompt_data(args, config, tokenizer, too_long: str) -> tuple[list[dict], list[dict]]:

@@ -8,8 +8,6 @@ written with the final model.
 
 from __future__ import annotations
 
-from rlhfkit.log import show_dataset_progress
-
 import os
 
 import torch
@@ -17,6 +15,7 @@ import trl
 from transformers import AutoModelForCausalLM
 
 from rlhfkit.data.prompts import prompt_data
+from rlhfkit.log import show_dataset_progress
 from rlhfkit.methods.online import online_inputs, rloo_models
 from rlhfkit.methods.trainer_inputs import trainer_inputs
 from rlhfkit.model import load_model

@@ -4,10 +4,9 @@ toolkit's `PPOTrainer` (rlhfkit/ppo/trainer.py).
 
 from __future__ import annotations
 
-from rlhfkit.log import show_dataset_progress
-
 from transformers import AutoModelForCausalLM
 
+from rlhfkit.log import show_dataset_progress
 from rlhfkit.methods.online import online_inputs, ppo_models, ppo_prompt_data
 from rlhfkit.methods.trainer_inputs import trainer_inputs
 from rlhfkit.model import load_model

@@ -15,8 +15,6 @@ prompts g*M*E times, `_prepare_inputs` builds the rollout on the first. Metrics 
 
 from __future__ import annotations
 
-from rlhfkit.log import info_rank0
-
 import copy
 import json
 import math
@@ -31,6 +29,7 @@ from trl.models import prepare_deepspeed, unwrap_model_for_generation
 from trl.trainer.utils import RepeatSampler, disable_dropout_in_model, entropy_from_logits, pad, selective_log_softmax
 
 from rlhfkit.errors import ConfigError
+from rlhfkit.log import info_rank0
 from rlhfkit.outputs import plot_log_history
 from rlhfkit.ppo.core import (
     AdaptiveKLController,

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from rlhfkit.log import info_rank0
-
 from rlhfkit.generation import generate_answers
+from rlhfkit.log import info_rank0
 from rlhfkit.model import load_policy
 
 

@@ -1,30 +1,11 @@
-"""Run-health rules of the methods that train on fixed data: reward model (held-out accuracy, the probe's degenerate
-answers), DPO (likelihood displacement, flat margins), SFT (loss rising). Their vocabulary: `health_base.py`.
+"""Run-health rules of the policy methods that train on fixed data (DPO, CPO, SimPO, ORPO, KTO, SFT; GKD): DPO's
+likelihood displacement and flat margins, SFT's rising loss. Their vocabulary: `health_base.py`; a reward model's
+rules: `health_rm.py`.
 """
 
 from __future__ import annotations
 
-from rlhfkit.report.health_base import Finding, series, trend
-
-
-def rule_rm_accuracy_near_chance(history, run, t) -> Finding | None:
-    """Reward model: held-out accuracy within `rm_accuracy_band` of 0.5."""
-    if run.method != "reward model":
-        return None
-    evals = [v for _, v in series(history, "eval_accuracy")]
-    accuracy, where = (evals[-1], "held-out") if evals else (None, "")
-    if run.rm_accuracy:
-        accuracy, where = run.rm_accuracy["accuracy"], f"held-out ({run.rm_accuracy['n']} pairs)"
-    if accuracy is None:
-        ends_ = trend(history, "accuracy", t)
-        accuracy, where = (ends_[1], "training (last logs)") if ends_ else (None, "")
-    if accuracy is None or abs(accuracy - 0.5) > t.rm_accuracy_band:
-        return None
-    return Finding("reward-model accuracy near chance",
-                   f"{where} accuracy is {accuracy:.3f}, within {t.rm_accuracy_band} of a coin flip (0.5).",
-                   "check the padding (the score is read at the last non-pad token: the model config needs the "
-                   "tokenizer's pad_token_id) and that the chat template renders prompt + answer as the data "
-                   "expects; then train longer or raise --learning_rate.")
+from rlhfkit.report.health_base import Finding, Health, trend
 
 
 def rule_dpo_likelihood_displacement(history, run, t) -> Finding | None:
@@ -75,23 +56,5 @@ def rule_sft_loss_rising(history, run, t) -> Finding | None:
                    "lower --learning_rate (LoRA: 1e-4 to 2e-4; full: 1e-5) or raise --warmup_steps.")
 
 
-def rule_probe_degenerate(history, run, t) -> Finding | None:
-    """Reward model: a degenerate answer beats the chosen one on more than 10% of the probe's prompts."""
-    if not run.probe:
-        return None
-    from rlhfkit.report.probe_table import DESCRIPTIONS, WARN_ABOVE  # here: only a reward model's run has a probe
-
-    bad = [(v, s["win_rate"]) for v, s in run.probe.get("variants", {}).items()
-           if s.get("win_rate") is not None and s["win_rate"] > WARN_ABOVE]
-    if not bad:
-        return None
-    listed = ", ".join(f"{DESCRIPTIONS.get(v, v)} {100 * r:.0f}%" for v, r in bad)
-    return Finding("reward model prefers degenerate answers",
-                   f"share of {run.probe.get('n_prompts')} probe prompts where a degenerate answer scores above the "
-                   f"chosen one: {listed} (should be about 0%).",
-                   "PPO/RLOO/GRPO will learn these; retrain with --degenerate_negatives_ratio 0.5 or give the kind "
-                   "more weight with --degenerate_variant_weights.")
-
-
-RULES = (rule_rm_accuracy_near_chance, rule_dpo_likelihood_displacement, rule_dpo_margins_flat, rule_sft_loss_rising,
-         rule_probe_degenerate)
+RULES = (rule_dpo_likelihood_displacement, rule_dpo_margins_flat, rule_sft_loss_rising)
+HEALTH = Health(RULES)

@@ -1,12 +1,14 @@
 """Run-health rules of the online methods (PPO, RLOO, GRPO): KL to the reference, answer length and EOS rate, the
-score's link to length, training vs held-out score, entropy. Their vocabulary: `health_base.py`.
+score's link to length, training vs held-out score, entropy; report.html shows the latest sampled answers. Their
+vocabulary: `health_base.py`.
 """
 
 from __future__ import annotations
 
 import math
 
-from rlhfkit.report.health_base import ONLINE, Finding, first_key, series, trend
+from rlhfkit.report.health_base import ONLINE, Finding, Health, first_key, series, trend
+from rlhfkit.report.samples import samples_section
 
 
 def rule_kl_runaway(history, run, t) -> Finding | None:
@@ -138,3 +140,4 @@ def rule_entropy_collapse(history, run, t) -> Finding | None:
 
 RULES = (rule_kl_runaway, rule_length_collapse, rule_length_drift, rule_score_tracks_length, rule_length_pinned_at_cap,
          rule_eos_rate_falling, rule_train_up_eval_down, rule_entropy_collapse)
+HEALTH = Health(RULES, (samples_section,))

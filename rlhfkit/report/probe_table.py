@@ -4,11 +4,10 @@ table printed by the online methods before they start. The probe itself is in rm
 
 from __future__ import annotations
 
-from rlhfkit.log import info_rank0
-
 import os
 
 from rlhfkit.errors import UserError, read_json
+from rlhfkit.log import info_rank0
 
 DESCRIPTIONS = {
     "empty": 'empty answer ""',

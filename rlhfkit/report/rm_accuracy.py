@@ -15,12 +15,11 @@ Used at the end of reward_model.py (`accuracy_after_training`, saved as rm_accur
 
 from __future__ import annotations
 
-from rlhfkit.log import info_rank0
-
 import json
 import os
 
 from rlhfkit.data.offline import count_too_long
+from rlhfkit.log import info_rank0
 from rlhfkit.report.arena import length_split_accuracy, read_length_split
 from rlhfkit.reward import ScoreFn, reward_scorer
 

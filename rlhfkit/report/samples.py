@@ -6,13 +6,15 @@
 
 `step` is the optimizer step the rollout was sampled at, `score` the total reward of the answer (all reward
 sources), `kl` the KL to the reference model (its unit in `kl_unit`; None when the run has no reference).
-`rlhfkit.report.run_health` shows the latest ones in `report.html`.
+`samples_section` shows the latest ones in the run's `report.html` (`rlhfkit.report.health_online`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+
+from rlhfkit.report.html_report import table
 
 SAMPLES_FILE = "samples.jsonl"
 
@@ -58,3 +60,17 @@ def read_samples(output_dir: str) -> list[dict]:
             except json.JSONDecodeError:
                 continue
     return rows
+
+
+def samples_section(output_dir: str, run, n_samples: int = 8) -> list[str]:
+    """report.html's table of the latest rollout's sampled answers (at most `n_samples`); empty without samples."""
+    samples = read_samples(output_dir)
+    if not samples:
+        return []
+    last = max(s.get("step", 0) for s in samples)
+    latest = [s for s in samples if s.get("step", 0) == last][:n_samples]
+    prompt_text = lambda p: p[-1]["content"] if isinstance(p, list) and p else p  # noqa: E731
+    return [f"<h2>Latest samples (step {last}, {len(samples)} in samples.jsonl)</h2>",
+            table(["prompt", "answer", "score", "KL"],
+                  [[prompt_text(s["prompt"]), s["answer"], s.get("score"), s.get("kl")] for s in latest],
+                  css_class="answers", numeric={2, 3})]
