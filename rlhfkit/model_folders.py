@@ -143,6 +143,7 @@ def reward_model_paths(spec: str) -> list[str]:
         return [spec]
     return [part.strip() for part in spec.split(",") if part.strip()]
 
+
 def resolve_model_paths(settings) -> None:
     """Make the local model folders named in a parsed config absolute, in place.
 

@@ -8,10 +8,15 @@ import math
 import pytest
 
 from rlhfkit.errors import PathNotFoundError
-from rlhfkit.report import health_offline, health_online, health_rm, run_health
-from rlhfkit.report.health_base import HealthThresholds, RunInfo, rule_nonfinite_loss
-from rlhfkit.report.run_health import check_history, rules_for
+from rlhfkit.report import health_base, health_offline, health_online, health_rm, run_health
+from rlhfkit.report.health_base import HealthThresholds, RunInfo
+from rlhfkit.report.run_health import health_for
 from rlhfkit.report.samples import is_sampled_rollout, read_samples, write_samples
+
+
+def check_history(history, run, thresholds=None):
+    """The findings of the rules `run_health` picks for `run.method` on one log history."""
+    return health_base.check_history(history, run, health_for(run.method), thresholds)
 
 
 def log(n, **curves):
@@ -70,11 +75,11 @@ def test_each_rule_fires_on_its_trigger(rule, method, history):
 
 
 def test_a_run_gets_the_rules_of_its_method():
-    assert rules_for("DPO") == rules_for("GKD") == [rule_nonfinite_loss, *health_offline.RULES]
-    assert rules_for("reward model") == [rule_nonfinite_loss, *health_rm.RULES]
-    assert rules_for("GRPO") == [rule_nonfinite_loss, *health_online.RULES]
-    everything = [rule_nonfinite_loss, *health_offline.RULES, *health_rm.RULES, *health_online.RULES]
-    assert rules_for(None) == everything  # no run_config.json
+    assert health_for("DPO").rules == health_for("GKD").rules == health_offline.RULES
+    assert health_for("reward model").rules == health_rm.RULES
+    assert health_for("GRPO").rules == health_online.RULES
+    everything = (*health_offline.RULES, *health_rm.RULES, *health_online.RULES)
+    assert health_for(None).rules == everything  # no run_config.json
     assert len(set(everything)) == len(everything)
 
 

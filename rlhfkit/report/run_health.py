@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from rlhfkit.args import parse_args
 from rlhfkit.errors import PathNotFoundError, run_cli
 from rlhfkit.report import health_base, health_offline, health_online, health_rm
-from rlhfkit.report.health_base import ONLINE, Finding, Health, HealthThresholds, RunInfo, rule_nonfinite_loss
+from rlhfkit.report.health_base import ONLINE, Finding, Health, HealthThresholds
 
 
 @dataclass
@@ -33,18 +33,6 @@ def health_for(method: str | None) -> Health:
         families = (health_offline.HEALTH, health_rm.HEALTH, health_online.HEALTH)
         return Health(sum((h.rules for h in families), ()), sum((h.sections for h in families), ()))
     return health_offline.HEALTH
-
-
-def rules_for(method: str | None) -> list:
-    """Every rule a run of `method` is checked with, `rule_nonfinite_loss` first."""
-    return [rule_nonfinite_loss, *health_for(method).rules]
-
-
-def check_history(history: list[dict], run: RunInfo | None = None,
-                  thresholds: HealthThresholds | None = None) -> list[Finding]:
-    """The rules of `health_for(run.method)` on one log history; returns the findings (empty for a healthy run)."""
-    run = run or RunInfo()
-    return health_base.check_history(history, run, health_for(run.method), thresholds)
 
 
 def main(argv: list[str] | None = None) -> list[Finding]:
