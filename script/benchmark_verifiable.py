@@ -29,7 +29,7 @@ best-of-n candidates (`bon_scores`). `ppo_rm_all`, `ppo_rm_500`, `ppo_rm_ensembl
 run PPO against them with a checkpoint every 16 steps; each checkpoint's gold accuracy, proxy reward and logged KL
 make the curve. `report` prints the reward-model table and draws overoptimization.png (gold and proxy against KL,
 best-of-n and PPO, one panel per reward model). `<row>_seed1` / `<row>_seed2` repeat grpo, ppo_separate, kto, dpo
-and ppo_rm_all with seeds 1 and 2 (report: mean and spread).
+and ppo_rm_ensemble (the best reward-model row) with seeds 1 and 2 (report: mean and spread).
 
 Task "ifeval" (rows `ifeval_*`): training prompts are the first user turns of ../shared/data's hh-rlhf file, each
 with one or two IFEval instructions attached (the Tulu 3 RLVR recipe; descriptions and arguments drawn by lm-eval's
@@ -262,7 +262,7 @@ ROWS: dict[str, tuple[list[list[str]], str | None]] = {
     "ppo_rm_ensemble_min": (ppo_with(ENSEMBLE, "--reward_ensemble", "min"), "model"),
 }
 
-SEEDED = ("grpo", "ppo_separate", "kto", "dpo", "ppo_rm_all")  # rows repeated with seeds 1 and 2: `<row>_seed<k>`
+SEEDED = ("grpo", "ppo_separate", "kto", "dpo", "ppo_rm_ensemble")  # rows repeated with seeds 1 and 2: `<row>_seed<k>`
 
 
 def with_seed(commands: list[list[str]], seed: int) -> list[list[str]]:

@@ -318,9 +318,11 @@ def test_benchmark_seed_rows_change_only_the_seed_and_drop_checkpoints():
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "script"))
     import benchmark_verifiable as bench
 
-    original, seeded = bench.ROWS["ppo_rm_all"][0][0], bench.ROWS["ppo_rm_all_seed2"][0][0]
+    original, seeded = bench.ROWS["ppo_rm_ensemble"][0][0], bench.ROWS["ppo_rm_ensemble_seed2"][0][0]
     seed_at = original.index("--seed") + 1
     assert original[seed_at] == "0" and seeded[seed_at] == "2" and "--save_steps" not in seeded
-    assert original[-len(bench.CHECKPOINTS):] == bench.CHECKPOINTS
-    assert seeded[:seed_at] + ["0"] + seeded[seed_at + 1:] == original[:-len(bench.CHECKPOINTS)]
+    n = len(bench.CHECKPOINTS)
+    at = next(i for i in range(len(original)) if original[i:i + n] == bench.CHECKPOINTS)
+    assert seeded[:seed_at] + ["0"] + seeded[seed_at + 1:] == original[:at] + original[at + n:]
+    assert seeded[-2:] == ["--reward_ensemble", "mean"]
     assert bench.ROWS["kto_seed1"][1] == "model" and bench.ROWS["kto_seed1"][0][0][-2:] == ["--max_length", "64"]
