@@ -23,7 +23,7 @@ TRL 1.16. delta = the bracket above (policy-vs-reference log-ratio of chosen min
   sft           NLL on the chosen answer; `--loss_type sigmoid sft` is RPO (Pang et al. 2024).
   sigmoid_norm  sigmoid on per-token averaged log-ratios (length-normalised DPO).
 Length: `--rdpo_alpha` (R-DPO, Park et al. 2024: alpha x (|chosen| - |rejected|) tokens inside the sigmoid;
-rlhfkit/methods/dpo.py),
+rlhfkit/methods/offline.py),
 `--ld_alpha` (TRL; LD-DPO, Liu et al. 2024: tokens past the shorter answer's length weigh ld_alpha in the log-probs) and
 `--loss_type sigmoid_norm` (per-token averaged log-ratios); docs/length.md says when each helps.
 label_smoothing is read only by robust, exo_pair, aot and aot_unpaired; TRL 1.16's sigmoid loss ignores it (there

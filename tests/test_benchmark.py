@@ -64,8 +64,8 @@ def test_reading_path_copies_what_a_method_uses_and_the_copy_runs_on_its_own(tin
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     copied = {str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()}
-    assert {"train_rlhf.py", "common_args.py", "requirements.txt", "rlhf_args/dpo_config.py", "rlhfkit/methods/dpo.py",
-            "rlhfkit/data/tables.py", "rlhfkit/recipes.py"} <= copied  # imported inside a function: CSV, --config
+    assert {"train_rlhf.py", "common_args.py", "requirements.txt", "rlhf_args/dpo_config.py",
+            "rlhfkit/methods/offline.py", "rlhfkit/data/tables.py", "rlhfkit/recipes.py"} <= copied  # CSV, --config
     assert not any(p.startswith(("rlhfkit/ppo/", "tests/", "script/")) or p.endswith("ppo_config.py") for p in copied)
     env = {**os.environ, "PYTHONPATH": ""}
     (tmp_path / "recipe.yaml").write_text("beta: 0.2\n")  # the copy reads recipes too

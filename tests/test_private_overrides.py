@@ -11,7 +11,7 @@ import pytest
 
 # (the toolkit's class, the method, the library class it overrides, why)
 PRIVATE_OVERRIDES = [
-    ("rlhfkit.methods.dpo:DPOTrainer", "_compute_loss", "trl:DPOTrainer", "R-DPO's length term"),
+    ("rlhfkit.methods.offline:DPOTrainer", "_compute_loss", "trl:DPOTrainer", "R-DPO's length term"),
     ("rlhfkit.methods.trl_online:OnlineExtras", "_generate_and_score_completions", "trl:GRPOTrainer",
      "samples.jsonl every sample_every rollouts"),
     ("rlhfkit.methods.trl_online:OnlineExtras", "_generate_and_score_completions", "trl:RLOOTrainer",
