@@ -45,14 +45,18 @@ logged KL); a row whose row.json exists is not run again, and a row stopped half
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+
+import scipy.stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -633,19 +637,32 @@ def reward_model_table(rows: dict) -> None:
               f"({a['n_length_matched']}) | {bon[1]:.3f} | {bon[4]:.3f} | {bon[16]:.3f} |")
 
 
-def seeds_table(rows: dict) -> None:
-    """Rows run with seeds 0, 1 and 2: each seed's held-out accuracy, their mean, standard deviation and range."""
-    lines = []
+def seeds_table(rows: dict) -> list[dict]:
+    """Rows run with seeds 0, 1 and 2: each seed's held-out accuracy, their mean, standard deviation and range; then
+    each pair of such rows: the difference of their means and Welch's t-test on the per-seed accuracies (the
+    seed-to-seed spread is the noise). Returns the pairs' `{"rows", "difference", "p_value"}`.
+    """
+    runs = {}
     for name in SEEDED:
-        runs = [rows[n]["accuracy"] for n in (name, f"{name}_seed1", f"{name}_seed2") if "accuracy" in rows.get(n, {})]
-        if len(runs) > 1:
-            mean = sum(runs) / len(runs)
-            std = math.sqrt(sum((x - mean) ** 2 for x in runs) / (len(runs) - 1))
-            lines.append(f"| {name} | {', '.join(f'{x:.3f}' for x in runs)} | {mean:.3f} | {std:.3f} | "
-                         f"{min(runs):.3f}-{max(runs):.3f} |")
-    if lines:
-        print("\n| row | held-out accuracy, seeds 0 1 2 | mean | standard deviation | range |\n|---|---|---|---|---|")
-        print("\n".join(lines))
+        found = [rows[n]["accuracy"] for n in (name, f"{name}_seed1", f"{name}_seed2") if "accuracy" in rows.get(n, {})]
+        if len(found) > 1:
+            runs[name] = found
+    if not runs:
+        return []
+    print("\n| row | held-out accuracy, seeds 0 1 2 | mean | standard deviation | range |\n|---|---|---|---|---|")
+    for name, found in runs.items():
+        print(f"| {name} | {', '.join(f'{x:.3f}' for x in found)} | {statistics.mean(found):.3f} | "
+              f"{statistics.stdev(found):.3f} | {min(found):.3f}-{max(found):.3f} |")
+    pairs = []
+    for a, b in itertools.combinations(runs, 2):
+        p_value = scipy.stats.ttest_ind(runs[a], runs[b], equal_var=False).pvalue
+        pairs.append({"rows": (a, b), "difference": statistics.mean(runs[a]) - statistics.mean(runs[b]),
+                      "p_value": float(p_value)})
+    if pairs:
+        print("\n| rows | difference of means | p (Welch's t-test over seeds) |\n|---|---|---|")
+        print("\n".join(f"| {a} - {b} | {d['difference']:+.3f} | {d['p_value']:.2g} |"
+                        for d in pairs for a, b in [d["rows"]]))
+    return pairs
 
 
 PPO_OF = {"rm_all": "ppo_rm_all", "rm_500": "ppo_rm_500", "rm_ensemble": "ppo_rm_ensemble"}

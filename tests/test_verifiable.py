@@ -326,3 +326,20 @@ def test_benchmark_seed_rows_change_only_the_seed_and_drop_checkpoints():
     assert seeded[:seed_at] + ["0"] + seeded[seed_at + 1:] == original[:at] + original[at + n:]
     assert seeded[-2:] == ["--reward_ensemble", "mean"]
     assert bench.ROWS["kto_seed1"][1] == "model" and bench.ROWS["kto_seed1"][0][0][-2:] == ["--max_length", "64"]
+
+
+def test_benchmark_seeds_table_gives_mean_spread_and_welch_test(capsys):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "script"))
+    import benchmark_verifiable as bench
+
+    rows = {"grpo": {"accuracy": 0.5}, "grpo_seed1": {"accuracy": 0.6}, "grpo_seed2": {"accuracy": 0.7},
+            "kto": {"accuracy": 0.2}, "kto_seed1": {"accuracy": 0.3}, "kto_seed2": {"accuracy": 0.4},
+            "dpo": {"accuracy": 0.9}}  # one seed only: no mean, not compared
+    (pair,) = bench.seeds_table(rows)
+    # t = 0.3 / sqrt(0.01 / 3 + 0.01 / 3) = 3.674 on 4 degrees of freedom: two-sided p = 0.0213
+    assert pair["rows"] == ("grpo", "kto") and pair["difference"] == pytest.approx(0.3)
+    assert pair["p_value"] == pytest.approx(0.0213, abs=5e-4)
+    out = capsys.readouterr().out
+    assert "| grpo | 0.500, 0.600, 0.700 | 0.600 | 0.100 | 0.500-0.700 |" in out
+    assert "| grpo - kto | +0.300 | 0.021 |" in out
+    assert "| dpo |" not in out
