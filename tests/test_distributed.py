@@ -81,3 +81,18 @@ def test_two_machines_on_localhost_train_one_model(tiny_model_dir, tmp_path):
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(out))
     with torch.no_grad():
         assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
+
+
+@pytest.mark.slow
+def test_zero3_runs_back_to_back_all_exit_cleanly(tiny_model_dir, tmp_path):
+    """Five ZeRO-3 runs in a row, the condition under which a rank once aborted at exit (`terminate called without an
+    active exception`, exit -6): every launch must exit 0 with no abort message, and every run must save its model.
+    """
+    data = write_jsonl(tmp_path / "d.jsonl", easy_pairs(16))
+    for attempt in range(5):
+        out = tmp_path / f"out{attempt}"
+        done = launch_two_ranks("deepspeed_zero3.yaml", base_flags(
+            tiny_model_dir, data, out, "--train_mode", "full", "--max_steps", "2", "--eval_split_size", "0"))
+        assert done.returncode == 0, (attempt, done.stderr[-3000:])
+        assert "terminate called" not in done.stderr, attempt
+        assert (out / "model.safetensors").exists(), attempt
