@@ -407,12 +407,10 @@ def instruction_level_test(model: dict, base: dict) -> dict | None:
     and the two-sided Wilcoxon signed-rank p-value of the per-prompt differences in instructions followed (scipy).
     None when either lacks `followed_list`.
     """
-    from scipy.stats import wilcoxon
-
     if "followed_list" not in model or "followed_list" not in base:
         return None
     differences = [m - b for m, b in zip(model["followed_list"], base["followed_list"])]
-    p_value = float(wilcoxon(differences).pvalue) if any(differences) else 1.0
+    p_value = float(scipy.stats.wilcoxon(differences).pvalue) if any(differences) else 1.0
     return {"model": model["instruction_level"], "base": base["instruction_level"],
             "difference": model["instruction_level"] - base["instruction_level"], "p_value": p_value,
             "prompts": len(differences)}
@@ -660,8 +658,8 @@ def seeds_table(rows: dict) -> list[dict]:
                       "p_value": float(p_value)})
     if pairs:
         print("\n| rows | difference of means | p (Welch's t-test over seeds) |\n|---|---|---|")
-        print("\n".join(f"| {a} - {b} | {d['difference']:+.3f} | {d['p_value']:.2g} |"
-                        for d in pairs for a, b in [d["rows"]]))
+        print("\n".join(f"| {d['rows'][0]} - {d['rows'][1]} | {d['difference']:+.3f} | {d['p_value']:.2g} |"
+                        for d in pairs))
     return pairs
 
 
